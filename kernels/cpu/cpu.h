@@ -1,0 +1,22 @@
+/* cpu.h — the CPU backend: the embedded default and the reference for every CUDA kernel.
+ *
+ * Host memory, f32 activations, weights in the logical formats of kernels/qw.h (F32, F16,
+ * BF16, QW8, QW4; no repack). Ops run synchronously, multithreaded over an sl_pool, with
+ * AVX2/FMA paths chosen at run time where the CPU has them and scalar code otherwise.
+ */
+#ifndef SL_CPU_H
+#define SL_CPU_H
+
+#include "../backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* n_threads <= 0: all online CPUs. Free with be->destroy(be). */
+sl_backend *sl_cpu_backend_create(int n_threads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
