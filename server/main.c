@@ -1,10 +1,32 @@
-/* main.c — the sluice command line. Subcommands are added as modules land. */
+/* main.c — the sluice command line: dispatches to the subcommands. */
 #include <stdio.h>
 #include <string.h>
 
+#include "commands.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: sluice <command> [options]   (sluice <command> --help for its options)\n\n"
+            "commands:\n"
+            "  generate   run a GGUF model on token ids: greedy or sampled, with log-probabilities\n"
+            "  mkmodel    write a small GGUF model with seeded random weights (tests, demos)\n"
+            "  info       describe a GGUF model and the GPUs sluice can see\n");
+}
+
 int main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "usage: sluice <command> [options]\n");
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "generate")) return sl_cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "mkmodel")) return sl_cmd_mkmodel(argc - 2, argv + 2);
+    if (!strcmp(cmd, "info")) return sl_cmd_info(argc - 2, argv + 2);
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "sluice: unknown command '%s'\n", cmd);
+    usage(stderr);
     return 2;
 }

@@ -1,0 +1,197 @@
+/* forward.c — the forward pass of llama / qwen2 / qwen3, written once over backend ops.
+ * The three architectures differ only in optional pieces (biases, q/k norms, rope mode),
+ * which are NULL or set by the loader. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+typedef struct sl_fwd_ws {
+    int max_tokens, max_seqs, max_blocks, max_logits;
+    /* backend activations */
+    float *x, *h;       /* [T][E] */
+    float *q, *att;     /* [T][H·Dk] */
+    float *k, *v;       /* [T][Hkv·Dk] */
+    float *g, *u;       /* [T][F] */
+    float *xo;          /* [max_logits][E] */
+    float *logits;      /* [max_logits][V] */
+    /* backend copies of the batch description */
+    int32_t *tokens, *pos, *slots, *logit_idx;       /* [max_tokens] */
+    int32_t *q_start, *q_len, *ctx_len;              /* [max_seqs] */
+    int32_t *block_tables;                           /* [max_seqs][max_blocks] */
+} sl_fwd_ws;
+
+static void ws_free(sl_model *m) {
+    sl_fwd_ws *w = m->ws;
+    if (!w) return;
+    void *bufs[] = {w->x, w->h, w->q, w->att, w->k, w->v, w->g, w->u, w->xo, w->logits, w->tokens,
+                    w->pos, w->slots, w->logit_idx, w->q_start, w->q_len, w->ctx_len, w->block_tables};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) m->be->free(m->be, bufs[i]);
+    free(w);
+    m->ws = NULL;
+}
+
+void sl_model_free(sl_model *m) {
+    if (!m) return;
+    sl_backend *be = m->be;
+    ws_free(m);
+    if (m->layers) {
+        for (int l = 0; l < m->hp.n_layer; l++) {
+            sl_layer *ly = &m->layers[l];
+            sl_bweight *ws[] = {ly->wq, ly->wk, ly->wv, ly->wo, ly->w_gate, ly->w_up, ly->w_down};
+            for (size_t i = 0; i < 7; i++)
+                if (ws[i]) be->weight_destroy(be, ws[i]);
+            float *vs[] = {ly->attn_norm, ly->ffn_norm, ly->bq, ly->bk, ly->bv, ly->bo,
+                           ly->b_gate, ly->b_up, ly->b_down, ly->q_norm, ly->k_norm};
+            for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++)
+                if (vs[i]) be->free(be, vs[i]);
+        }
+        free(m->layers);
+    }
+    if (m->output && m->output != m->tok_embd) be->weight_destroy(be, m->output);
+    if (m->tok_embd) be->weight_destroy(be, m->tok_embd);
+    if (m->output_norm) be->free(be, m->output_norm);
+    if (m->rope_freqs) be->free(be, m->rope_freqs);
+    sl_gguf_close(m->gguf);
+    free(m);
+}
+
+int sl_model_reserve(sl_model *m, int max_tokens, int max_seqs, int max_blocks, int max_logits) {
+    const sl_hparams *hp = &m->hp;
+    if (max_tokens < 1 || max_seqs < 1 || max_blocks < 1 || max_logits < 1) return SL_EINVAL;
+    ws_free(m);
+    sl_fwd_ws *w = sl_xcalloc(1, sizeof *w);
+    m->ws = w;
+    w->max_tokens = max_tokens;
+    w->max_seqs = max_seqs;
+    w->max_blocks = max_blocks;
+    w->max_logits = max_logits;
+    size_t T = (size_t)max_tokens, f = sizeof(float), i = sizeof(int32_t);
+    size_t QD = (size_t)hp->n_head * hp->head_dim, KD = (size_t)hp->n_head_kv * hp->head_dim;
+    struct { void **p; size_t n; } req[] = {
+        {(void **)&w->x, T * hp->n_embd * f},     {(void **)&w->h, T * hp->n_embd * f},
+        {(void **)&w->q, T * QD * f},             {(void **)&w->att, T * QD * f},
+        {(void **)&w->k, T * KD * f},             {(void **)&w->v, T * KD * f},
+        {(void **)&w->g, T * hp->n_ff * f},       {(void **)&w->u, T * hp->n_ff * f},
+        {(void **)&w->xo, (size_t)max_logits * hp->n_embd * f},
+        {(void **)&w->logits, (size_t)max_logits * hp->n_vocab * f},
+        {(void **)&w->tokens, T * i},             {(void **)&w->pos, T * i},
+        {(void **)&w->slots, T * i},              {(void **)&w->logit_idx, (size_t)max_logits * i},
+        {(void **)&w->q_start, (size_t)max_seqs * i}, {(void **)&w->q_len, (size_t)max_seqs * i},
+        {(void **)&w->ctx_len, (size_t)max_seqs * i},
+        {(void **)&w->block_tables, (size_t)max_seqs * max_blocks * i},
+    };
+    for (size_t k = 0; k < sizeof req / sizeof req[0]; k++) {
+        *req[k].p = m->be->alloc(m->be, req[k].n);
+        if (!*req[k].p) {
+            ws_free(m);
+            return SL_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+int sl_kv_cache_init(sl_kv_cache *kv, const sl_model *m, int n_blocks, int block_size) {
+    memset(kv, 0, sizeof *kv);
+    if (n_blocks < 2 || block_size < 1) return SL_EINVAL;
+    kv->n_blocks = n_blocks;
+    kv->block_size = block_size;
+    kv->n_layer = m->hp.n_layer;
+    kv->kv_dim = m->hp.n_head_kv * m->hp.head_dim;
+    kv->k = sl_xcalloc((size_t)kv->n_layer, sizeof(float *));
+    kv->v = sl_xcalloc((size_t)kv->n_layer, sizeof(float *));
+    size_t bytes = (size_t)n_blocks * block_size * kv->kv_dim * sizeof(float);
+    for (int l = 0; l < kv->n_layer; l++) {
+        kv->k[l] = m->be->alloc(m->be, bytes);
+        kv->v[l] = m->be->alloc(m->be, bytes);
+        if (!kv->k[l] || !kv->v[l]) {
+            sl_kv_cache_deinit(kv, m);
+            return SL_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+void sl_kv_cache_deinit(sl_kv_cache *kv, const sl_model *m) {
+    for (int l = 0; kv->k && l < kv->n_layer; l++) {
+        if (kv->k[l]) m->be->free(m->be, kv->k[l]);
+        if (kv->v[l]) m->be->free(m->be, kv->v[l]);
+    }
+    free(kv->k);
+    free(kv->v);
+    memset(kv, 0, sizeof *kv);
+}
+
+int sl_forward(sl_model *m, sl_kv_cache *kv, const sl_batch *b, float *logits) {
+    sl_backend *be = m->be;
+    const sl_hparams *hp = &m->hp;
+    sl_fwd_ws *w = m->ws;
+    const int T = b->n_tokens, E = hp->n_embd, F = hp->n_ff, H = hp->n_head, Hkv = hp->n_head_kv;
+    const int Dk = hp->head_dim, QD = H * Dk, KD = Hkv * Dk;
+    if (!w || T < 1 || T > w->max_tokens || b->n_seqs < 1 || b->n_seqs > w->max_seqs ||
+        b->max_blocks > w->max_blocks || b->n_logits < 0 || b->n_logits > w->max_logits)
+        return SL_EINVAL;
+    if (kv->kv_dim != KD || kv->n_layer != hp->n_layer) return SL_EINVAL;
+    /* token ids come from users: an out-of-range id would read past the embedding table */
+    const int64_t n_slots = (int64_t)kv->n_blocks * kv->block_size;
+    for (int t = 0; t < T; t++)
+        if (b->tokens[t] < 0 || b->tokens[t] >= hp->n_vocab || b->slot_mapping[t] < kv->block_size ||
+            b->slot_mapping[t] >= n_slots)
+            return SL_ERANGE;
+
+    be->upload(be, w->tokens, b->tokens, (size_t)T * 4);
+    be->upload(be, w->pos, b->pos, (size_t)T * 4);
+    be->upload(be, w->slots, b->slot_mapping, (size_t)T * 4);
+    be->upload(be, w->q_start, b->q_start, (size_t)b->n_seqs * 4);
+    be->upload(be, w->q_len, b->q_len, (size_t)b->n_seqs * 4);
+    be->upload(be, w->ctx_len, b->ctx_len, (size_t)b->n_seqs * 4);
+    be->upload(be, w->block_tables, b->block_tables, (size_t)b->n_seqs * b->max_blocks * 4);
+    if (b->n_logits) be->upload(be, w->logit_idx, b->logit_idx, (size_t)b->n_logits * 4);
+    sl_attn_batch ab = {.n_seqs = b->n_seqs, .max_blocks = b->max_blocks, .q_start = w->q_start,
+                        .q_len = w->q_len, .ctx_len = w->ctx_len, .block_tables = w->block_tables};
+    const float scale = 1.0f / sqrtf((float)Dk);
+
+    be->embed(be, m->tok_embd, w->tokens, w->x, T);
+    for (int l = 0; l < hp->n_layer; l++) {
+        const sl_layer *ly = &m->layers[l];
+        be->rmsnorm(be, w->x, ly->attn_norm, w->h, T, E, hp->eps);
+        be->matmul(be, ly->wq, w->h, w->q, T);
+        be->matmul(be, ly->wk, w->h, w->k, T);
+        be->matmul(be, ly->wv, w->h, w->v, T);
+        if (ly->bq) be->add_bias(be, w->q, ly->bq, T, QD);
+        if (ly->bk) be->add_bias(be, w->k, ly->bk, T, KD);
+        if (ly->bv) be->add_bias(be, w->v, ly->bv, T, KD);
+        if (ly->q_norm) be->rmsnorm(be, w->q, ly->q_norm, w->q, T * H, Dk, hp->eps);
+        if (ly->k_norm) be->rmsnorm(be, w->k, ly->k_norm, w->k, T * Hkv, Dk, hp->eps);
+        be->rope(be, w->q, w->pos, T, H, Dk, &hp->rope);
+        be->rope(be, w->k, w->pos, T, Hkv, Dk, &hp->rope);
+        be->kv_write(be, kv->k[l], kv->v[l], w->k, w->v, w->slots, T, KD);
+        be->attention(be, w->q, kv->k[l], kv->v[l], w->att, &ab, H, Hkv, Dk, kv->block_size, scale);
+        be->matmul(be, ly->wo, w->att, w->h, T);
+        if (ly->bo) be->add_bias(be, w->h, ly->bo, T, E);
+        be->add(be, w->x, w->h, (int64_t)T * E);
+
+        be->rmsnorm(be, w->x, ly->ffn_norm, w->h, T, E, hp->eps);
+        be->matmul(be, ly->w_gate, w->h, w->g, T);
+        be->matmul(be, ly->w_up, w->h, w->u, T);
+        if (ly->b_gate) be->add_bias(be, w->g, ly->b_gate, T, F);
+        if (ly->b_up) be->add_bias(be, w->u, ly->b_up, T, F);
+        be->swiglu(be, w->g, w->u, w->g, (int64_t)T * F);
+        be->matmul(be, ly->w_down, w->g, w->h, T);
+        if (ly->b_down) be->add_bias(be, w->h, ly->b_down, T, E);
+        be->add(be, w->x, w->h, (int64_t)T * E);
+    }
+    if (b->n_logits == 0) {
+        be->sync(be);
+        return 0;
+    }
+    /* logits only at sampling positions */
+    be->gather_rows(be, w->x, w->logit_idx, w->xo, b->n_logits, E);
+    be->rmsnorm(be, w->xo, m->output_norm, w->xo, b->n_logits, E, hp->eps);
+    be->matmul(be, m->output, w->xo, w->logits, b->n_logits);
+    be->download(be, logits, w->logits, (size_t)b->n_logits * hp->n_vocab * sizeof(float));
+    be->sync(be);
+    return 0;
+}

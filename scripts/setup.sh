@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# setup.sh — install sluice's dependencies on a fresh Debian 12 machine, build build/sluice,
+# and run the main job: a model on this machine's GPU when one is present, else on the CPU.
+#
+#   scripts/setup.sh [MODEL.gguf]   install, build, run (a random demo model when none given)
+#   scripts/setup.sh --deps-only    install the Debian and npm dependencies only
+#   scripts/setup.sh --build-only   install and build, do not run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=run
+model=
+case "${1:-}" in
+  --deps-only) mode=deps ;;
+  --build-only) mode=build ;;
+  "") ;;
+  *) model=$1 ;;
+esac
+
+# ---- Debian packages (installed only when missing) ---------------------------------------
+pkgs=(cmake ninja-build gcc g++ clang libclang-rt-14-dev libuv1-dev libcjson-dev node-llhttp
+      libpcre2-dev nodejs npm)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+# node and npm may come from elsewhere (e.g. a preinstalled Node.js): do not fight it
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+fi
+missing=(${missing[@]+"${missing[@]}"})
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# ---- npm test tools: llama.cpp (node-llama-cpp, prebuilt CPU binary) as the oracle -------
+if [ ! -d tests/oracle/node_modules/node-llama-cpp ] || [ ! -d tests/oracle/node_modules/@node-llama-cpp/linux-x64 ]; then
+  echo "setup: installing node-llama-cpp@3.21.1 (npm)"
+  (cd tests/oracle && npm i -E --omit=optional --no-audit --no-fund --loglevel=error \
+      node-llama-cpp@3.21.1 @node-llama-cpp/linux-x64@3.21.1 >/dev/null)
+fi
+[ "$mode" = deps ] && exit 0
+
+# ---- build ------------------------------------------------------------------------------
+[ -x /usr/local/cuda/bin/nvcc ] && export PATH="/usr/local/cuda/bin:$PATH"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+ninja -C build
+[ "$mode" = build ] && exit 0
+
+# ---- run --------------------------------------------------------------------------------
+if [ -z "$model" ]; then
+  model=build/demo.gguf
+  if [ ! -f "$model" ]; then
+    echo "setup: no model given: writing a random-weight demo model to $model (its output is noise)"
+    build/sluice mkmodel --out "$model" --arch llama --type Q8_0 --dim 256 --layers 4 --heads 8 \
+      --kv-heads 2 --ff 768 --vocab 2048
+  fi
+fi
+build/sluice info --model "$model"
+echo "setup: generating 32 tokens from token ids 1,100,200,300 on the CPU"
+build/sluice generate --model "$model" --prompt-tokens 1,100,200,300 -n 32
