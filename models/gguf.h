@@ -80,30 +80,43 @@ const char *sl_ggml_type_name(uint32_t type); /* "Q4_K", or "?" */
 /* Parses "F32", "q4_k", ... (case-insensitive); -1 if unknown. */
 int sl_ggml_type_from_name(const char *name);
 
-/* Maps and validates path. *out is freed with sl_gguf_close. */
+/* Maps and validates path. *out is freed with sl_gguf_close; it is NULL on failure. Error
+ * messages name the problem and the item, e.g. "tensor blk.3.attn_q.weight: data runs past end
+ * of file", "truncated file: metadata key 5 runs past end of file" (SL_EFORMAT), "unsupported
+ * GGUF version 1" or "tensor x: unsupported tensor type 9" (SL_EUNSUPPORTED); SL_EIO when the
+ * file cannot be opened or mapped. Keys must be printable ASCII (at most 65535 bytes), strings
+ * valid UTF-8 (at most 2^30 bytes), arrays at most 2^30 elements, tensor names < 64 bytes. */
 int sl_gguf_open(sl_gguf **out, const char *path, char err[SL_ERRMSG]);
 /* Same over a caller buffer (not copied; must outlive *out). Used by the fuzzer and tests. */
 int sl_gguf_open_mem(sl_gguf **out, const void *data, size_t size, char err[SL_ERRMSG]);
 void sl_gguf_close(sl_gguf *g);
 
-/* Lookups: NULL when absent. */
+/* Lookups: NULL when absent. O(log n) (sorted index built at open). */
 const sl_gguf_kv *sl_gguf_find(const sl_gguf *g, const char *key);
 const sl_gguf_tensor *sl_gguf_tensor_find(const sl_gguf *g, const char *name);
 
 /* Typed getters. Return 0, SL_ENOTFOUND when absent, or SL_EFORMAT on a wrong type (with a
- * message naming the key). Integer getters accept any integer type whose value fits. */
+ * message naming the key; err may be NULL); *out is untouched on failure. Integer getters
+ * accept any integer type whose value fits (a value that does not fit is SL_EFORMAT too);
+ * sl_gguf_get_f32 accepts FLOAT32 and FLOAT64. */
 int sl_gguf_get_u32(const sl_gguf *g, const char *key, uint32_t *out, char *err);
 int sl_gguf_get_f32(const sl_gguf *g, const char *key, float *out, char *err);
 int sl_gguf_get_bool(const sl_gguf *g, const char *key, bool *out, char *err);
 /* String: pointer into the mapping (not NUL-terminated) and its length. */
 int sl_gguf_get_str(const sl_gguf *g, const char *key, const char **s, uint64_t *len, char *err);
 
-/* Array element access (kv must be an array of the right element type; i < kv->n). */
+/* Array element access (kv must be an array of the right element type and i < kv->n, else
+ * abort through SL_CHECK: check kv->arr_type first). O(1), strings included. arr_f32 also
+ * reads FLOAT64 arrays; arr_int any integer type (UINT64 above INT64_MAX wraps). */
 void sl_gguf_arr_str(const sl_gguf_kv *kv, uint64_t i, const char **s, uint64_t *len);
 float sl_gguf_arr_f32(const sl_gguf_kv *kv, uint64_t i);
 int64_t sl_gguf_arr_int(const sl_gguf_kv *kv, uint64_t i); /* any integer element type */
 
 /* ---- writer (tests, mkmodel) --------------------------------------------------------- */
+/* Keys are written in first-set order; setting a key again replaces its value. Tensors are
+ * written in call order, offsets the running sum of ALIGN-padded sizes, data zero-padded.
+ * Invalid tensor arguments abort (SL_CHECK); keys and general.alignment are not validated,
+ * so tests can write files the reader must reject (an invalid alignment lays out with 32). */
 typedef struct sl_gguf_writer sl_gguf_writer;
 sl_gguf_writer *sl_gguf_writer_create(void);
 void sl_gguf_writer_destroy(sl_gguf_writer *w);
