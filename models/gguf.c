@@ -810,6 +810,28 @@ void sl_gguf_w_arr_u32(sl_gguf_writer *w, const char *key, const uint32_t *v, ui
     wb_put(set_arr(w, key, SL_GGUF_U32, n), v, n * 4);
 }
 
+void sl_gguf_w_copy_kv(sl_gguf_writer *w, const sl_gguf_kv *kv) {
+    static const uint8_t size[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    if (kv->type == SL_GGUF_ARRAY) {
+        wbuf *b = set_arr(w, kv->key, kv->arr_type, kv->n);
+        if (kv->arr_type != SL_GGUF_STRING) {
+            wb_put(b, kv->value, kv->n * size[kv->arr_type]);
+        } else if (kv->n) {
+            /* strings lie back to back: copy up to the end of the last one */
+            const uint8_t *last = kv->value + kv->str_offsets[kv->n - 1];
+            uint64_t len;
+            memcpy(&len, last, 8);
+            wb_put(b, kv->value, (size_t)(last + 8 + len - kv->value));
+        }
+    } else if (kv->type == SL_GGUF_STRING) {
+        uint64_t len;
+        memcpy(&len, kv->value, 8);
+        wb_put(set_kv(w, kv->key, SL_GGUF_STRING), kv->value, (size_t)(8 + len));
+    } else {
+        wb_put(set_kv(w, kv->key, kv->type), kv->value, size[kv->type]);
+    }
+}
+
 void sl_gguf_w_tensor(sl_gguf_writer *w, const char *name, uint32_t type, int n_dims,
                       const int64_t *ne, const void *data) {
     SL_CHECK(name && strlen(name) > 0 && strlen(name) < MAX_NAME);

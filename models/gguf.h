@@ -129,6 +129,8 @@ void sl_gguf_w_arr_str(sl_gguf_writer *w, const char *key, const char *const *v,
 void sl_gguf_w_arr_f32(sl_gguf_writer *w, const char *key, const float *v, uint64_t n);
 void sl_gguf_w_arr_i32(sl_gguf_writer *w, const char *key, const int32_t *v, uint64_t n);
 void sl_gguf_w_arr_u32(sl_gguf_writer *w, const char *key, const uint32_t *v, uint64_t n);
+/* Copies a key and its value, as read from an opened file, unchanged. */
+void sl_gguf_w_copy_kv(sl_gguf_writer *w, const sl_gguf_kv *kv);
 /* Adds a tensor; data (nbytes computed from type and ne) is copied. ne[0] is contiguous. */
 void sl_gguf_w_tensor(sl_gguf_writer *w, const char *name, uint32_t type, int n_dims,
                       const int64_t *ne, const void *data);

@@ -100,48 +100,12 @@ static void toy_vocab(sl_gguf_writer *w, int n) {
 
 /* Copies every tokenizer.* key of src into w. Returns the token count, or a negative error. */
 static int copy_vocab(sl_gguf_writer *w, const sl_gguf *src, char *err) {
-    int n_tokens = -1;
-    for (uint64_t i = 0; i < src->n_kv; i++) {
-        const sl_gguf_kv *kv = &src->kv[i];
-        if (strncmp(kv->key, "tokenizer.", 10)) continue;
-        if (kv->type == SL_GGUF_STRING) {
-            const char *s;
-            uint64_t len;
-            sl_gguf_get_str(src, kv->key, &s, &len, NULL);
-            char *c = strndup(s, len);
-            sl_gguf_w_str(w, kv->key, c);
-            free(c);
-        } else if (kv->type == SL_GGUF_BOOL) {
-            sl_gguf_w_bool(w, kv->key, kv->value[0] != 0);
-        } else if (kv->type == SL_GGUF_ARRAY && kv->arr_type == SL_GGUF_STRING) {
-            char **v = sl_xmalloc((size_t)kv->n * sizeof(char *) + 1);
-            for (uint64_t j = 0; j < kv->n; j++) {
-                const char *s;
-                uint64_t len;
-                sl_gguf_arr_str(kv, j, &s, &len);
-                v[j] = strndup(s, len);
-            }
-            sl_gguf_w_arr_str(w, kv->key, (const char *const *)v, kv->n);
-            for (uint64_t j = 0; j < kv->n; j++) free(v[j]);
-            free(v);
-            if (!strcmp(kv->key, "tokenizer.ggml.tokens")) n_tokens = (int)kv->n;
-        } else if (kv->type == SL_GGUF_ARRAY && kv->arr_type == SL_GGUF_F32) {
-            float *v = sl_xmalloc((size_t)kv->n * sizeof(float) + 1);
-            for (uint64_t j = 0; j < kv->n; j++) v[j] = sl_gguf_arr_f32(kv, j);
-            sl_gguf_w_arr_f32(w, kv->key, v, kv->n);
-            free(v);
-        } else if (kv->type == SL_GGUF_ARRAY) {
-            int32_t *v = sl_xmalloc((size_t)kv->n * sizeof(int32_t) + 1);
-            for (uint64_t j = 0; j < kv->n; j++) v[j] = (int32_t)sl_gguf_arr_int(kv, j);
-            sl_gguf_w_arr_i32(w, kv->key, v, kv->n);
-            free(v);
-        } else {
-            uint32_t v;
-            if (sl_gguf_get_u32(src, kv->key, &v, NULL) == 0) sl_gguf_w_u32(w, kv->key, v);
-        }
-    }
-    if (n_tokens < 1) return sl_fail(err, SL_ENOTFOUND, "vocabulary file has no tokenizer.ggml.tokens");
-    return n_tokens;
+    const sl_gguf_kv *toks = sl_gguf_find(src, "tokenizer.ggml.tokens");
+    if (!toks || toks->type != SL_GGUF_ARRAY || toks->arr_type != SL_GGUF_STRING || toks->n < 1 || toks->n > INT32_MAX)
+        return sl_fail(err, SL_ENOTFOUND, "vocabulary file has no tokenizer.ggml.tokens");
+    for (uint64_t i = 0; i < src->n_kv; i++)
+        if (!strncmp(src->kv[i].key, "tokenizer.", 10)) sl_gguf_w_copy_kv(w, &src->kv[i]);
+    return (int)toks->n;
 }
 
 static int check_dims(const sl_mkmodel_opts *o, int hd, char *err) {
