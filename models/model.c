@@ -193,8 +193,9 @@ static int load_matrix(loader *L, const char *name, int64_t cols, int64_t rows, 
     sl_qw q;
     rc = sl_repack(t->type, t->data, rows, cols, L->opts->quant_to, L->opts->group ? L->opts->group : 32, 1, &q);
     if (rc) return sl_fail(L->err, rc, "tensor %s: cannot repack type %s", name, sl_ggml_type_name(t->type));
-    /* aliasing is safe: the mapping lives as long as the model */
-    rc = L->m->be->weight_create(L->m->be, &q, 1, out);
+    /* a weight kept as is points into the mapping, which lives as long as the model: the
+     * backend may alias it; repacked storage is ours and freed below, so it must copy */
+    rc = L->m->be->weight_create(L->m->be, &q, !q.owns, out);
     sl_qw_free(&q);
     if (rc) return sl_fail(L->err, rc, "tensor %s: backend cannot hold the weight", name);
     return 0;
