@@ -1,0 +1,50 @@
+/* cpu_internal.h — private to kernels/cpu (and its tests): the backend state, the weight, the
+ * op entry points split across cpu_*.c, and a switch between the SIMD and scalar kernels.
+ */
+#ifndef SL_CPU_INTERNAL_H
+#define SL_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../base/pool.h"
+#include "cpu.h"
+
+/* Functions compiled for AVX2+FMA+F16C; only called after sl__cpu_simd_available(). */
+#define SL_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+typedef struct sl_cpu {
+    sl_pool *pool;
+    int n_threads;
+    int simd;            /* 1: AVX2/FMA/F16C kernels; 0: scalar kernels */
+    float *tiles;        /* matmul: n_threads dequantization tiles of tile_floats each, 64-aligned */
+    size_t tile_floats;  /* grown by weight_create, so matmul never allocates */
+    float *xbuf;         /* matmul: activations rearranged for the SIMD kernels, grown on demand */
+    size_t xbuf_floats;
+    int32_t *tok_list;   /* attention: [tok_cap][2] (token, sequence), grown on demand */
+    int64_t tok_cap;
+} sl_cpu;
+
+/* The CPU backend keeps the logical format; q.owns says whether destroy frees the arrays. */
+struct sl_bweight {
+    sl_qw q;
+};
+
+/* 1 when this CPU runs the SL_AVX2 kernels (AVX2, FMA and F16C). */
+int sl__cpu_simd_available(void);
+/* Test hook: on = 0 forces the scalar kernels, on = 1 selects the SIMD kernels where the CPU
+ * has them. Returns the previous setting. */
+int sl__cpu_set_simd(sl_backend *be, int on);
+
+/* Floats of one matmul dequantization tile for w (per thread). */
+size_t sl__cpu_tile_floats(const sl_qw *w);
+/* Grows the per-thread tiles to at least floats each; 0 or SL_ENOMEM. */
+int sl__cpu_reserve_tiles(sl_cpu *c, size_t floats);
+
+/* The ops of cpu_matmul.c and cpu_attention.c (arguments as in backend.h). */
+void sl__cpu_matmul(sl_cpu *c, const sl_qw *w, const float *x, float *y, int T);
+void sl__cpu_attention(sl_cpu *c, const float *q, const float *k_cache, const float *v_cache,
+                       float *out, const sl_attn_batch *b, int H, int Hkv, int head_dim,
+                       int block_size, float scale);
+
+#endif

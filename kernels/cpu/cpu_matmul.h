@@ -1,0 +1,42 @@
+/* cpu_matmul.h — private to cpu_matmul*.c: one matmul call as the kernels see it. */
+#ifndef SL_CPU_MATMUL_H
+#define SL_CPU_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu_internal.h"
+
+#define SL_MM_MR 4          /* output rows per pool item (and per tiled-kernel tile) */
+#define SL_MM_FUSED_MAX_T 4 /* the fused kernel takes T <= this; the tiled kernel the rest */
+
+typedef struct sl__mm_job {
+    const sl_qw *w;
+    const float *x;  /* [T][cols] as the caller gave it (scalar kernel) */
+    const float *xp; /* [T][cols] as the SIMD kernels read it: for QW4 every full 64-element block
+                      * is permuted so that element 8j + k sits at 8k + j (dword lane j of a
+                      * 32-byte code load holds elements 8j .. 8j + 7); otherwise x itself */
+    const float *xg; /* fused kernel with offsets: [T][cols / group] group sums of x; else NULL */
+    const float *xl; /* fused QW4 kernel without offsets: [T][cols / 8] lane sums of xp's blocks
+                      * (lane j of block b: Σ_k xp[64b + 8k + j], the sum of x[64b + 8j ..][8]);
+                      * else NULL */
+    float *y;        /* [T][rows] */
+    int T;
+    int64_t rows, cols, kc; /* kc: columns per decoded tile */
+    float *tiles;           /* per thread: [SL_MM_MR][kc] */
+    size_t tile_floats;
+} sl__mm_job;
+
+/* For one token row x[cols] (cols % 8 == 0): xp (when not NULL) gets x with every full
+ * 64-element block permuted as sl__mm_job.xp describes; cs[cols / 8] the sums of each 8
+ * consecutive elements (which are the lane sums of xp's blocks, sl__mm_job.xl). */
+void sl__mm_prep_avx2(const float *x, int64_t cols, float *xp, float *cs);
+/* 1 when the AVX2 kernels cover w: cols % 8 == 0, and for QW8/QW4 a group that is a multiple
+ * of 8 (QW4: 8, 16, 32 or a multiple of 64, so that scale lanes follow the permuted blocks). */
+int sl__mm_avx2_covers(const sl_qw *w);
+/* Rows [tb·MR, te·MR) for T <= SL_MM_FUSED_MAX_T: decode in registers, one row at a time (one memory stream). */
+void sl__mm_fused_avx2(const sl__mm_job *j, int64_t tb, int64_t te);
+/* Tiles [tb, te) for any T: decode MR × kc tiles into thread tid's buffer, then FMA all tokens. */
+void sl__mm_tiled_avx2(const sl__mm_job *j, int64_t tb, int64_t te, int tid);
+
+#endif

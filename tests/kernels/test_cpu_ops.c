@@ -1,0 +1,628 @@
+/* test_cpu_ops.c — every op of the CPU backend against a plain double-precision reference
+ * written here, on random non-zero inputs and ragged sizes, through the SIMD and the scalar
+ * kernels and with pools of 1 and 3 threads. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "kernels/cpu/cpu.h"
+#include "kernels/cpu/cpu_internal.h"
+#include "tests/test.h"
+
+#define NBE 4
+static sl_backend *g_be[NBE]; /* pool 1 SIMD, pool 1 scalar, pool 3 SIMD, pool 3 scalar */
+static const char *g_be_name[NBE] = {"1 thread simd", "1 thread scalar", "3 threads simd",
+                                     "3 threads scalar"};
+static sl_rng g_rng;
+static long g_checks;
+
+/* uniform in ±[0.1, 1): never zero */
+static float rnd(void) {
+    float v = 0.1f + 0.9f * sl_rng_f32(&g_rng);
+    return (sl_rng_u64(&g_rng) & 1) ? v : -v;
+}
+static int rnd_int(int n) { return (int)(sl_rng_u64(&g_rng) % (uint64_t)n); }
+
+static float *rnd_vec(int64_t n, float scale) {
+    float *v = sl_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = rnd() * scale;
+    return v;
+}
+
+/* Backend buffer holding a copy of host data (freed with be->free). */
+static void *to_be(sl_backend *be, const void *src, size_t bytes) {
+    void *p = be->alloc(be, bytes);
+    ASSERT(p != NULL);
+    ASSERT_EQ((uintptr_t)p % 64, 0);
+    be->upload(be, p, src, bytes);
+    return p;
+}
+
+/* |got − ref| <= abs + |ref|·rel, reporting the op and the index */
+static void check(const char *what, int64_t i, double got, double ref, double abs_tol,
+                  double rel) {
+    g_checks++;
+    if (!(fabs(got - ref) <= abs_tol + fabs(ref) * rel)) {
+        fprintf(stderr, "%s: element %lld: got %.9g, want %.9g (diff %.3g, tol %.3g)\n", what,
+                (long long)i, got, ref, fabs(got - ref), abs_tol + fabs(ref) * rel);
+        abort();
+    }
+}
+
+/* ---- weights and their reference --------------------------------------------------------- */
+
+static void make_weight(sl_qw *w, sl_wfmt fmt, int64_t rows, int64_t cols, int group, int off) {
+    sl_qw_alloc(w, fmt, rows, cols, group, off);
+    int64_t n = rows * cols;
+    switch (fmt) {
+    case SL_WF_F32:
+        for (int64_t i = 0; i < n; i++) ((float *)w->data)[i] = rnd() * 0.1f;
+        break;
+    case SL_WF_F16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)w->data)[i] = sl_f32_to_fp16(rnd() * 0.1f);
+        break;
+    case SL_WF_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)w->data)[i] = sl_f32_to_bf16(rnd() * 0.1f);
+        break;
+    case SL_WF_QW8:
+    case SL_WF_QW4: {
+        int64_t nb = rows * sl_qw_row_bytes(w), ng = rows * (cols / group);
+        for (int64_t i = 0; i < nb; i++) ((uint8_t *)w->codes)[i] = (uint8_t)sl_rng_u64(&g_rng);
+        for (int64_t i = 0; i < ng; i++) w->scales[i] = rnd() * (fmt == SL_WF_QW8 ? 1e-3f : 2e-2f);
+        if (off)
+            for (int64_t i = 0; i < ng; i++) w->offsets[i] = rnd() * 0.05f;
+        break;
+    }
+    }
+}
+
+/* Row r of w in double, from qw.h's definition (independent of sl_qw_dequant_row). */
+static void ref_row(const sl_qw *w, int64_t r, double *dst) {
+    int64_t n = w->cols;
+    for (int64_t i = 0; i < n; i++) {
+        switch (w->fmt) {
+        case SL_WF_F32: dst[i] = ((const float *)w->data)[r * n + i]; break;
+        case SL_WF_F16: dst[i] = sl_fp16_to_f32(((const uint16_t *)w->data)[r * n + i]); break;
+        case SL_WF_BF16: {
+            uint32_t u = (uint32_t)((const uint16_t *)w->data)[r * n + i] << 16;
+            float f;
+            memcpy(&f, &u, 4);
+            dst[i] = f;
+            break;
+        }
+        case SL_WF_QW8:
+        case SL_WF_QW4: {
+            int64_t g = r * (n / w->group) + i / w->group;
+            double c;
+            if (w->fmt == SL_WF_QW8) {
+                c = ((const int8_t *)w->codes)[r * n + i];
+            } else {
+                uint8_t b = ((const uint8_t *)w->codes)[r * (n / 2) + i / 2];
+                c = (i % 2 == 0) ? (b & 15) : (b >> 4);
+                if (!w->offsets) c -= 8;
+            }
+            dst[i] = (double)w->scales[g] * c + (w->offsets ? (double)w->offsets[g] : 0.0);
+            break;
+        }
+        }
+    }
+}
+
+/* ---- matmul ------------------------------------------------------------------------------- */
+
+static void test_matmul_case(sl_wfmt fmt, int64_t rows, int64_t cols, int group, int off, int T) {
+    sl_qw w;
+    make_weight(&w, fmt, rows, cols, group, off);
+    float *x = rnd_vec(T * cols, 1.0f);
+    double *ref = sl_xmalloc((size_t)(T * rows) * sizeof(double));
+    double *tol = sl_xmalloc((size_t)(T * rows) * sizeof(double));
+    double *wr = sl_xmalloc((size_t)cols * sizeof(double));
+    for (int64_t r = 0; r < rows; r++) {
+        ref_row(&w, r, wr);
+        for (int t = 0; t < T; t++) {
+            double s = 0, s2 = 0;
+            for (int64_t i = 0; i < cols; i++) {
+                double p = wr[i] * x[t * cols + i];
+                s += p;
+                s2 += p * p;
+            }
+            ref[t * rows + r] = s;
+            tol[t * rows + r] = 1e-5 * sqrt(s2); /* the size of a typical result */
+        }
+    }
+    char what[160];
+    for (int b = 0; b < NBE; b++) {
+        sl_backend *be = g_be[b];
+        sl_bweight *bw;
+        sl_qw view = w; /* the scalar backends alias a borrowed view, the SIMD ones copy */
+        view.owns = 0;
+        ASSERT_EQ(be->weight_create(be, &view, b & 1, &bw), 0);
+        float *xb = to_be(be, x, (size_t)(T * cols) * 4);
+        float *yb = be->alloc(be, (size_t)(T * rows) * 4);
+        float *y = sl_xmalloc((size_t)(T * rows) * 4);
+        be->matmul(be, bw, xb, yb, T);
+        be->sync(be);
+        be->download(be, y, yb, (size_t)(T * rows) * 4);
+        snprintf(what, sizeof what, "matmul %s rows %lld cols %lld group %d%s T %d (%s)",
+                 sl_wfmt_name(fmt), (long long)rows, (long long)cols, group,
+                 off ? " offsets" : "", T, g_be_name[b]);
+        for (int64_t i = 0; i < T * rows; i++) check(what, i, y[i], ref[i], tol[i], 1e-5);
+        free(y);
+        be->free(be, yb);
+        be->free(be, xb);
+        be->weight_destroy(be, bw);
+    }
+    free(wr);
+    free(tol);
+    free(ref);
+    free(x);
+    sl_qw_free(&w);
+}
+
+static void test_matmul(void) {
+    /* 64-column blocks with and without a tail, single partial blocks, and cols % 8 != 0 */
+    static const int64_t cols_list[] = {20, 32, 96, 160, 1344, 1376, 4096};
+    /* 16/32/128 are the real ones; 8 and 64 take other SIMD lane layouts; 4, 12 and 24 are
+     * groups the SIMD kernels hand to the scalar one */
+    static const int groups[] = {4, 8, 12, 16, 24, 32, 64, 128};
+    static const int Ts[] = {1, 2, 3, 4, 5, 7};
+    int n = 0;
+    for (size_t ci = 0; ci < sizeof cols_list / sizeof *cols_list; ci++) {
+        int64_t cols = cols_list[ci];
+        int64_t rows_list[3] = {1, 7, 37};
+        if (cols == 4096) rows_list[0] = 5;
+        for (int ri = 0; ri < 3; ri++) {
+            int64_t rows = rows_list[ri];
+            for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++) {
+                int T = Ts[ti];
+                for (int f = SL_WF_F32; f <= SL_WF_BF16; f++, n++)
+                    test_matmul_case((sl_wfmt)f, rows, cols, 0, 0, T);
+                for (size_t gi = 0; gi < sizeof groups / sizeof *groups; gi++) {
+                    int g = groups[gi];
+                    if (cols % g) continue;
+                    /* the groups that bypass the SIMD kernels only on a few small shapes */
+                    if ((g == 4 || g == 12 || g == 24) && (cols > 160 || T > 3)) continue;
+                    for (int off = 0; off < 2; off++) {
+                        test_matmul_case(SL_WF_QW8, rows, cols, g, off, T);
+                        test_matmul_case(SL_WF_QW4, rows, cols, g, off, T);
+                        n += 2;
+                    }
+                }
+            }
+        }
+    }
+    /* larger: many tiles per thread, tokens spanning several register blocks */
+    test_matmul_case(SL_WF_QW4, 203, 4096, 32, 0, 16);
+    test_matmul_case(SL_WF_QW8, 203, 1344, 32, 1, 16);
+    test_matmul_case(SL_WF_F16, 77, 4096, 0, 0, 16);
+    test_matmul_case(SL_WF_F32, 77, 4096, 0, 0, 16);
+    printf("matmul: %d shapes ok\n", n + 4);
+}
+
+/* ---- embed ------------------------------------------------------------------------------ */
+
+static void test_embed(void) {
+    const int rows = 11, T = 6;
+    for (int f = SL_WF_F32; f <= SL_WF_QW4; f++) {
+        for (int off = 0; off < 2; off++) {
+            if (off && f < SL_WF_QW8) continue;
+            int64_t cols = 96;
+            sl_qw w;
+            make_weight(&w, (sl_wfmt)f, rows, cols, 32, off);
+            int32_t tok[6] = {3, 0, 10, 3, 7, 1};
+            double *ref = sl_xmalloc((size_t)cols * sizeof(double));
+            for (int b = 0; b < NBE; b++) {
+                sl_backend *be = g_be[b];
+                sl_bweight *bw;
+                sl_qw view = w;
+                view.owns = 0;
+                ASSERT_EQ(be->weight_create(be, &view, b & 1, &bw), 0);
+                int32_t *tb = to_be(be, tok, sizeof tok);
+                float *yb = be->alloc(be, (size_t)(T * cols) * 4), y[6 * 96];
+                be->embed(be, bw, tb, yb, T);
+                be->download(be, y, yb, sizeof y);
+                for (int t = 0; t < T; t++) {
+                    ref_row(&w, tok[t], ref);
+                    for (int64_t i = 0; i < cols; i++)
+                        check("embed", t * cols + i, y[t * cols + i], ref[i], 1e-9, 1e-6);
+                }
+                be->free(be, yb);
+                be->free(be, tb);
+                be->weight_destroy(be, bw);
+            }
+            free(ref);
+            sl_qw_free(&w);
+        }
+    }
+    printf("embed ok\n");
+}
+
+/* ---- weight_create: copy vs alias ------------------------------------------------------------ */
+
+static void test_weight_create(void) {
+    sl_backend *be = g_be[0];
+    sl_qw w;
+    make_weight(&w, SL_WF_QW4, 8, 64, 32, 1);
+    sl_qw view = w; /* borrowed memory, as a mapped file's would be */
+    view.owns = 0;
+    sl_bweight *copy, *alias, *owned;
+    ASSERT_EQ(be->weight_create(be, &view, 0, &copy), 0);
+    ASSERT_EQ(be->weight_create(be, &view, 1, &alias), 0);
+    ASSERT(copy->q.codes != w.codes && copy->q.scales != w.scales && copy->q.offsets != w.offsets);
+    ASSERT(alias->q.codes == w.codes && alias->q.owns == 0);
+    /* an owning sl_qw is copied even when aliasing is allowed: its caller frees it */
+    ASSERT_EQ(be->weight_create(be, &w, 1, &owned), 0);
+    ASSERT(owned->q.codes != w.codes && owned->q.owns == 1);
+    be->weight_destroy(be, owned);
+    float x[64], y0[8], y1[8];
+    for (int i = 0; i < 64; i++) x[i] = rnd();
+    be->matmul(be, copy, x, y0, 1);
+    be->matmul(be, alias, x, y1, 1);
+    for (int i = 0; i < 8; i++) ASSERT(y0[i] == y1[i]);
+    w.scales[0] *= 2; /* the alias sees it, the copy does not */
+    be->matmul(be, copy, x, y1, 1);
+    ASSERT(y0[0] == y1[0]);
+    be->matmul(be, alias, x, y1, 1);
+    ASSERT(y0[0] != y1[0]);
+    be->weight_destroy(be, copy);
+    be->weight_destroy(be, alias);
+    sl_qw_free(&w);
+    void *p = be->alloc(be, 0);
+    ASSERT(p != NULL);
+    be->free(be, p);
+    printf("weight_create ok\n");
+}
+
+/* ---- rmsnorm, add, add_bias, swiglu, gather_rows, kv_write ------------------------------------- */
+
+static void test_rmsnorm(void) {
+    static const int Ds[] = {16, 96, 4096};
+    for (int di = 0; di < 3; di++) {
+        int D = Ds[di], T = di == 0 ? 2500 : 3; /* many short rows, as q/k norms do */
+        float eps = 1e-5f;
+        float *x = rnd_vec((int64_t)T * D, 2.0f), *g = rnd_vec(D, 1.0f);
+        for (int b = 0; b < NBE; b++) {
+            sl_backend *be = g_be[b];
+            for (int inplace = 0; inplace < 2; inplace++) {
+                float *xb = to_be(be, x, (size_t)T * D * 4), *gb = to_be(be, g, (size_t)D * 4);
+                float *yb = inplace ? xb : be->alloc(be, (size_t)T * D * 4);
+                float *y = sl_xmalloc((size_t)T * D * 4);
+                be->rmsnorm(be, xb, gb, yb, T, D, eps);
+                be->download(be, y, yb, (size_t)T * D * 4);
+                for (int t = 0; t < T; t++) {
+                    double ss = 0;
+                    for (int i = 0; i < D; i++) ss += (double)x[t * D + i] * x[t * D + i];
+                    double inv = 1.0 / sqrt(ss / D + eps);
+                    for (int i = 0; i < D; i++)
+                        check("rmsnorm", t * D + i, y[t * D + i], x[t * D + i] * inv * g[i],
+                              1e-7, 2e-6);
+                }
+                free(y);
+                if (!inplace) be->free(be, yb);
+                be->free(be, gb);
+                be->free(be, xb);
+            }
+        }
+        free(g);
+        free(x);
+    }
+    printf("rmsnorm ok\n");
+}
+
+static void test_elementwise(void) {
+    const int64_t n = 100003; /* odd, and long enough to be split over threads */
+    const int T = 7, N = 4099;
+    float *a = rnd_vec(n, 4.0f), *c = rnd_vec(n, 1.0f), *y = sl_xmalloc((size_t)n * 4);
+    float *bias = rnd_vec(N, 1.0f);
+    for (int b = 0; b < NBE; b++) {
+        sl_backend *be = g_be[b];
+        /* add */
+        float *xb = to_be(be, a, (size_t)n * 4), *cb = to_be(be, c, (size_t)n * 4);
+        be->add(be, xb, cb, n);
+        be->download(be, y, xb, (size_t)n * 4);
+        for (int64_t i = 0; i < n; i++) check("add", i, y[i], (double)a[i] + c[i], 0, 1e-7);
+        /* swiglu, out of place and in place */
+        be->upload(be, xb, a, (size_t)n * 4);
+        float *yb = be->alloc(be, (size_t)n * 4);
+        for (int inplace = 0; inplace < 2; inplace++) {
+            float *out = inplace ? xb : yb;
+            be->swiglu(be, xb, cb, out, n);
+            be->download(be, y, out, (size_t)n * 4);
+            for (int64_t i = 0; i < n; i++) {
+                double g = a[i];
+                check("swiglu", i, y[i], g / (1.0 + exp(-g)) * c[i], 1e-9, 1e-6);
+            }
+        }
+        /* add_bias over [T][N] */
+        be->upload(be, xb, a, (size_t)T * N * 4);
+        float *bb = to_be(be, bias, (size_t)N * 4);
+        be->add_bias(be, xb, bb, T, N);
+        be->download(be, y, xb, (size_t)T * N * 4);
+        for (int64_t i = 0; i < (int64_t)T * N; i++)
+            check("add_bias", i, y[i], (double)a[i] + bias[i % N], 0, 1e-7);
+        /* gather_rows: rows of a [T][N] */
+        int32_t idx[5] = {6, 0, 3, 3, 5};
+        int32_t *ib = to_be(be, idx, sizeof idx);
+        be->upload(be, xb, a, (size_t)T * N * 4);
+        be->gather_rows(be, xb, ib, yb, 5, N);
+        be->download(be, y, yb, (size_t)5 * N * 4);
+        for (int i = 0; i < 5; i++)
+            ASSERT(memcmp(y + (int64_t)i * N, a + (int64_t)idx[i] * N, (size_t)N * 4) == 0);
+        be->free(be, ib);
+        be->free(be, bb);
+        be->free(be, yb);
+        be->free(be, cb);
+        be->free(be, xb);
+    }
+    free(bias);
+    free(y);
+    free(c);
+    free(a);
+    printf("add, add_bias, swiglu, gather_rows ok\n");
+}
+
+static void test_kv_write(void) {
+    const int T = 5, kv_dim = 48, n_slots = 64;
+    int32_t slots[5] = {17, 3, 40, 63, 16};
+    float *k = rnd_vec(T * kv_dim, 1.0f), *v = rnd_vec(T * kv_dim, 1.0f);
+    float *kc = sl_xmalloc((size_t)n_slots * kv_dim * 4), *vc = sl_xmalloc((size_t)n_slots * kv_dim * 4);
+    for (int b = 0; b < NBE; b++) {
+        sl_backend *be = g_be[b];
+        float *kcb = be->alloc(be, (size_t)n_slots * kv_dim * 4);
+        float *vcb = be->alloc(be, (size_t)n_slots * kv_dim * 4);
+        for (int i = 0; i < n_slots * kv_dim; i++) kc[i] = vc[i] = 12345.0f;
+        be->upload(be, kcb, kc, (size_t)n_slots * kv_dim * 4);
+        be->upload(be, vcb, vc, (size_t)n_slots * kv_dim * 4);
+        float *kb = to_be(be, k, (size_t)T * kv_dim * 4), *vb = to_be(be, v, (size_t)T * kv_dim * 4);
+        int32_t *sb = to_be(be, slots, sizeof slots);
+        be->kv_write(be, kcb, vcb, kb, vb, sb, T, kv_dim);
+        be->download(be, kc, kcb, (size_t)n_slots * kv_dim * 4);
+        be->download(be, vc, vcb, (size_t)n_slots * kv_dim * 4);
+        for (int s = 0; s < n_slots; s++) {
+            int t = -1;
+            for (int i = 0; i < T; i++)
+                if (slots[i] == s) t = i;
+            for (int d = 0; d < kv_dim; d++) {
+                ASSERT(kc[s * kv_dim + d] == (t < 0 ? 12345.0f : k[t * kv_dim + d]));
+                ASSERT(vc[s * kv_dim + d] == (t < 0 ? 12345.0f : v[t * kv_dim + d]));
+            }
+        }
+        be->free(be, sb);
+        be->free(be, vb);
+        be->free(be, kb);
+        be->free(be, vcb);
+        be->free(be, kcb);
+    }
+    free(vc);
+    free(kc);
+    free(v);
+    free(k);
+    printf("kv_write ok\n");
+}
+
+/* ---- rope ------------------------------------------------------------------------------- */
+
+static void test_rope_case(sl_rope_mode mode, int head_dim, int n_rot, int with_freqs,
+                           float freq_scale, int max_pos) {
+    const int T = 5, H = 3;
+    const float base = 10000.0f;
+    int32_t pos[5];
+    for (int t = 0; t < T; t++) pos[t] = t < 2 ? t + 1 : rnd_int(max_pos);
+    float *x = rnd_vec(T * H * head_dim, 1.0f), *y = sl_xmalloc((size_t)T * H * head_dim * 4);
+    float freqs[512];
+    for (int i = 0; i < n_rot / 2; i++) freqs[i] = with_freqs ? 1.0f + 7.0f * sl_rng_f32(&g_rng) : 1.0f;
+    /* θ as the spec forms it (f32 repeated multiplication, as ggml), rotation in double */
+    double *th = sl_xmalloc((size_t)T * (n_rot / 2) * sizeof(double));
+    for (int t = 0; t < T; t++) {
+        float theta = (float)pos[t], step = powf(base, -2.0f / (float)n_rot);
+        for (int i = 0; i < n_rot / 2; i++) {
+            th[t * (n_rot / 2) + i] = freq_scale * (theta / freqs[i]);
+            /* near position 0 the product form must agree with the closed form */
+            double exact = pos[t] * (double)freq_scale * pow(base, -2.0 * i / n_rot) / freqs[i];
+            if (pos[t] <= 2) check("rope theta", i, th[t * (n_rot / 2) + i], exact, 1e-9, 1e-5);
+            theta *= step;
+        }
+    }
+    for (int b = 0; b < NBE; b++) {
+        sl_backend *be = g_be[b];
+        float *xb = to_be(be, x, (size_t)T * H * head_dim * 4);
+        int32_t *pb = to_be(be, pos, sizeof pos);
+        float *fb = with_freqs ? to_be(be, freqs, (size_t)(n_rot / 2) * 4) : NULL;
+        sl_rope_params rp = {mode, n_rot, base, freq_scale, fb};
+        be->rope(be, xb, pb, T, H, head_dim, &rp);
+        be->download(be, y, xb, (size_t)T * H * head_dim * 4);
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++) {
+                const float *xi = x + (t * H + h) * head_dim;
+                const float *yi = y + (t * H + h) * head_dim;
+                for (int i = 0; i < n_rot / 2; i++) {
+                    int i0 = mode == SL_ROPE_NORM ? 2 * i : i;
+                    int i1 = mode == SL_ROPE_NORM ? 2 * i + 1 : i + n_rot / 2;
+                    double c = cos(th[t * (n_rot / 2) + i]), s = sin(th[t * (n_rot / 2) + i]);
+                    double tol = 1e-6 * (fabs(xi[i0]) + fabs(xi[i1]));
+                    check("rope x0", i0, yi[i0], xi[i0] * c - xi[i1] * s, tol, 1e-6);
+                    check("rope x1", i1, yi[i1], xi[i0] * s + xi[i1] * c, tol, 1e-6);
+                }
+                for (int d = n_rot; d < head_dim; d++) ASSERT(yi[d] == xi[d]);
+            }
+        if (fb) be->free(be, fb);
+        be->free(be, pb);
+        be->free(be, xb);
+    }
+    free(th);
+    free(y);
+    free(x);
+}
+
+static void test_rope(void) {
+    for (int mode = 0; mode < 2; mode++) {
+        test_rope_case((sl_rope_mode)mode, 64, 64, 0, 1.0f, 5000);
+        test_rope_case((sl_rope_mode)mode, 128, 128, 1, 1.0f, 130000);
+        test_rope_case((sl_rope_mode)mode, 128, 32, 0, 0.25f, 5000);
+        test_rope_case((sl_rope_mode)mode, 80, 64, 1, 0.5f, 5000);
+    }
+    printf("rope ok\n");
+}
+
+/* ---- attention ------------------------------------------------------------------------- */
+
+typedef struct seq_spec { int q_len, ctx_len; } seq_spec;
+
+static void test_attention_case(int H, int Hkv, int D, int bs, float qscale) {
+    static const seq_spec specs[] = {
+        {13, 45},  /* prefill chunk on top of existing context */
+        {1, 70},   /* decode */
+        {20, 20},  /* fresh prefill */
+        {1, 1},    /* first token */
+        {3, 300},  /* long context, several chunks */
+        {1, 33},   /* decode across a block edge */
+    };
+    const int S = (int)(sizeof specs / sizeof *specs);
+    int max_blocks = 0, n_tok = 0, used_blocks = 0;
+    for (int s = 0; s < S; s++) {
+        int nb = (specs[s].ctx_len + bs - 1) / bs;
+        max_blocks = nb + 2 > max_blocks ? nb + 2 : max_blocks;
+        n_tok += specs[s].q_len;
+        used_blocks += nb;
+    }
+    const int n_blocks = used_blocks + 5; /* block 0 is the null block */
+    const int64_t kvd = (int64_t)Hkv * D;
+    /* shuffled block ids 1 .. n_blocks − 1, handed out in order: tables are non-contiguous */
+    int *perm = sl_xmalloc((size_t)n_blocks * sizeof(int));
+    for (int i = 0; i < n_blocks - 1; i++) perm[i] = i + 1;
+    for (int i = n_blocks - 2; i > 0; i--) {
+        int k = rnd_int(i + 1), tmp = perm[i];
+        perm[i] = perm[k];
+        perm[k] = tmp;
+    }
+    int32_t *bt = sl_xcalloc((size_t)S * max_blocks, sizeof(int32_t));
+    int32_t q_start[8], q_len[8], ctx_len[8];
+    int order[6] = {2, 0, 5, 1, 4, 3}; /* batch order differs from sequence order */
+    int next = 0, tok = 0;
+    for (int oi = 0; oi < S; oi++) {
+        int s = order[oi];
+        q_start[s] = tok;
+        tok += specs[s].q_len;
+    }
+    for (int s = 0; s < S; s++) {
+        q_len[s] = specs[s].q_len;
+        ctx_len[s] = specs[s].ctx_len;
+        for (int b = 0; b < (ctx_len[s] + bs - 1) / bs; b++) bt[s * max_blocks + b] = perm[next++];
+    }
+    float *kc = rnd_vec((int64_t)n_blocks * bs * kvd, 1.0f);
+    float *vc = rnd_vec((int64_t)n_blocks * bs * kvd, 1.0f);
+    float *q = rnd_vec((int64_t)n_tok * H * D, qscale);
+    double *ref = sl_xmalloc((size_t)n_tok * H * D * sizeof(double));
+    double *p = sl_xmalloc(400 * sizeof(double));
+    const double scale = 1.0 / sqrt((double)D);
+    for (int s = 0; s < S; s++)
+        for (int i = 0; i < q_len[s]; i++) {
+            int t = q_start[s] + i, pos = ctx_len[s] - q_len[s] + i;
+            for (int h = 0; h < H; h++) {
+                int kvh = h / (H / Hkv);
+                const float *qh = q + ((int64_t)t * H + h) * D;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j <= pos; j++) {
+                    int64_t row = (int64_t)bt[s * max_blocks + j / bs] * bs + j % bs;
+                    const float *k = kc + row * kvd + kvh * D;
+                    double d = 0;
+                    for (int e = 0; e < D; e++) d += (double)qh[e] * k[e];
+                    p[j] = d * (double)(float)scale;
+                    mx = p[j] > mx ? p[j] : mx;
+                }
+                for (int j = 0; j <= pos; j++) sum += (p[j] = exp(p[j] - mx));
+                double *o = ref + ((int64_t)t * H + h) * D;
+                for (int e = 0; e < D; e++) o[e] = 0;
+                for (int j = 0; j <= pos; j++) {
+                    int64_t row = (int64_t)bt[s * max_blocks + j / bs] * bs + j % bs;
+                    const float *v = vc + row * kvd + kvh * D;
+                    for (int e = 0; e < D; e++) o[e] += p[j] / sum * v[e];
+                }
+            }
+        }
+    char what[128];
+    snprintf(what, sizeof what, "attention H %d Hkv %d D %d bs %d qscale %g", H, Hkv, D, bs,
+             (double)qscale);
+    float *out = sl_xmalloc((size_t)n_tok * H * D * 4);
+    for (int b = 0; b < NBE; b++) {
+        sl_backend *be = g_be[b];
+        float *kb = to_be(be, kc, (size_t)n_blocks * bs * kvd * 4);
+        float *vb = to_be(be, vc, (size_t)n_blocks * bs * kvd * 4);
+        float *qb = to_be(be, q, (size_t)n_tok * H * D * 4);
+        float *ob = be->alloc(be, (size_t)n_tok * H * D * 4);
+        int32_t *qsb = to_be(be, q_start, (size_t)S * 4), *qlb = to_be(be, q_len, (size_t)S * 4);
+        int32_t *clb = to_be(be, ctx_len, (size_t)S * 4);
+        int32_t *btb = to_be(be, bt, (size_t)S * max_blocks * 4);
+        sl_attn_batch ab = {S, max_blocks, qsb, qlb, clb, btb};
+        be->attention(be, qb, kb, vb, ob, &ab, H, Hkv, D, bs, (float)scale);
+        be->download(be, out, ob, (size_t)n_tok * H * D * 4);
+        for (int64_t i = 0; i < (int64_t)n_tok * H * D; i++) {
+            char w2[160];
+            if (!(fabs(out[i] - ref[i]) <= 1e-5 + 1e-5 * fabs(ref[i]))) {
+                snprintf(w2, sizeof w2, "%s (%s)", what, g_be_name[b]);
+                check(w2, i, out[i], ref[i], 1e-5, 1e-5);
+            }
+            g_checks++;
+        }
+        be->free(be, btb);
+        be->free(be, clb);
+        be->free(be, qlb);
+        be->free(be, qsb);
+        be->free(be, ob);
+        be->free(be, qb);
+        be->free(be, vb);
+        be->free(be, kb);
+    }
+    free(out);
+    free(p);
+    free(ref);
+    free(q);
+    free(vc);
+    free(kc);
+    free(bt);
+    free(perm);
+}
+
+static void test_attention(void) {
+    static const int ratio[][2] = {{4, 4}, {4, 2}, {8, 2}, {16, 1}}; /* GQA 1, 2, 4, 16 */
+    static const int Ds[] = {16, 64, 128, 20};
+    int n = 0;
+    for (int r = 0; r < 4; r++)
+        for (int d = 0; d < 4; d++)
+            for (int bs = 16; bs <= 32; bs += 16) {
+                if (r == 3 && d != 2) continue;
+                test_attention_case(ratio[r][0], ratio[r][1], Ds[d], bs, 1.0f);
+                n++;
+            }
+    test_attention_case(8, 2, 64, 16, 8.0f); /* peaked softmax: scores up to ~±60 */
+    test_attention_case(4, 2, 128, 32, 8.0f);
+    test_attention_case(8, 4, 64, 64, 1.0f); /* blocks longer than a softmax chunk */
+    printf("attention: %d configurations ok\n", n + 3);
+}
+
+int main(void) {
+    sl_rng_seed(&g_rng, 20240611);
+    int simd = sl__cpu_simd_available();
+    for (int b = 0; b < NBE; b++) {
+        g_be[b] = sl_cpu_backend_create(b < 2 ? 1 : 3);
+        ASSERT(g_be[b] != NULL);
+        sl__cpu_set_simd(g_be[b], !(b & 1));
+    }
+    if (!simd) printf("warning: this CPU lacks AVX2/FMA/F16C; only the scalar kernels ran\n");
+    double t0 = sl_time_s();
+    test_weight_create();
+    test_embed();
+    test_rmsnorm();
+    test_elementwise();
+    test_kv_write();
+    test_rope();
+    test_attention();
+    test_matmul();
+    for (int b = 0; b < NBE; b++) g_be[b]->destroy(g_be[b]);
+    printf("test_cpu_ops: ok (%ld checks, simd %s, %.1f s)\n", g_checks, simd ? "yes" : "no",
+           sl_time_s() - t0);
+    return 0;
+}
