@@ -4,6 +4,9 @@
  * Elementwise ops are memory-bound and short; they go to the pool only when a call has enough
  * elements to pay for waking the workers (ELEMS_PER_THREAD).
  */
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +35,11 @@ static void run(sl_cpu *c, sl_pool_fn fn, void *ctx, int64_t n, int64_t each) {
 
 int sl__cpu_simd_available(void) {
 #if defined(__x86_64__) || defined(__i386__)
+    /* F16C through cpuid (leaf 1, ECX bit 29): clang 14 has no "f16c" cpu_supports name */
+    unsigned a, b, c1, d;
+    int f16c = __get_cpuid(1, &a, &b, &c1, &d) && (c1 & (1u << 29));
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 #else
     return 0;
 #endif
