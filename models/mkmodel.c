@@ -169,7 +169,10 @@ int sl_mkmodel(const sl_mkmodel_opts *o, const char *path, char err[SL_ERRMSG]) 
 #undef HP_F32
 
     int64_t E = o->dim, F = o->ff, QD = (int64_t)o->heads * hd, KD = (int64_t)o->kv_heads * hd;
-    add_matrix(&k, "token_embd.weight", E, vocab, 1.0f);
+    /* The embedding is normalized before use, so its scale only matters when it doubles as
+     * the output projection (tied): give both the output's scale, which keeps logits in the
+     * range of real models (a larger one makes every softmax nearly one-hot). */
+    add_matrix(&k, "token_embd.weight", E, vocab, 4.0f / sqrtf((float)E));
     add_vector(&k, "output_norm.weight", E, 1.0f, 0.1f);
     if (!o->tied) add_matrix(&k, "output.weight", E, vocab, 4.0f / sqrtf((float)E));
     if (o->rope_freqs && o->arch == SL_ARCH_LLAMA) {

@@ -1,6 +1,7 @@
 /* cmd_generate.c — `sluice generate`: one sequence, prompt given as token ids, greedy or
  * sampled, with optional log-probabilities of generated (and, with --echo, prompt) tokens. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,9 +55,21 @@ static void fill_lp(lp_entry *e, const float *logits, int n_vocab, int32_t token
     if (k > 0) sl_top_logprobs(logits, n_vocab, k, e->top_ids, e->top_lps);
 }
 
+/* JSON has no NaN or infinity: a non-finite log-probability prints as null. */
+static void print_num(float x) {
+    if (isfinite(x)) printf("%.7g", x);
+    else printf("null");
+}
+
 static void print_lp(const lp_entry *e, int k) {
-    printf("{\"token\":%d,\"logprob\":%.7g,\"top\":[", e->token, e->logprob);
-    for (int i = 0; i < k; i++) printf("%s[%d,%.7g]", i ? "," : "", e->top_ids[i], e->top_lps[i]);
+    printf("{\"token\":%d,\"logprob\":", e->token);
+    print_num(e->logprob);
+    printf(",\"top\":[");
+    for (int i = 0; i < k; i++) {
+        printf("%s[%d,", i ? "," : "", e->top_ids[i]);
+        print_num(e->top_lps[i]);
+        printf("]");
+    }
     printf("]}");
 }
 
