@@ -1,6 +1,7 @@
 /* Model loading: every architecture loads; a missing or inconsistent hyperparameter, a
  * missing, misshaped or unexpected tensor, an unsupported architecture or rope scaling each
  * gives its own clear error (the broken files are made here from a valid one). */
+#include <math.h>
 #include <stdlib.h>
 
 #include "kernels/cpu/cpu.h"
@@ -72,6 +73,57 @@ static void make(const char *path, sl_arch arch, uint32_t type, bool tied) {
     ASSERT_EQ(rc, 0);
 }
 
+/* Logits of a short prompt at every position (host [P][V], caller frees). */
+static float *prompt_logits(sl_model *m, int P) {
+    int V = m->hp.n_vocab;
+    ASSERT_EQ(sl_model_reserve(m, P, 1, 4, P), 0);
+    sl_kv_cache kv;
+    ASSERT_EQ(sl_kv_cache_init(&kv, m, 5, 16), 0);
+    int32_t tok[64], pos[64], slot[64], lidx[64], bt[4] = {1, 2, 3, 4}, qs = 0, ql = P, cl = P;
+    for (int i = 0; i < P; i++) tok[i] = 3 + (i * 37) % (V - 3), pos[i] = i, slot[i] = 16 + i, lidx[i] = i;
+    sl_batch b = {.n_tokens = P, .tokens = tok, .pos = pos, .slot_mapping = slot, .n_seqs = 1, .max_blocks = 4,
+                  .q_start = &qs, .q_len = &ql, .ctx_len = &cl, .block_tables = bt, .n_logits = P, .logit_idx = lidx};
+    float *out = malloc((size_t)P * V * sizeof(float));
+    ASSERT_EQ(sl_forward(m, &kv, &b, out), 0);
+    sl_kv_cache_deinit(&kv, m);
+    return out;
+}
+
+/* --quantization int8|int4: F32 weights quantized at load stay close to the F32 model; int4
+ * further than int8 (and neither is a no-op). */
+static void test_load_quantization(sl_backend *be, const char *path) {
+    enum { P = 24 };
+    char err[SL_ERRMSG];
+    double rms[3] = {0};
+    float *ref = NULL;
+    const int fmts[3] = {-1, SL_WF_QW8, SL_WF_QW4};
+    for (int q = 0; q < 3; q++) {
+        sl_model_opts o = {.quant_to = fmts[q], .group = 32};
+        sl_model *m;
+        ASSERT_EQ(sl_model_load(&m, path, be, &o, err), 0);
+        int V = m->hp.n_vocab;
+        float *l = prompt_logits(m, P);
+        if (!ref) {
+            ref = l;
+        } else {
+            double se = 0, sr = 0;
+            for (int i = 0; i < P * V; i++) se += (l[i] - ref[i]) * (double)(l[i] - ref[i]), sr += ref[i] * (double)ref[i];
+            rms[q] = sqrt(se / sr);
+            free(l);
+        }
+        sl_model_free(m);
+    }
+    free(ref);
+    printf("test_model: relative rms logit error int8 %.2e, int4 %.2e\n", rms[1], rms[2]);
+    /* Expected from the step sizes: RTN adds a relative weight error of ~0.4% (int8, absmax/127)
+     * and ~6.7% (int4, range/15) per matmul, ~15 matmuls deep here: ~1.5% and ~26%. */
+    ASSERT(rms[1] > 0 && rms[1] < 0.04);
+    ASSERT(rms[2] > 4 * rms[1] && rms[2] < 0.5);
+    sl_model_opts bad = {.quant_to = SL_WF_F16};
+    sl_model *m;
+    ASSERT_EQ(sl_model_load(&m, path, be, &bad, err), SL_EINVAL);
+}
+
 int main(void) {
     sl_backend *be = sl_cpu_backend_create(1);
     char err[SL_ERRMSG];
@@ -103,6 +155,7 @@ int main(void) {
         }
 
     make(good, SL_ARCH_LLAMA, SL_GGML_F32, false);
+    test_load_quantization(be, good);
     struct { edit e; int code; const char *msg; } cases[] = {
         {{.drop_key = "llama.block_count"}, SL_ENOTFOUND, "missing metadata key llama.block_count"},
         {{.drop_key = "llama.attention.layer_norm_rms_epsilon"}, SL_ENOTFOUND, "llama.attention.layer_norm_rms_epsilon"},
