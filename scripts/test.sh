@@ -20,7 +20,7 @@ echo "== ASan + UBSan build: unit tests"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSL_SANITIZE=ON >/dev/null
 ninja -C build-asan
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" -L 'unit|emu'
 
 echo "== fuzzing (short run)"
 scripts/fuzz.sh "${SL_FUZZ_SECONDS:-60}"

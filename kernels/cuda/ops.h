@@ -1,0 +1,41 @@
+/* ops.h — the C seam of the CUDA kernels: one extern "C" entry point per op, each defined in its
+ * own .cu (kernels/cuda/<op>.cu: a static kernel, a static launcher, the entry point).
+ *
+ * Every pointer is device memory (cuda.h's sl_cuda_malloc) unless stated; activations are f32,
+ * "[T][N]" is T rows of N contiguous floats, as in kernels/backend.h. The ops mean exactly what
+ * the CPU backend's ops of the same name mean (kernels/cpu/cpu_backend.c, the reference they are
+ * tested against); results differ from it only by f32 rounding (tests/kernels/test_cuda_ops.c
+ * holds the tolerances). Calls are enqueued on `stream` (NULL: the default stream) and return
+ * before the work is done; invalid arguments abort (programming errors), as do launch failures.
+ */
+#ifndef SL_CUDA_OPS_H
+#define SL_CUDA_OPS_H
+
+#include <stdint.h>
+
+#include "../backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct CUstream_st *sl_cuda_stream; /* a cudaStream_t */
+
+/* y[T][D] = x[T][D] / sqrt(mean(x²) + eps) · g[D]   (y may equal x) */
+void sl_cuda_rmsnorm(const float *x, const float *g, float *y, int T, int D, float eps,
+                     sl_cuda_stream stream);
+/* The residual add fused in: x[T][D] += r[T][D] (x is updated), then y = rmsnorm(x) · g as
+ * above. y may equal x (the sum is then not kept); r must not overlap x or y. */
+void sl_cuda_add_rmsnorm(float *x, const float *r, const float *g, float *y, int T, int D,
+                         float eps, sl_cuda_stream stream);
+/* In place on x[T][H][head_dim]; token t at position pos[t] (device int32 [T]). rp->freqs, when
+ * not NULL, is device memory [n_rot/2]. rp itself is host memory, read during the call. */
+void sl_cuda_rope(float *x, const int32_t *pos, int T, int H, int head_dim,
+                  const sl_rope_params *rp, sl_cuda_stream stream);
+/* y[n] = silu(g[n]) · u[n]   (y may equal g) */
+void sl_cuda_swiglu(const float *g, const float *u, float *y, int64_t n, sl_cuda_stream stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
