@@ -8,6 +8,8 @@
  *   SL_LAUNCH(kernel, grid, block, smem, stream, args...)  kernel<<<grid, block, smem, stream>>>
  *       A template kernel with several arguments goes in parentheses: SL_LAUNCH((k<A, B>), ...).
  *   SL_SHARED(T, name, dims)       __shared__ T name dims;  e.g. SL_SHARED(float, part, [32]);
+ *       aligned to alignof(T) only: arrays read as float4, by ldmatrix or cp.async use a 16-byte
+ *       T (float4, uint4) and a cast.
  *   SL_DYNAMIC_SHARED(T, name)     T *name = the launch's dynamic shared memory (16-byte aligned)
  *   SL_CUDA_CHECK(call)            aborts with the statement, the CUDA error, function, file:line
  *   SL_CUDA_REQUIRE(cond)          argument checks of the extern "C" entry points (aborts)

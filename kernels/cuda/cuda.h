@@ -13,6 +13,9 @@
 #define SL_CUDA_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "../qw.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,6 +38,26 @@ void sl_cuda_download(void *host_dst, const void *dev_src, size_t bytes);
 void sl_cuda_memset(void *dev, int byte, size_t bytes);
 /* Waits until every op issued so far has finished; aborts on an asynchronous kernel error. */
 void sl_cuda_sync(void);
+
+/* A weight in device memory, for now in the logical layout of kernels/qw.h unchanged (codes,
+ * f32 scales and offsets); the physical repack of the matmul kernels replaces it later. Every
+ * pointer is device memory, NULL where the format has none. */
+typedef struct sl_cuda_weight {
+    sl_wfmt fmt;
+    int64_t rows, cols;
+    int32_t group;  /* QW8/QW4 only */
+    void *data;     /* F32: float, F16/BF16: uint16_t; [rows][cols] */
+    void *codes;    /* QW8: int8 [rows][cols]; QW4: uint8 [rows][cols/2] (qw.h nibble order) */
+    float *scales;  /* QW8/QW4: [rows][cols/group] */
+    float *offsets; /* QW8/QW4: [rows][cols/group], or NULL (symmetric) */
+} sl_cuda_weight;
+
+/* Uploads the logical weight w (host memory, only read during the call) into *dw. Returns 0,
+ * or -1 when device memory runs out (then nothing stays allocated and *dw is zeroed). An
+ * invalid w aborts. The caller frees it with sl_cuda_weight_deinit. */
+int sl_cuda_weight_init(sl_cuda_weight *dw, const sl_qw *w);
+/* Frees the device memory of dw and zeroes it; a zeroed dw is a no-op. */
+void sl_cuda_weight_deinit(sl_cuda_weight *dw);
 
 #ifdef __cplusplus
 }

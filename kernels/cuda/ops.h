@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "../backend.h"
+#include "cuda.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -34,6 +35,19 @@ void sl_cuda_rope(float *x, const int32_t *pos, int T, int H, int head_dim,
                   const sl_rope_params *rp, sl_cuda_stream stream);
 /* y[n] = silu(g[n]) · u[n]   (y may equal g) */
 void sl_cuda_swiglu(const float *g, const float *u, float *y, int64_t n, sl_cuda_stream stream);
+/* y[T][cols] = row tok[t] of the table, dequantized (exactly as sl_qw_dequant_row). table is
+ * host memory (its pointers device memory, from sl_cuda_weight_init), read during the call;
+ * tok is device int32 [T], each in [0, table->rows): a token outside traps in the kernel. */
+void sl_cuda_embed(const sl_cuda_weight *table, const int32_t *tok, float *y, int T,
+                   sl_cuda_stream stream);
+/* k/v [T][kv_dim] into the layer's cache [n_slots][kv_dim] (n_blocks·block_size slots, see
+ * backend.h) at row slot_mapping[t] (device int32 [T], each >= 0 and distinct: a negative slot
+ * traps in the kernel). The f32 cache takes exact copies; the fp16 one (IEEE binary16 bits)
+ * takes them rounded to nearest even. */
+void sl_cuda_kv_write(float *k_cache, float *v_cache, const float *k, const float *v,
+                      const int32_t *slot_mapping, int T, int kv_dim, sl_cuda_stream stream);
+void sl_cuda_kv_write_f16(uint16_t *k_cache, uint16_t *v_cache, const float *k, const float *v,
+                          const int32_t *slot_mapping, int T, int kv_dim, sl_cuda_stream stream);
 
 #ifdef __cplusplus
 }

@@ -12,8 +12,9 @@
  * What this header provides in place of the compiler built-ins: threadIdx, blockIdx, blockDim,
  * gridDim, warpSize; __syncthreads (and _count/_and/_or), __syncwarp, the shuffle, vote, match-free
  * reduce intrinsics (*_sync only); atomics; __ldg and the load/store cache hints; the math and
- * bit intrinsics kernels use; host versions of the device-only half intrinsics; the project's
- * SL_LAUNCH / SL_SHARED / SL_DYNAMIC_SHARED macros (kernels/cuda/common.cuh has their nvcc forms).
+ * bit intrinsics kernels use; host versions of the device-only half intrinsics; the emulated
+ * PTX instructions behind kernels/cuda/ptx.cuh (emu_ptx.cpp); the project's SL_LAUNCH /
+ * SL_SHARED / SL_DYNAMIC_SHARED macros (kernels/cuda/common.cuh has their nvcc forms).
  *
  * Every barrier, warp intrinsic and atomic records its caller's file:line (default arguments of
  * __builtin_FILE/__builtin_LINE), so errors and hangs are reported at the kernel's source line.
@@ -72,6 +73,7 @@ enum bar_kind { BAR_SYNC, BAR_COUNT, BAR_AND, BAR_OR };
 enum warp_kind {
     W_SYNCWARP, W_SHFL, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL,
     W_RED_ADD, W_RED_MIN_U, W_RED_MAX_U, W_RED_MIN_S, W_RED_MAX_S, W_RED_AND, W_RED_OR, W_RED_XOR,
+    W_EXEC, /* a warp-wide PTX instruction (mma.sync, ldmatrix): emu_internal.h's warp_collective */
 };
 
 /* Block barrier: returns the count/and/or of pred over the block (1 for BAR_SYNC). */
@@ -156,12 +158,31 @@ template <class T> inline T from_bits(uint64_t u) {
 
 } /* namespace sl_emu */
 
+/* ---- PTX instructions (kernels/cuda/ptx.cuh wraps them; emulated in emu_ptx.cpp) ------------
+ * Each follows the PTX ISA's definition, fragment layouts included; each checks its operands
+ * (alignment, shared or device memory, every lane present) and reports a misuse at the line. */
+namespace sl_emu {
+enum mma_type { MMA_F16, MMA_BF16 };
+/* mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 d, a, b, c */
+void mma_m16n8k16(int type, float *d, const uint32_t *a, const uint32_t *b, const float *c,
+                  const char *file, int line);
+/* ldmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16 r, [row] */
+void ldmatrix(int num, bool trans, uint32_t *r, const void *row, const char *file, int line);
+/* cp.async.{ca,cg}.shared.global [dst], [src], bytes, src_bytes: queued, done at a wait */
+void cp_async(void *dst, const void *src, int bytes, int src_bytes, const char *file, int line);
+void cp_async_commit(const char *file, int line);
+/* cp.async.wait_group pending: completes all but the `pending` most recent groups */
+void cp_async_wait(int pending, const char *file, int line);
+} /* namespace sl_emu */
+
 /* ---- the project's launch and shared-memory macros (nvcc forms in kernels/cuda/common.cuh) */
 #define SL_LAUNCH(kernel, grid, block, smem, stream, ...)                                        \
     ::sl_emu::launch_kernel(#kernel, __FILE__, __LINE__, (grid), (block), (smem), (stream),       \
                             kernel, ##__VA_ARGS__)
 /* SL_SHARED(float, tile, [32][33]) declares tile as __shared__ float tile[32][33] would: one
- * per block, poisoned with NaN bytes when the block starts, redzoned under ASan. */
+ * per block, poisoned with NaN bytes when the block starts, redzoned under ASan, aligned to
+ * alignof(T) and below 16 bytes to no more: a 16-byte access to, say, a float array is then
+ * misaligned (cp.async and ldmatrix report it, UBSan a float4 load). */
 #define SL_SHARED(T, name, dims)                                                                 \
     static const char sl__shared_tag_##name = 0;                                                 \
     T(&name) dims = *reinterpret_cast<T(*) dims>(::sl_emu::shared_static(                        \

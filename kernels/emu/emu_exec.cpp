@@ -121,6 +121,7 @@ struct fiber {
     uint64_t value, result;
     int arg;
     void *fake_stack;
+    async_state async; /* cp.async copies not yet waited for (emu_ptx.cpp) */
 };
 
 struct pending { /* a warp collective some lanes wait at */
@@ -128,6 +129,8 @@ struct pending { /* a warp collective some lanes wait at */
     int kind, width;
     const char *file;
     int line;
+    const char *name;
+    warp_exec_fn exec; /* W_EXEC: what the last lane runs */
 };
 
 struct launch_rec {
@@ -382,6 +385,25 @@ void finish(block &b, int warp, size_t pi) {
     pending p = b.pend[warp][pi];
     b.pend[warp].erase(b.pend[warp].begin() + (long)pi);
     fiber *lanes = b.f + warp * 32;
+    if (p.kind == W_EXEC) {
+        /* .sync.aligned: every lane of the warp executes it, none may have exited */
+        const unsigned missing = ~p.arrived;
+        if (missing) {
+            const int l = __builtin_ctz(missing);
+            fiber *t = tls_f;
+            fail(&b, t,
+                 "%s at %s:%d: lane %d of warp %d %s; every lane of the warp must execute it "
+                 "(.sync.aligned)",
+                 p.name, p.file, p.line, l, warp,
+                 (b.absent[warp] >> l & 1) ? "does not exist (blockDim is not a multiple of 32)"
+                                           : "has exited");
+        }
+        void *records[32];
+        for (int l = 0; l < 32; l++) records[l] = (void *)(uintptr_t)lanes[l].value;
+        p.exec(records, p.file, p.line);
+        for (int l = 0; l < 32; l++) lanes[l].state = st::ready;
+        return;
+    }
     uint64_t agg = 0;
     bool first = true;
     for (int l = 0; l < 32; l++) {
@@ -472,8 +494,8 @@ void fiber_main(void *arg) {
                     fail(&b, nullptr,
                          "mismatched warp collectives in warp %d: lanes 0x%08x wait at %s with "
                          "mask 0x%08x, %s:%d, and lanes 0x%08x at %s with mask 0x%08x, %s:%d",
-                         w, pl[i].arrived, op_name(pl[i].kind), pl[i].mask, pl[i].file,
-                         pl[i].line, pl[j].arrived, op_name(pl[j].kind), pl[j].mask, pl[j].file,
+                         w, pl[i].arrived, pl[i].name, pl[i].mask, pl[i].file,
+                         pl[i].line, pl[j].arrived, pl[j].name, pl[j].mask, pl[j].file,
                          pl[j].line);
     }
     fail(&b, nullptr, "deadlock: no thread of the block can proceed (%s)",
@@ -539,6 +561,8 @@ void run_block(worker &w, const launch_rec &L, long linear) {
         f.file = nullptr;
         f.line = 0;
         f.fake_stack = nullptr;
+        f.async.copies.clear();
+        f.async.committed = 0;
         f.stack = w.stacks[(size_t)i];
         /* frames a finished fiber left poisoned sit near the top of its stack */
         asan_unpoison(f.stack + STACK - (32 << 10), 32 << 10);
@@ -698,19 +722,21 @@ int block_barrier(int kind, int pred, const char *file, int line) {
     return agg;
 }
 
-uint64_t warp_op(int kind, unsigned mask, uint64_t value, int arg, int width, const char *file,
-                 int line) {
+namespace {
+
+uint64_t collective(int kind, unsigned mask, uint64_t value, int arg, int width,
+                    const char *name, warp_exec_fn exec, const char *file, int line) {
     fiber *fp = tls_f;
-    if (!fp) trap(op_name(kind), file, line);
+    if (!fp) trap(name, file, line);
     fiber &f = *fp;
     block &b = tls_w->b;
     const unsigned bit = 1u << f.lane;
     if (!(mask & bit))
         fail(&b, &f, "%s at %s:%d: the mask 0x%08x does not include the calling lane %d",
-             op_name(kind), file, line, mask, f.lane);
+             name, file, line, mask, f.lane);
     if (width < 1 || width > 32 || (width & (width - 1)))
-        fail(&b, &f, "%s at %s:%d: width %d is not a power of 2 in [1, 32]", op_name(kind), file,
-             line, width);
+        fail(&b, &f, "%s at %s:%d: width %d is not a power of 2 in [1, 32]", name, file, line,
+             width);
     /* join the pending collective of this kind and mask that still waits for this lane; with
      * independent thread scheduling a lane may meet other collectives first (e.g. one half-warp
      * at __syncwarp while the other finishes its own shuffle), so differing masks are only an
@@ -719,19 +745,54 @@ uint64_t warp_op(int kind, unsigned mask, uint64_t value, int arg, int width, co
     size_t pi = pl.size();
     for (size_t i = 0; i < pl.size() && pi == pl.size(); i++)
         if (pl[i].mask == mask && pl[i].kind == kind && pl[i].width == width &&
-            !(pl[i].arrived & bit))
+            pl[i].exec == exec && !(pl[i].arrived & bit))
             pi = i;
-    if (pi == pl.size()) pl.push_back(pending{mask, 0, kind, width, file, line});
+    if (pi == pl.size()) pl.push_back(pending{mask, 0, kind, width, file, line, name, exec});
     f.value = value;
     f.arg = arg;
     f.state = st::warp;
-    f.what = op_name(kind);
+    f.what = name;
     f.file = file;
     f.line = line;
     pl[pi].arrived |= bit;
     if (complete(b, f.warp, pl[pi])) finish(b, f.warp, pi);
     else park(f);
     return f.result;
+}
+
+} /* namespace */
+
+uint64_t warp_op(int kind, unsigned mask, uint64_t value, int arg, int width, const char *file,
+                 int line) {
+    return collective(kind, mask, value, arg, width, op_name(kind), nullptr, file, line);
+}
+
+void warp_collective(const char *name, warp_exec_fn fn, void *record, const char *file,
+                     int line) {
+    collective(W_EXEC, 0xffffffffu, (uint64_t)(uintptr_t)record, 0, 32, name, fn, file, line);
+}
+
+void kernel_fail(const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    worker *w = tls_w;
+    if (!tls_f || !w) fail(nullptr, nullptr, "%s (outside a kernel)", msg);
+    fail(&w->b, tls_f, "%s", msg);
+}
+
+bool in_shared(const void *p, size_t n) {
+    if (!tls_f) return false;
+    const block &b = tls_w->b;
+    const char *c = (const char *)p;
+    return c >= b.smem && c <= b.smem + b.smem_used && n <= (size_t)(b.smem + b.smem_used - c);
+}
+
+async_state &thread_async(void) {
+    if (!tls_f) trap("cp.async", nullptr, 0);
+    return tls_f->async;
 }
 
 unsigned active_mask(void) {
@@ -761,8 +822,11 @@ void *shared_static(const void *tag, size_t bytes, size_t align, const char *nam
     block &b = tls_w->b;
     for (const block::tag &t : b.tags)
         if (t.tag == tag) return b.smem + t.off;
-    if (align < 16) align = 16;
-    size_t off = (b.smem_used + REDZONE + align - 1) / align * align;
+    /* aligned to its type and, below 16 bytes, deliberately no more (an address that is an odd
+     * multiple of align): a GPU guarantees no more either, so a vector access (float4,
+     * ldmatrix, cp.async) to an array of a smaller type shows up here, not only on some GPU */
+    size_t off = (b.smem_used + REDZONE + 2 * align - 1) / (2 * align) * (2 * align);
+    if (align < 16) off += align;
     if (b.static_used + bytes > SMEM_STATIC_MAX ||
         b.smem_dyn + b.static_used + bytes > SMEM_OPTIN || off + bytes > ARENA)
         fail(&b, tls_f,

@@ -8,7 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <cublas_v2.h>
+
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/ptx.cuh"
 
 #define FAIL(...)                                                                                \
     do {                                                                                         \
@@ -319,6 +323,23 @@ template <bool BARRIER> static __global__ void block_sum_kernel(const float *in,
     }
 }
 
+/* ---- a missing cp.async wait: the copy is not there yet ------------------------------------ */
+
+/* Each thread copies its 4 floats into shared memory; thread t then reads thread t ^ 32's.
+ * Without the wait before the barrier (only after the read), a copy is still in flight when its
+ * reader runs first, and the read sees the poison: half the threads, in either thread order. */
+template <bool WAIT> static __global__ void cp_async_read_kernel(const float *in, float *out) {
+    SL_SHARED(float4, s, [64]);
+    const int t = threadIdx.x;
+    sl_cp_async<16>(&s[t], in + 4 * t);
+    sl_cp_async_commit();
+    if (WAIT) sl_cp_async_wait<0>();
+    __syncthreads();
+    const float4 v = s[t ^ 32];
+    out[t] = v.x + v.y + v.z + v.w;
+    if (!WAIT) sl_cp_async_wait<0>();
+}
+
 /* ---- the entry points of test_emu.c ---------------------------------------------------------- */
 
 extern "C" int sl_emu_selftest_run(void) {
@@ -330,6 +351,20 @@ extern "C" int sl_emu_selftest_run(void) {
     test_half();
     test_runtime();
     return failures;
+}
+
+/* out[64]: with the wait, out[t] = 4 (t ^ 32) + 3; without, NaN for some t */
+extern "C" void sl_emu_selftest_cp_async(int wait, float *out) {
+    float h[256];
+    for (int i = 0; i < 256; i++) h[i] = (float)(i / 4) + 0.5f * (float)(i % 4);
+    float *din = dev_alloc<float>(256), *dout = dev_alloc<float>(64);
+    SL_CUDA_CHECK(cudaMemcpy(din, h, sizeof h, cudaMemcpyHostToDevice));
+    if (wait) SL_LAUNCH(cp_async_read_kernel<true>, 1, 64, 0, nullptr, din, dout);
+    else SL_LAUNCH(cp_async_read_kernel<false>, 1, 64, 0, nullptr, din, dout);
+    SL_CUDA_CHECK(cudaGetLastError());
+    SL_CUDA_CHECK(cudaMemcpy(out, dout, 64 * sizeof(float), cudaMemcpyDeviceToHost));
+    SL_CUDA_CHECK(cudaFree(din));
+    SL_CUDA_CHECK(cudaFree(dout));
 }
 
 /* Sums blocks of 256 ones with the barrier (`barrier`) or without; out[blocks] on the host. */
@@ -433,6 +468,56 @@ static void launch_with_host_pointer(float *host, float *out) {
 }
 enum { LINE_HOST_POINTER = __LINE__ - 2 };
 
+static __global__ void bad_mma_after_return(float *out) {
+    uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+    float c[4] = {0, 0, 0, 0};
+    if (threadIdx.x == 3) return;
+    sl_mma_m16n8k16_f16(c, a, b, c);
+    out[threadIdx.x] = c[0];
+}
+enum { LINE_MMA_AFTER_RETURN = __LINE__ - 3 };
+
+static __global__ void bad_ldmatrix_misaligned(float *out) {
+    SL_SHARED(uint4, s, [64]);
+    s[threadIdx.x] = make_uint4(0, 0, 0, 0);
+    __syncwarp();
+    uint32_t r[4];
+    sl_ldmatrix<4, false>(r, reinterpret_cast<char *>(&s[threadIdx.x]) + 8);
+    out[threadIdx.x] = (float)r[0];
+}
+enum { LINE_LDMATRIX_MISALIGNED = __LINE__ - 3 };
+
+static __global__ void bad_ldmatrix_global(float *out) {
+    uint32_t r[2];
+    sl_ldmatrix<2, true>(r, out + 4 * (threadIdx.x % 16));
+    out[threadIdx.x] = (float)r[0];
+}
+enum { LINE_LDMATRIX_GLOBAL = __LINE__ - 3 };
+
+/* a uint16_t array is only 2-byte aligned: 16-byte copies into it need a 16-byte type */
+static __global__ void bad_cp_async_alignment(const float *in, float *out) {
+    SL_SHARED(uint16_t, s, [32 * 8]);
+    sl_cp_async<16>(&s[8 * threadIdx.x], in);
+    sl_cp_async_wait<0>();
+    out[threadIdx.x] = (float)s[0];
+}
+enum { LINE_CP_ASYNC_ALIGNMENT = __LINE__ - 4 };
+
+/* in holds 32 floats: in + 32 is its end */
+static __global__ void bad_cp_async_past_end(const float *in, float *out) {
+    SL_SHARED(float4, s, [32]);
+    sl_cp_async<16>(&s[threadIdx.x], in + 32);
+    out[threadIdx.x] = 0;
+}
+enum { LINE_CP_ASYNC_PAST_END = __LINE__ - 3 };
+
+static void cublas_with_host_matrix(float *host, float *dev) {
+    cublasHandle_t h;
+    const float one = 1.0f, zero = 0.0f;
+    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return;
+    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, host, 4, dev, 4, &zero, dev, 4);
+}
+
 /* Bad kernel `which` (the order of test_emu.c's table): with run == 0, only the source line its
  * report must name (0: none); with run != 0, runs it, returning only if the emulator let the bug
  * pass. */
@@ -451,12 +536,17 @@ extern "C" int sl_emu_selftest_bad(int which, int run) {
         case 9: return LINE_TOO_MUCH_SHARED;
         case 10: return LINE_TRAP;
         case 11: return LINE_HOST_POINTER;
+        case 12: return LINE_MMA_AFTER_RETURN;
+        case 13: return LINE_LDMATRIX_MISALIGNED;
+        case 14: return LINE_LDMATRIX_GLOBAL;
+        case 15: return LINE_CP_ASYNC_ALIGNMENT;
+        case 16: return LINE_CP_ASYNC_PAST_END;
         default: return 0;
         }
     }
     float *out = dev_alloc<float>(64);
     float *in = dev_alloc<float>(32);
-    int *flag = dev_alloc<int>(1);
+    int *flag = dev_alloc<int>(2);
     SL_CUDA_CHECK(cudaMemset(flag, 0, sizeof(int)));
     float host[32];
     switch (which) {
@@ -495,6 +585,42 @@ extern "C" int sl_emu_selftest_bad(int which, int run) {
         break;
     case 11: /* a host pointer passed to a kernel */
         launch_with_host_pointer(host, out);
+        break;
+    case 12:
+        SL_LAUNCH(bad_mma_after_return, 1, 32, 0, nullptr, out);
+        break;
+    case 13:
+        SL_LAUNCH(bad_ldmatrix_misaligned, 1, 32, 0, nullptr, out);
+        break;
+    case 14:
+        SL_LAUNCH(bad_ldmatrix_global, 1, 32, 0, nullptr, out);
+        break;
+    case 15:
+        SL_LAUNCH(bad_cp_async_alignment, 1, 32, 0, nullptr, in, out);
+        break;
+    case 16:
+        SL_LAUNCH(bad_cp_async_past_end, 1, 32, 0, nullptr, in, out);
+        break;
+    case 17: { /* a token past the table: the kernel traps */
+        float table[4 * 8] = {0};
+        sl_qw w = {};
+        w.fmt = SL_WF_F32, w.rows = 4, w.cols = 8, w.data = table;
+        sl_cuda_weight dw;
+        if (sl_cuda_weight_init(&dw, &w) != 0) break;
+        const int32_t tok[2] = {1, 4};
+        int *dtok = flag;
+        SL_CUDA_CHECK(cudaMemcpy(dtok, tok, sizeof tok, cudaMemcpyHostToDevice));
+        sl_cuda_embed(&dw, dtok, out, 2, nullptr);
+        break;
+    }
+    case 18: { /* a negative slot: the kernel traps */
+        const int32_t slot[1] = {-1};
+        SL_CUDA_CHECK(cudaMemcpy(flag, slot, sizeof slot, cudaMemcpyHostToDevice));
+        sl_cuda_kv_write(out, out + 32, in, in + 16, flag, 1, 16, nullptr);
+        break;
+    }
+    case 19:
+        cublas_with_host_matrix(host, out);
         break;
     default: break;
     }

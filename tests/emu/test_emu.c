@@ -2,7 +2,8 @@
  *
  * 1. Every intrinsic and runtime call against values worked out on the host.
  * 2. A block sum without its __syncthreads reads poisoned (NaN) shared memory; with it, is right.
- * 3. Each bug of the table below, run in a child process, must make the emulator report it —
+ * 3. A cp.async destination read before its wait_group reads poisoned (NaN) shared memory.
+ * 4. Each bug of the table below, run in a child process, must make the emulator report it —
  *    with the kernel's source line — and abort. Out-of-bounds accesses are AddressSanitizer's
  *    to find, so those cases run only in the ASan build.
  */
@@ -21,6 +22,7 @@
 int sl_emu_selftest_run(void);
 void sl_emu_selftest_block_sum(int barrier, int blocks, float *out);
 int sl_emu_selftest_bad(int which, int run);
+void sl_emu_selftest_cp_async(int wait, float *out);
 
 #if defined(__SANITIZE_ADDRESS__)
 #define HAVE_ASAN 1
@@ -48,6 +50,14 @@ static const bad_case g_bad[] = {
     {"more than 48 KiB of static shared memory", {"shared memory: big"}, 0},
     {"__trap()", {"__trap()"}, 0},
     {"a host pointer as kernel argument", {"is not device memory"}, 0},
+    {"mma.sync after a lane returned", {"mma.sync", "lane 3 of warp 0 has exited"}, 0},
+    {"ldmatrix at a misaligned row", {"ldmatrix", "not 16-byte aligned"}, 0},
+    {"ldmatrix from global memory", {"ldmatrix", "the block's shared memory"}, 0},
+    {"a 16-byte cp.async into a uint16_t array", {"cp.async", "not 16-byte aligned"}, 0},
+    {"cp.async past the end of an allocation", {"cp.async", "16 bytes of device memory"}, 0},
+    {"embed: a token past the table", {"__trap()", "embed_kernel"}, 0},
+    {"kv_write: a negative slot", {"__trap()", "kv_write_kernel"}, 0},
+    {"cuBLAS on a host matrix", {"cublasSgemm", "does not lie in device memory"}, 0},
 };
 #define N_BAD (int)(sizeof g_bad / sizeof *g_bad)
 
@@ -138,10 +148,23 @@ static void test_missing_barrier(void) {
     printf("missing __syncthreads: %d of %d blocks read poisoned shared memory\n", nan, BLOCKS);
 }
 
+/* Reading a cp.async destination before the wait sees the poisoned shared memory. */
+static void test_missing_wait(void) {
+    float out[64];
+    sl_emu_selftest_cp_async(1, out);
+    for (int t = 0; t < 64; t++) ASSERT_NEAR(out[t], 4.0 * (t ^ 32) + 3.0, 0, 0);
+    sl_emu_selftest_cp_async(0, out);
+    int nan = 0;
+    for (int t = 0; t < 64; t++) nan += out[t] != out[t];
+    ASSERT(nan > 0);
+    printf("missing cp.async wait: %d of 64 threads read poisoned shared memory\n", nan);
+}
+
 int main(void) {
     double t0 = sl_time_s();
     test_bad_kernels(); /* first: the children fork a process that has not started the pool */
     test_missing_barrier();
+    test_missing_wait();
     int failures = sl_emu_selftest_run();
     ASSERT_EQ(failures, 0);
     printf("test_emu: ok (%d pool threads, %.1f s)\n", sl_emu_threads(), sl_time_s() - t0);

@@ -33,19 +33,19 @@ static sl_rng g_rng;
 static long g_checks;
 
 /* uniform in ±[0.1, 1): never zero */
-static float rnd(void) {
+static inline float rnd(void) {
     float v = 0.1f + 0.9f * sl_rng_f32(&g_rng);
     return (sl_rng_u64(&g_rng) & 1) ? v : -v;
 }
-static int rnd_int(int n) { return (int)(sl_rng_u64(&g_rng) % (uint64_t)n); }
+static inline int rnd_int(int n) { return (int)(sl_rng_u64(&g_rng) % (uint64_t)n); }
 
 /* host vector of n random floats times scale; the caller frees it */
-static float *rnd_vec(int64_t n, float scale) {
+static inline float *rnd_vec(int64_t n, float scale) {
     float *v = sl_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     for (int64_t i = 0; i < n; i++) v[i] = rnd() * scale;
     return v;
 }
-static float *copy_vec(const float *src, int64_t n) {
+static inline float *copy_vec(const float *src, int64_t n) {
     float *v = sl_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     memcpy(v, src, (size_t)n * sizeof(float));
     return v;
@@ -59,10 +59,10 @@ typedef struct dbuf {
     int off;
 } dbuf;
 
-static size_t dbuf_bytes(const dbuf *b) { return (size_t)(b->off + b->n + GUARD) * 4; }
+static inline size_t dbuf_bytes(const dbuf *b) { return (size_t)(b->off + b->n + GUARD) * 4; }
 
 /* Allocates and poisons (0xff bytes) the buffer and its guards. */
-static dbuf dev_alloc(int64_t n, int off) {
+static inline dbuf dev_alloc(int64_t n, int off) {
     dbuf b = {NULL, NULL, n, off};
     b.base = sl_cuda_malloc(dbuf_bytes(&b));
     ASSERT(b.base != NULL);
@@ -70,17 +70,17 @@ static dbuf dev_alloc(int64_t n, int off) {
     b.p = (float *)b.base + off;
     return b;
 }
-static dbuf dev_from(const void *host, int64_t n, int off) {
+static inline dbuf dev_from(const void *host, int64_t n, int off) {
     dbuf b = dev_alloc(n, off);
     sl_cuda_upload(b.p, host, (size_t)n * 4);
     return b;
 }
-static void dev_get(const dbuf *b, void *host) {
+static inline void dev_get(const dbuf *b, void *host) {
     sl_cuda_sync();
     sl_cuda_download(host, b->p, (size_t)b->n * 4);
 }
 /* The guards must still hold their 0xff bytes: the kernel wrote nothing out of bounds. */
-static void dev_check_guards(const dbuf *b, const char *what) {
+static inline void dev_check_guards(const dbuf *b, const char *what) {
     size_t bytes = dbuf_bytes(b);
     unsigned char *h = sl_xmalloc(bytes);
     sl_cuda_sync();
@@ -98,14 +98,14 @@ static void dev_check_guards(const dbuf *b, const char *what) {
     }
     free(h);
 }
-static void dev_free(dbuf *b) {
+static inline void dev_free(dbuf *b) {
     sl_cuda_free(b->base);
     b->base = NULL;
     b->p = NULL;
 }
 
 /* got[i] vs ref[i] for every i: |got − ref| <= abs_tol + |ref|·rel (NaN never passes) */
-static void check_close(const char *what, const float *got, const float *ref, int64_t n,
+static inline void check_close(const char *what, const float *got, const float *ref, int64_t n,
                         double abs_tol, double rel) {
     for (int64_t i = 0; i < n; i++) {
         g_checks++;
@@ -119,8 +119,25 @@ static void check_close(const char *what, const float *got, const float *ref, in
     }
 }
 
+/* got and ref hold the same bits, element by element (elem bytes each; NaNs included) */
+static inline void check_bits(const char *what, const void *got, const void *ref, int64_t n,
+                              int elem) {
+    const unsigned char *g = got, *r = ref;
+    for (int64_t i = 0; i < n; i++) {
+        g_checks++;
+        if (memcmp(g + i * elem, r + i * elem, (size_t)elem) != 0) {
+            uint64_t gv = 0, rv = 0;
+            memcpy(&gv, g + i * elem, (size_t)elem);
+            memcpy(&rv, r + i * elem, (size_t)elem);
+            fprintf(stderr, "%s: element %lld: got bits 0x%llx, want 0x%llx\n", what, (long long)i,
+                    (unsigned long long)gv, (unsigned long long)rv);
+            abort();
+        }
+    }
+}
+
 /* Returns SKIP from main when there is no device, after saying so. */
-static int harness_begin(const char *name, uint64_t seed) {
+static inline int harness_begin(const char *name, uint64_t seed) {
     int n = sl_cuda_device_count();
     if (n < 1) {
         printf("%s: no CUDA device: skipped\n", name);

@@ -1,7 +1,8 @@
-/* test_cuda_ops.c — the elementwise and normalization CUDA kernels (rmsnorm, rope, swiglu)
- * against the CPU backend, through every launch path (test_cuda_harness.h: emulated in CI,
- * natively on a GPU). Tolerances hold for the GPU, whose expf/sincosf/rsqrtf differ from the
- * CPU's in their last bits and whose sums run in another order. */
+/* test_cuda_ops.c — the elementwise, normalization and gather CUDA kernels (rmsnorm, rope,
+ * swiglu, embed, kv_write) against the CPU backend, through every launch path
+ * (test_cuda_harness.h: emulated in CI, natively on a GPU). Tolerances hold for the GPU, whose
+ * expf/sincosf/rsqrtf differ from the CPU's in their last bits and whose sums run in another
+ * order; the gathers are exact and compared bit for bit. */
 #include "tests/kernels/test_cuda_harness.h"
 
 static sl_backend *g_cpu;
@@ -161,6 +162,191 @@ static void test_swiglu(void) {
     printf("swiglu: %d cases ok\n", cases + 2);
 }
 
+/* ---- embed ------------------------------------------------------------------------------- */
+
+/* A random table: codes over their whole range, scales and offsets never zero. */
+static void random_table(sl_qw *w, sl_wfmt fmt, int rows, int cols, int group, int offsets) {
+    sl_qw_alloc(w, fmt, rows, cols, group, offsets);
+    const int64_t n = (int64_t)rows * cols;
+    switch (fmt) {
+    case SL_WF_F32:
+        for (int64_t i = 0; i < n; i++) ((float *)w->data)[i] = rnd();
+        break;
+    case SL_WF_F16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)w->data)[i] = sl_f32_to_fp16(rnd() * 4.0f);
+        break;
+    case SL_WF_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)w->data)[i] = sl_f32_to_bf16(rnd() * 4.0f);
+        break;
+    case SL_WF_QW8:
+    case SL_WF_QW4: {
+        const int64_t bytes = fmt == SL_WF_QW8 ? n : n / 2, groups = n / group;
+        for (int64_t i = 0; i < bytes; i++) ((uint8_t *)w->codes)[i] = (uint8_t)sl_rng_u64(&g_rng);
+        for (int64_t g = 0; g < groups; g++) {
+            w->scales[g] = rnd() * 0.03f;
+            if (offsets) w->offsets[g] = rnd() * 0.2f;
+        }
+        break;
+    }
+    }
+}
+
+/* off: floats of misalignment of y (forces the one-element path) */
+static void embed_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, int T, int off) {
+    sl_qw w;
+    random_table(&w, fmt, rows, cols, group, offsets);
+    int32_t *tok = sl_xmalloc((size_t)T * sizeof(int32_t));
+    for (int t = 0; t < T; t++) tok[t] = rnd_int(rows);
+    tok[0] = 0;
+    tok[T - 1] = rows - 1; /* both ends of the table */
+    const int64_t n = (int64_t)T * cols;
+    float *ref = sl_xmalloc((size_t)n * sizeof(float));
+    float *got = sl_xmalloc((size_t)n * sizeof(float));
+    sl_bweight *bw = NULL;
+    ASSERT_EQ(g_cpu->weight_create(g_cpu, &w, 0, &bw), 0);
+    g_cpu->embed(g_cpu, bw, tok, ref, T);
+
+    sl_cuda_weight dw;
+    ASSERT_EQ(sl_cuda_weight_init(&dw, &w), 0);
+    dbuf dtok = dev_from(tok, T, 0), dy = dev_alloc(n, off);
+    sl_cuda_embed(&dw, (const int32_t *)dtok.p, dy.p, T, NULL);
+
+    char what[128];
+    snprintf(what, sizeof what, "embed %s rows=%d cols=%d group=%d%s T=%d off=%d",
+             sl_wfmt_name(fmt), rows, cols, group, offsets ? " offsets" : "", T, off);
+    dev_get(&dy, got);
+    check_bits(what, got, ref, n, 4); /* the same dequantization, rounded the same way */
+    dev_check_guards(&dy, what);
+
+    dev_free(&dtok);
+    dev_free(&dy);
+    sl_cuda_weight_deinit(&dw);
+    g_cpu->weight_destroy(g_cpu, bw);
+    sl_qw_free(&w);
+    free(tok), free(ref), free(got);
+}
+
+static void test_embed(void) {
+    int cases = 0;
+    /* plain tables: four per thread when cols % 4 == 0, else one; past 16 slices of 256
+     * threads a thread loops (cols 5001 scalar, 16388 vectorized) */
+    static const int float_cols[] = {1, 3, 4, 100, 1002, 4096, 5001, 16388};
+    for (int f = SL_WF_F32; f <= SL_WF_BF16; f++)
+        for (size_t c = 0; c < sizeof float_cols / sizeof *float_cols; c++, cases++)
+            embed_case((sl_wfmt)f, 11, float_cols[c], 0, 0, c % 2 ? 5 : 3, (int)(c % 3 == 2));
+    /* quantized tables: groups 16/32/128, with and without offsets; groups of 6 and 2 (allowed
+     * for tests) take the one-element path, as does a misaligned y */
+    static const int groups[] = {16, 32, 128};
+    for (int f = SL_WF_QW8; f <= SL_WF_QW4; f++)
+        for (int o = 0; o < 2; o++) {
+            for (size_t g = 0; g < 3; g++) {
+                embed_case((sl_wfmt)f, 9, groups[g], groups[g], o, 4, 0);
+                embed_case((sl_wfmt)f, 13, 3 * groups[g], groups[g], o, 7, 0);
+                embed_case((sl_wfmt)f, 6, 4096 + groups[g], groups[g], o, 3, (int)g % 2);
+                cases += 3;
+            }
+            embed_case((sl_wfmt)f, 5, 18, 6, o, 4, 0);
+            embed_case((sl_wfmt)f, 5, 10, 2, o, 3, 0);
+            cases += 2;
+        }
+    embed_case(SL_WF_QW4, 300, 256, 32, 1, 65, 0); /* many tokens */
+
+    /* T == 0 launches nothing and touches nothing */
+    sl_qw w;
+    random_table(&w, SL_WF_F32, 4, 64, 0, 0);
+    sl_cuda_weight dw;
+    ASSERT_EQ(sl_cuda_weight_init(&dw, &w), 0);
+    dbuf dtok = dev_alloc(1, 0), dy = dev_alloc(64, 0);
+    sl_cuda_embed(&dw, (const int32_t *)dtok.p, dy.p, 0, NULL);
+    uint32_t h[64];
+    dev_get(&dy, h);
+    for (int i = 0; i < 64; i++) ASSERT_EQ(h[i], 0xffffffffu);
+    dev_free(&dtok), dev_free(&dy);
+    sl_cuda_weight_deinit(&dw);
+    sl_cuda_weight_deinit(&dw); /* a zeroed weight: no-op */
+    sl_qw_free(&w);
+    printf("embed: %d cases ok\n", cases + 2);
+}
+
+/* ---- kv_write -------------------------------------------------------------------------------- */
+
+/* f16: the fp16 cache; off: floats of misalignment of the inputs and caches (one-element path) */
+static void kv_write_case(int f16, int n_blocks, int block_size, int kv_dim, int T, int off) {
+    const int n_slots = n_blocks * block_size;
+    const int64_t n_in = (int64_t)T * kv_dim, n_cache = (int64_t)n_slots * kv_dim;
+    float *k = rnd_vec(n_in, 1.0f), *v = rnd_vec(n_in, 1.0f);
+    if (f16) /* magnitudes from fp16 underflow through subnormals to overflow */
+        for (int64_t i = 0; i < n_in; i++) {
+            k[i] = ldexpf(k[i], rnd_int(44) - 26);
+            v[i] = ldexpf(v[i], rnd_int(44) - 26);
+        }
+    /* distinct slots past the null block, in random order */
+    ASSERT(T <= n_slots - block_size);
+    int32_t *all = sl_xmalloc((size_t)n_slots * sizeof(int32_t));
+    for (int i = 0; i < n_slots - block_size; i++) all[i] = block_size + i;
+    for (int i = n_slots - block_size - 1; i > 0; i--) {
+        int j = rnd_int(i + 1), x = all[i];
+        all[i] = all[j], all[j] = x;
+    }
+    /* the reference: poisoned caches, the CPU backend's copy, then rounding for fp16 */
+    float *kref = sl_xmalloc((size_t)n_cache * 4), *vref = sl_xmalloc((size_t)n_cache * 4);
+    memset(kref, 0xff, (size_t)n_cache * 4);
+    memset(vref, 0xff, (size_t)n_cache * 4);
+    g_cpu->kv_write(g_cpu, kref, vref, k, v, all, T, kv_dim);
+
+    const int64_t words = f16 ? (n_cache + 1) / 2 : n_cache; /* 4-byte elements of a cache */
+    uint16_t *kref16 = NULL, *vref16 = NULL;
+    if (f16) {
+        kref16 = sl_xmalloc((size_t)words * 4);
+        vref16 = sl_xmalloc((size_t)words * 4);
+        memset(kref16, 0xff, (size_t)words * 4);
+        memset(vref16, 0xff, (size_t)words * 4);
+        for (int t = 0; t < T; t++)
+            for (int d = 0; d < kv_dim; d++) {
+                int64_t i = (int64_t)all[t] * kv_dim + d;
+                kref16[i] = sl_f32_to_fp16(kref[i]);
+                vref16[i] = sl_f32_to_fp16(vref[i]);
+            }
+    }
+
+    dbuf dk = dev_from(k, n_in, off), dv = dev_from(v, n_in, off), ds = dev_from(all, T, 0);
+    dbuf dkc = dev_alloc(words, off), dvc = dev_alloc(words, off);
+    if (f16)
+        sl_cuda_kv_write_f16((uint16_t *)dkc.p, (uint16_t *)dvc.p, dk.p, dv.p,
+                             (const int32_t *)ds.p, T, kv_dim, NULL);
+    else
+        sl_cuda_kv_write(dkc.p, dvc.p, dk.p, dv.p, (const int32_t *)ds.p, T, kv_dim, NULL);
+
+    char what[128];
+    snprintf(what, sizeof what, "kv_write%s blocks=%d block_size=%d kv_dim=%d T=%d off=%d",
+             f16 ? "_f16" : "", n_blocks, block_size, kv_dim, T, off);
+    void *got = sl_xmalloc((size_t)words * 4);
+    /* the whole cache: written slots hold the rows, every other slot is untouched */
+    dev_get(&dkc, got);
+    check_bits(what, got, f16 ? (void *)kref16 : (void *)kref, words, 4);
+    dev_get(&dvc, got);
+    check_bits(what, got, f16 ? (void *)vref16 : (void *)vref, words, 4);
+    dev_check_guards(&dkc, what);
+    dev_check_guards(&dvc, what);
+
+    dev_free(&dk), dev_free(&dv), dev_free(&ds), dev_free(&dkc), dev_free(&dvc);
+    free(k), free(v), free(all), free(kref), free(vref), free(kref16), free(vref16), free(got);
+}
+
+static void test_kv_write(void) {
+    /* four per thread when kv_dim % 4 == 0 and aligned, else one; several slices per row past
+     * 256 threads, loops past 16 slices (kv_dim 4099 scalar, 16400 vectorized) */
+    static const int dims[] = {1, 3, 8, 64, 130, 640, 1024, 4099, 16400};
+    int cases = 0;
+    for (int f16 = 0; f16 < 2; f16++)
+        for (size_t d = 0; d < sizeof dims / sizeof *dims; d++)
+            for (int off = 0; off < 2; off++, cases++)
+                kv_write_case(f16, 5, d % 2 ? 16 : 4, dims[d], d % 3 ? 7 : 3, off);
+    kv_write_case(0, 40, 16, 128, 600, 0); /* many tokens */
+    kv_write_case(1, 40, 16, 128, 600, 0);
+    printf("kv_write: %d cases ok\n", cases + 2);
+}
+
 int main(void) {
     int skip = harness_begin("test_cuda_ops", 20250301);
     if (skip) return skip;
@@ -169,6 +355,8 @@ int main(void) {
     test_rmsnorm();
     test_rope();
     test_swiglu();
+    test_embed();
+    test_kv_write();
     g_cpu->destroy(g_cpu);
     printf("test_cuda_ops: ok (%ld checks, %.1f s)\n", g_checks, sl_time_s() - t0);
     return 0;

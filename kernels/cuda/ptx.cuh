@@ -1,0 +1,169 @@
+/* ptx.cuh — the PTX instructions kernels use, each behind one wrapper: inline asm under nvcc,
+ * the emulator's version (kernels/emu/emu_ptx.cpp) under g++. Kernels never write asm
+ * themselves (kernels/emu/README.md, rule 5). Available from sm_80.
+ *
+ * Fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type"), with
+ * g = lane >> 2, t = lane % 4, and a uint32_t register holding two 16-bit elements, the first
+ * in its low half:
+ *
+ *   A (16×16, row-major):  a[0] = A[g][2t, 2t+1]     a[1] = A[g+8][2t, 2t+1]
+ *                          a[2] = A[g][2t+8, 2t+9]   a[3] = A[g+8][2t+8, 2t+9]
+ *   B (16×8, "col"):       b[0] = B[2t, 2t+1][g]     b[1] = B[2t+8, 2t+9][g]
+ *   C, D (16×8, f32):      c[0] = C[g][2t]     c[1] = C[g][2t+1]
+ *                          c[2] = C[g+8][2t]   c[3] = C[g+8][2t+1]
+ *
+ *   sl_mma_m16n8k16_f16(d, a, b, c)    D = A·B + C, f16 inputs, f32 accumulate (d may be c)
+ *   sl_mma_m16n8k16_bf16(d, a, b, c)   the same with bf16 inputs
+ *   sl_ldmatrix<NUM, TRANS>(r, row)    ldmatrix.sync.aligned.m8n8.x{NUM}{.trans}.shared.b16:
+ *       NUM 8×8 matrices of 16-bit elements from shared memory; lanes 8i..8i+7 pass the
+ *       addresses of rows 0..7 of matrix i (16 bytes each, 16-byte aligned; the other lanes'
+ *       addresses are ignored for NUM < 4), and r[i] = M_i[g][2t, 2t+1], or with TRANS
+ *       M_i[2t, 2t+1][g]. So, for A row-major in shared memory, lane l passes
+ *       &A[l % 16][8 (l / 16)] to sl_ldmatrix<4, false> and gets a[0..3]; for B stored [k][n],
+ *       lane l passes &B[l % 16][n0] to sl_ldmatrix<2, true> and gets b[0..1].
+ *   sl_cp_async<BYTES>(dst, src, src_bytes = BYTES)   cp.async.ca.shared.global, BYTES 4, 8 or
+ *       16: copies src (device) to dst (shared), both BYTES-aligned; bytes past src_bytes are
+ *       zero-filled (src_bytes 0 reads nothing).
+ *   sl_cp_async_cg(dst, src, src_bytes = 16)          cp.async.cg (16 bytes, bypasses L1)
+ *   sl_cp_async_commit()      closes the calling thread's group of copies issued since the last
+ *   sl_cp_async_wait<N>()     waits until at most N of the thread's groups are still in flight;
+ *       its own copies are then visible to the thread, to the others after a __syncthreads.
+ *
+ * All 32 lanes of the warp execute mma and ldmatrix together (.sync.aligned): never under a
+ * condition that differs within a warp, never after some lanes returned.
+ *
+ * The emulator's reading of these layouts is checked against a GPU by tests/kernels/
+ * test_cuda_ptx.c (label gpu); until a GPU run has passed, treat them as unconfirmed.
+ */
+#ifndef SL_CUDA_PTX_CUH
+#define SL_CUDA_PTX_CUH
+
+#include <stdint.h>
+
+#include "common.cuh"
+
+/* the emulator reports misuse at the caller's line */
+#ifdef SL_CUDA_EMU
+#define SL_PTX_LOC , SL_EMU_LOC
+#define SL_PTX_LOC_ONLY SL_EMU_LOC
+#else
+#define SL_PTX_LOC
+#define SL_PTX_LOC_ONLY
+#endif
+
+static __device__ __forceinline__ void sl_mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4],
+                                                           const uint32_t (&b)[2],
+                                                           const float (&c)[4] SL_PTX_LOC) {
+#ifdef SL_CUDA_EMU
+    sl_emu::mma_m16n8k16(sl_emu::MMA_F16, d, a, b, c, sl_emu_file, sl_emu_line);
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]),
+                   "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#endif
+}
+
+static __device__ __forceinline__ void sl_mma_m16n8k16_bf16(float (&d)[4],
+                                                            const uint32_t (&a)[4],
+                                                            const uint32_t (&b)[2],
+                                                            const float (&c)[4] SL_PTX_LOC) {
+#ifdef SL_CUDA_EMU
+    sl_emu::mma_m16n8k16(sl_emu::MMA_BF16, d, a, b, c, sl_emu_file, sl_emu_line);
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]),
+                   "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#endif
+}
+
+template <int NUM, bool TRANS>
+static __device__ __forceinline__ void sl_ldmatrix(uint32_t (&r)[NUM],
+                                                   const void *row SL_PTX_LOC) {
+    static_assert(NUM == 1 || NUM == 2 || NUM == 4, "ldmatrix loads 1, 2 or 4 matrices");
+#ifdef SL_CUDA_EMU
+    sl_emu::ldmatrix(NUM, TRANS, r, row, sl_emu_file, sl_emu_line);
+#else
+    const unsigned p = (unsigned)__cvta_generic_to_shared(row);
+    if constexpr (NUM == 1 && !TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n"
+                     : "=r"(r[0])
+                     : "r"(p)
+                     : "memory");
+    else if constexpr (NUM == 1)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n"
+                     : "=r"(r[0])
+                     : "r"(p)
+                     : "memory");
+    else if constexpr (NUM == 2 && !TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                     : "=r"(r[0]), "=r"(r[1])
+                     : "r"(p)
+                     : "memory");
+    else if constexpr (NUM == 2)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+                     : "=r"(r[0]), "=r"(r[1])
+                     : "r"(p)
+                     : "memory");
+    else if constexpr (!TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(p)
+                     : "memory");
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(p)
+                     : "memory");
+#endif
+}
+
+template <int BYTES>
+static __device__ __forceinline__ void sl_cp_async(void *dst, const void *src,
+                                                   int src_bytes = BYTES SL_PTX_LOC) {
+    static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
+#ifdef SL_CUDA_EMU
+    sl_emu::cp_async(dst, src, BYTES, src_bytes, sl_emu_file, sl_emu_line);
+#else
+    const unsigned p = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n"
+                 :
+                 : "r"(p), "l"(src), "n"(BYTES), "r"(src_bytes)
+                 : "memory");
+#endif
+}
+
+static __device__ __forceinline__ void sl_cp_async_cg(void *dst, const void *src,
+                                                      int src_bytes = 16 SL_PTX_LOC) {
+#ifdef SL_CUDA_EMU
+    sl_emu::cp_async(dst, src, 16, src_bytes, sl_emu_file, sl_emu_line);
+#else
+    const unsigned p = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+                 :
+                 : "r"(p), "l"(src), "r"(src_bytes)
+                 : "memory");
+#endif
+}
+
+static __device__ __forceinline__ void sl_cp_async_commit(SL_PTX_LOC_ONLY) {
+#ifdef SL_CUDA_EMU
+    sl_emu::cp_async_commit(sl_emu_file, sl_emu_line);
+#else
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+template <int N> static __device__ __forceinline__ void sl_cp_async_wait(SL_PTX_LOC_ONLY) {
+    static_assert(N >= 0, "wait_group takes a count of groups");
+#ifdef SL_CUDA_EMU
+    sl_emu::cp_async_wait(N, sl_emu_file, sl_emu_line);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+#endif

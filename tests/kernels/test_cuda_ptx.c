@@ -1,0 +1,150 @@
+/* test_cuda_ptx.c — the PTX wrappers of kernels/cuda/ptx.cuh (mma.sync m16n8k16 f16/bf16,
+ * ldmatrix x1/x2/x4 with and without .trans, cp.async ca/cg with zero fill and groups), each
+ * alone and together in a small GEMM main loop, against plain C references. The kernels are in
+ * test_cuda_ptx.cu.
+ *
+ * In the emulator this checks the emulation against the fragment layouts it was written from;
+ * on a GPU (label gpu) it checks that those layouts are the hardware's: until a GPU run has
+ * passed, they are unconfirmed (kernels/emu/README.md).
+ */
+#include "tests/kernels/test_cuda_harness.h"
+
+void sl__test_mma_frag(int bf16, const uint16_t *A, const uint16_t *B, const float *C, float *D);
+void sl__test_ldmatrix(int num, int trans, const uint16_t *src, uint32_t *out);
+void sl__test_mma_tile(int bf16, int b_nk, const uint16_t *A, const uint16_t *B, float *D, int M,
+                       int K);
+void sl__test_cp_async(const float *src, float *out, int threads);
+
+/* n random 16-bit floats (f16 or bf16 bits) and their exact values */
+static void rnd_16(int bf16, int64_t n, uint16_t *bits, double *val) {
+    for (int64_t i = 0; i < n; i++) {
+        float f = rnd();
+        bits[i] = bf16 ? sl_f32_to_bf16(f) : sl_f32_to_fp16(f);
+        val[i] = bf16 ? sl_bf16_to_f32(bits[i]) : sl_fp16_to_f32(bits[i]);
+    }
+}
+
+/* a device copy of n 16-bit values (the harness counts 4-byte elements) */
+static dbuf dev_16(const uint16_t *h, int64_t n) {
+    dbuf b = dev_alloc((n + 1) / 2, 0);
+    sl_cuda_upload(b.p, h, (size_t)n * 2);
+    return b;
+}
+
+/* The tensor core sums in f32 (not in the exact order of a loop); a wrong fragment layout is
+ * off by O(1), far outside this. */
+#define MMA_ABS 1e-3
+#define MMA_REL 1e-3
+
+static void test_mma_frag(int bf16) {
+    uint16_t A[256], B[128];
+    double a[256], b[128];
+    float C[128], ref[128], got[128];
+    rnd_16(bf16, 256, A, a);
+    rnd_16(bf16, 128, B, b);
+    for (int i = 0; i < 128; i++) C[i] = rnd();
+    for (int m = 0; m < 16; m++)
+        for (int n = 0; n < 8; n++) {
+            double s = C[m * 8 + n];
+            for (int k = 0; k < 16; k++) s += a[m * 16 + k] * b[k * 8 + n];
+            ref[m * 8 + n] = (float)s;
+        }
+    dbuf dA = dev_16(A, 256), dB = dev_16(B, 128), dC = dev_from(C, 128, 0), dD = dev_alloc(128, 0);
+    sl__test_mma_frag(bf16, (const uint16_t *)dA.p, (const uint16_t *)dB.p, dC.p, dD.p);
+    dev_get(&dD, got);
+    check_close(bf16 ? "mma bf16 fragments" : "mma f16 fragments", got, ref, 128, MMA_ABS, MMA_REL);
+    dev_check_guards(&dD, "mma fragments");
+    dev_free(&dA), dev_free(&dB), dev_free(&dC), dev_free(&dD);
+}
+
+static void test_ldmatrix(int num, int trans) {
+    uint16_t src[256];
+    uint32_t want[128], got[128];
+    for (int i = 0; i < num * 64; i++) src[i] = (uint16_t)sl_rng_u64(&g_rng);
+    /* lane l: g = l / 4, t = l % 4; matrix i is rows 8i..8i+7 of src */
+    for (int l = 0; l < 32; l++)
+        for (int i = 0; i < num; i++) {
+            const uint16_t *M = src + 64 * i;
+            int g = l / 4, t = l % 4;
+            uint16_t lo = trans ? M[(2 * t) * 8 + g] : M[g * 8 + 2 * t];
+            uint16_t hi = trans ? M[(2 * t + 1) * 8 + g] : M[g * 8 + 2 * t + 1];
+            want[l * num + i] = (uint32_t)lo | (uint32_t)hi << 16;
+        }
+    dbuf ds = dev_16(src, num * 64), dout = dev_alloc(32 * num, 0);
+    sl__test_ldmatrix(num, trans, (const uint16_t *)ds.p, (uint32_t *)dout.p);
+    char what[64];
+    snprintf(what, sizeof what, "ldmatrix x%d%s", num, trans ? ".trans" : "");
+    dev_get(&dout, got);
+    check_bits(what, got, want, 32 * num, 4);
+    dev_check_guards(&dout, what);
+    dev_free(&ds), dev_free(&dout);
+}
+
+static void test_mma_tile(int bf16, int b_nk, int M, int K) {
+    uint16_t *A = sl_xmalloc((size_t)M * K * 2), *B = sl_xmalloc((size_t)K * 16 * 2);
+    double *a = sl_xmalloc((size_t)M * K * 8), *b = sl_xmalloc((size_t)K * 16 * 8);
+    float *ref = sl_xmalloc((size_t)M * 16 * 4), *got = sl_xmalloc((size_t)M * 16 * 4);
+    rnd_16(bf16, (int64_t)M * K, A, a);
+    rnd_16(bf16, (int64_t)K * 16, B, b); /* [K][16], or [16][K] when b_nk */
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < 16; n++) {
+            double s = 0;
+            for (int k = 0; k < K; k++) s += a[m * K + k] * (b_nk ? b[n * K + k] : b[k * 16 + n]);
+            ref[m * 16 + n] = (float)s;
+        }
+    dbuf dA = dev_16(A, (int64_t)M * K), dB = dev_16(B, (int64_t)K * 16), dD = dev_alloc(M * 16, 0);
+    sl__test_mma_tile(bf16, b_nk, (const uint16_t *)dA.p, (const uint16_t *)dB.p, dD.p, M, K);
+    char what[96];
+    snprintf(what, sizeof what, "cp.async + ldmatrix + mma %s, B %s, M=%d K=%d",
+             bf16 ? "bf16" : "f16", b_nk ? "[n][k]" : "[k][n]", M, K);
+    dev_get(&dD, got);
+    check_close(what, got, ref, (int64_t)M * 16, MMA_ABS * K / 16, MMA_REL);
+    dev_check_guards(&dD, what);
+    dev_free(&dA), dev_free(&dB), dev_free(&dD);
+    free(A), free(B), free(a), free(b), free(ref), free(got);
+}
+
+static void test_cp_async(int threads) {
+    const int n = 8 * threads;
+    float *src = rnd_vec(n, 1.0f), *want = sl_xmalloc((size_t)n * 4);
+    float *got = sl_xmalloc((size_t)n * 4);
+    for (int i = 0; i < threads; i++) {
+        const float *p = src + 8 * i;
+        float *w = want + 8 * i;
+        memcpy(w, p, 21);              /* 16 bytes, then 5 of an 8-byte copy */
+        memset((char *)w + 21, 0, 11); /* its zero-filled rest; a 4-byte copy of zeros */
+        w[7] = ((p[0] + p[1]) + p[2]) + p[3]; /* read right after the first group's wait */
+    }
+    dbuf ds = dev_from(src, n, 0), dout = dev_alloc(n, 0);
+    sl__test_cp_async(ds.p, dout.p, threads);
+    char what[64];
+    snprintf(what, sizeof what, "cp.async, %d threads", threads);
+    dev_get(&dout, got);
+    check_bits(what, got, want, n, 4);
+    dev_check_guards(&dout, what);
+    dev_free(&ds), dev_free(&dout);
+    free(src), free(want), free(got);
+}
+
+int main(void) {
+    int skip = harness_begin("test_cuda_ptx", 20250302);
+    if (skip) return skip;
+    double t0 = sl_time_s();
+    for (int bf16 = 0; bf16 < 2; bf16++) test_mma_frag(bf16);
+    printf("mma.sync m16n8k16 f16, bf16: ok\n");
+    for (int num = 1; num <= 4; num *= 2)
+        for (int trans = 0; trans < 2; trans++) test_ldmatrix(num, trans);
+    printf("ldmatrix x1, x2, x4, with and without .trans: ok\n");
+    test_cp_async(32);
+    test_cp_async(100);
+    test_cp_async(256);
+    printf("cp.async ca 4/8/16, cg 16, zero fill, wait_group: ok\n");
+    static const int MK[][2] = {{16, 16}, {32, 64}, {48, 32}, {64, 128}};
+    int cases = 0;
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (int b_nk = 0; b_nk < 2; b_nk++)
+            for (int i = 0; i < 4; i++, cases++) test_mma_tile(bf16, b_nk, MK[i][0], MK[i][1]);
+    printf("cp.async + ldmatrix + mma tiles: %d cases ok\n", cases);
+    printf("test_cuda_ptx: ok (%ld checks, %.1f s)\n", g_checks, sl_time_s() - t0);
+    return 0;
+}
