@@ -1,5 +1,8 @@
-/* cmd_generate.c — `sluice generate`: one sequence, prompt given as token ids, greedy or
- * sampled, with optional log-probabilities of generated (and, with --echo, prompt) tokens. */
+/* cmd_generate.c — `sluice generate`: one sequence, greedy or sampled, with optional
+ * log-probabilities of generated (and, with --echo, prompt) tokens. The prompt is token ids
+ * (--prompt-tokens), text (--prompt), or a conversation rendered through the model's chat
+ * template (--chat with --prompt and --system, or --messages-json); with a text prompt the
+ * generated text is printed as it is produced (the streaming detokenizer). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -7,8 +10,10 @@
 #include <string.h>
 
 #include "../kernels/cpu/cpu.h"
+#include "../models/chat.h"
 #include "../models/model.h"
 #include "../models/sample.h"
+#include "../models/tokenizer.h"
 #include "cli.h"
 #include "commands.h"
 
@@ -73,13 +78,145 @@ static void print_lp(const lp_entry *e, int k) {
     printf("]}");
 }
 
+/* JSON string: quotes, backslashes and control characters escaped; other bytes as they are. */
+static void print_json_str(const char *s, size_t n) {
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c == '\n') fputs("\\n", stdout);
+        else if (c == '\r') fputs("\\r", stdout);
+        else if (c == '\t') fputs("\\t", stdout);
+        else if (c < 0x20 || c == 0x7F) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+static char *read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        len += fread(buf + len, 1, cap - len - 1, f);
+        if (len + 1 < cap || cap >= ((size_t)64 << 20)) break;
+        char *nb = realloc(buf, cap *= 2);
+        if (!nb) free(buf);
+        buf = nb;
+    }
+    if (buf && (ferror(f) || len + 1 >= cap)) { /* a read error, or larger than 64 MiB */
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) buf[len] = 0, *n = len;
+    return buf;
+}
+
+/* Text prompt → token ids: raw text (--prompt) or a conversation through the chat template.
+ * Keeps the tokenizer in *tok for decoding; prints the rendered prompt with --print-prompt.
+ * Returns 0, or the exit status. */
+static int text_prompt(const char *model_path, const char *prompt, const char *system, const char *messages_path,
+                       const char *tmpl, bool chat, bool print_prompt, bool json, sl_tok **tok, int32_t **ids, int *n_ids) {
+    char err[SL_ERRMSG] = "";
+    sl_gguf *g = NULL;
+    sl_chat *c = NULL;
+    char *rendered = NULL, *messages = NULL;
+    size_t rlen = 0, mlen = 0;
+    int rc;
+    sl_tok_ids v = {0};
+    int status = 1;
+    if (sl_gguf_open(&g, model_path, err) || sl_tok_create(tok, g, err)) {
+        fprintf(stderr, "sluice generate: %s: %s\n", model_path, err);
+        goto out;
+    }
+    if (!chat) {
+        rendered = strdup(prompt);
+        rlen = strlen(prompt);
+        if (!rendered || sl_tok_encode(*tok, prompt, rlen, SL_TOK_ADD_SPECIAL | SL_TOK_PARSE_SPECIAL, &v)) {
+            fprintf(stderr, "sluice generate: prompt too long\n");
+            goto out;
+        }
+    } else {
+        if ((rc = sl_chat_create(&c, g, *tok, tmpl, err))) {
+            fprintf(stderr, "sluice generate: %s: %s\n", model_path, err);
+            if (rc == SL_EINVAL || rc == SL_ENOTFOUND || rc == SL_EUNSUPPORTED) {
+                fprintf(stderr, "built-in chat templates:");
+                for (const char *const *n = sl_chat_builtin_names(); *n; n++) fprintf(stderr, " %s", *n);
+                fprintf(stderr, "\n");
+            }
+            status = 2;
+            goto out;
+        }
+        if (messages_path) {
+            if (!(messages = read_file(messages_path, &mlen))) {
+                fprintf(stderr, "sluice generate: cannot read %s (or larger than 64 MiB)\n", messages_path);
+                status = 2;
+                goto out;
+            }
+            rc = sl_chat_render_json(c, messages, mlen, true, &rendered, &rlen, err);
+        } else {
+            sl_chat_msg m[2];
+            size_t n = 0;
+            if (system) m[n++] = (sl_chat_msg){"system", system};
+            m[n++] = (sl_chat_msg){"user", prompt};
+            rc = sl_chat_render(c, m, n, true, &rendered, &rlen, err);
+        }
+        if (rc) {
+            fprintf(stderr, "sluice generate: %s\n", err);
+            status = rc == SL_ENOMEM ? 1 : 2;
+            goto out;
+        }
+        if (sl_chat_encode(*tok, rendered, rlen, &v)) {
+            fprintf(stderr, "sluice generate: prompt too long\n");
+            goto out;
+        }
+    }
+    if (print_prompt) {
+        if (json) {
+            printf("{\"prompt\":");
+            print_json_str(rendered, rlen);
+            printf(",\"prompt_tokens\":[");
+            for (size_t i = 0; i < v.n; i++) printf("%s%d", i ? "," : "", v.v[i]);
+            printf("]");
+            if (c) {
+                const char *fam = sl_chat_family(c);
+                printf(",\"template\":\"%s\",\"family\":", sl_chat_is_jinja(c) ? "jinja" : "builtin");
+                if (fam) print_json_str(fam, strlen(fam));
+                else printf("null");
+            }
+            printf("}\n");
+        } else {
+            fwrite(rendered, 1, rlen, stdout);
+            putchar('\n');
+        }
+    }
+    *ids = v.v, *n_ids = (int)v.n;
+    v.v = NULL;
+    status = 0;
+out:
+    sl_tok_ids_free(&v);
+    free(rendered);
+    free(messages);
+    sl_chat_destroy(c);
+    sl_gguf_close(g);
+    return status;
+}
+
 int sl_cmd_generate(int argc, char **argv) {
-    const char *model_path, *prompt_s, *quant;
-    int n_predict, top_k, logprobs, echo, json, threads, seed, block_size, ignore_eos;
+    const char *model_path, *prompt_s, *quant, *text, *system, *messages, *tmpl;
+    int n_predict, top_k, logprobs, echo, json, threads, seed, block_size, ignore_eos, chat, print_prompt;
     float temperature, top_p;
     const cli_opt opts[] = {
         {"model", 'm', CLI_STR, NULL, "GGUF model file (required)", &model_path},
-        {"prompt-tokens", 0, CLI_STR, NULL, "prompt as comma-separated token ids (required)", &prompt_s},
+        {"prompt-tokens", 0, CLI_STR, NULL, "prompt as comma-separated token ids", &prompt_s},
+        {"prompt", 'p', CLI_STR, NULL, "prompt text (with --chat: the user message)", &text},
+        {"chat", 0, CLI_BOOL, NULL, "render the prompt through the model's chat template", &chat},
+        {"system", 0, CLI_STR, NULL, "system message (implies --chat)", &system},
+        {"messages-json", 0, CLI_STR, NULL, "file with the conversation as a JSON array of {role, content} (implies --chat)", &messages},
+        {"chat-template", 0, CLI_STR, NULL, "with --chat: the template to use instead of the model's, a built-in name (llama3, chatml, ...) or Jinja source", &tmpl},
+        {"print-prompt", 0, CLI_BOOL, NULL, "print the prompt text and its token ids, then stop (the weights are not loaded)", &print_prompt},
         {"n-predict", 'n', CLI_INT, "16", "tokens to generate", &n_predict},
         {"temperature", 0, CLI_FLOAT, "0", "sampling temperature (0: greedy)", &temperature},
         {"top-k", 0, CLI_INT, "0", "sample from the k most likely tokens (0: all)", &top_k},
@@ -95,8 +232,10 @@ int sl_cmd_generate(int argc, char **argv) {
     };
     int rc = cli_parse("generate", opts, sizeof opts / sizeof opts[0], argc, argv);
     if (rc) return rc > 0 ? 0 : 2;
-    if (!model_path || !prompt_s) {
-        fprintf(stderr, "sluice generate: --model and --prompt-tokens are required\n");
+    chat = chat || system || messages;
+    if (!model_path || (!!prompt_s + !!text + !!messages != 1) || (system && !text) || (prompt_s && (chat || print_prompt))) {
+        fprintf(stderr, "sluice generate: --model and one prompt are required: --prompt-tokens IDS, --prompt TEXT "
+                        "(with --chat and --system for a conversation), or --messages-json FILE\n");
         return 2;
     }
     sl_model_opts mo = {.quant_to = -1, .group = 32};
@@ -111,11 +250,28 @@ int sl_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "sluice generate: invalid option value (n >= 0, 0 <= logprobs <= 64, 0 < top-p <= 1, ...)\n");
         return 2;
     }
-    int32_t *prompt;
-    int P;
-    if (parse_ids(prompt_s, &prompt, &P) || P == 0) {
+    int32_t *prompt = NULL;
+    int P = 0;
+    sl_tok *text_tok = NULL;
+    char *gen_text = NULL;
+    if (prompt_s && (parse_ids(prompt_s, &prompt, &P) || P == 0)) {
+        free(prompt);
         fprintf(stderr, "sluice generate: --prompt-tokens must be a non-empty list of token ids like 1,2,3\n");
         return 2;
+    }
+    if (!prompt_s) {
+        rc = text_prompt(model_path, text, system, messages, tmpl, chat, print_prompt, json, &text_tok, &prompt, &P);
+        if (rc || print_prompt) {
+            sl_tok_destroy(text_tok);
+            free(prompt);
+            return rc;
+        }
+        if (P == 0) {
+            fprintf(stderr, "sluice generate: the prompt has no tokens\n");
+            sl_tok_destroy(text_tok);
+            free(prompt);
+            return 2;
+        }
     }
 
     sl_backend *be = sl_cpu_backend_create(threads);
@@ -166,6 +322,12 @@ int sl_cmd_generate(int argc, char **argv) {
     probs = malloc((size_t)V * sizeof *probs);
     sl_rng rng;
     sl_rng_seed(&rng, (uint64_t)seed);
+    /* text mode: generated text through the streaming detokenizer, printed as it comes (or
+     * gathered for --json) */
+    sl_tok_stream ts;
+    size_t tbound = text_tok ? sl_tok_stream_bound(text_tok) : 0, tlen = 0;
+    if (text_tok) sl_tok_stream_init(&ts, text_tok, 0);
+    gen_text = text_tok ? malloc(tbound * ((size_t)n_predict + 1) + 1) : NULL;
     sl_sampling sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p};
 
     /* prefill in chunks; with --echo, logits at every prompt position */
@@ -200,7 +362,16 @@ int sl_cmd_generate(int argc, char **argv) {
         int32_t tok = sl_sample(last, V, &sp, &rng, keys, probs);
         if (logprobs) fill_lp(&glp[i], last, V, tok, logprobs);
         out[n_out++] = tok;
-        if (!ignore_eos && (tok == m->hp.eos_id || tok == m->hp.eot_id)) {
+        bool eog = tok == m->hp.eos_id || tok == m->hp.eot_id || (text_tok && sl_tok_is_eog(text_tok, tok));
+        if (text_tok && gen_text && !(eog && !ignore_eos)) {
+            size_t k = 0;
+            if (!sl_tok_stream_put(&ts, tok, gen_text + tlen, &k) && !json) {
+                fwrite(gen_text + tlen, 1, k, stdout);
+                fflush(stdout);
+            }
+            tlen += k;
+        }
+        if (!ignore_eos && eog) {
             finish = "stop";
             break;
         }
@@ -217,6 +388,12 @@ int sl_cmd_generate(int argc, char **argv) {
         }
         last = logits;
     }
+    if (text_tok && gen_text) {
+        size_t k = 0;
+        sl_tok_stream_finish(&ts, gen_text + tlen, &k);
+        if (!json) fwrite(gen_text + tlen, 1, k, stdout);
+        tlen += k;
+    }
     double t2 = sl_time_s();
     double pms = (t1 - t0) * 1e3, dms = (t2 - t1) * 1e3;
     /* decode timing counts the forward steps after the first generated token */
@@ -228,6 +405,10 @@ int sl_cmd_generate(int argc, char **argv) {
         printf("],\"tokens\":[");
         for (int i = 0; i < n_out; i++) printf("%s%d", i ? "," : "", out[i]);
         printf("],\"finish_reason\":\"%s\"", finish);
+        if (text_tok && gen_text) {
+            printf(",\"text\":");
+            print_json_str(gen_text, tlen);
+        }
         if (logprobs) {
             printf(",\"logprobs\":[");
             for (int i = 0; i < n_out; i++) {
@@ -248,7 +429,8 @@ int sl_cmd_generate(int argc, char **argv) {
                "\"decode_tokens_per_s\":%.2f}}\n",
                pms, P / (pms / 1e3), dms, n_dec ? n_dec / (dms / 1e3) : 0.0);
     } else {
-        for (int i = 0; i < n_out; i++) printf("%s%d", i ? " " : "", out[i]);
+        if (!text_tok)
+            for (int i = 0; i < n_out; i++) printf("%s%d", i ? " " : "", out[i]);
         printf("\n");
         fprintf(stderr, "sluice: %s; prompt %d tokens in %.1f ms (%.1f tok/s), %d generated in %.1f ms (%.1f tok/s), finish %s\n",
                 m->desc, P, pms, P / (pms / 1e3), n_out, dms, n_dec ? n_dec / (dms / 1e3) : 0.0, finish);
@@ -269,5 +451,7 @@ done:
     free(lidx);
     free(keys);
     free(probs);
+    free(gen_text);
+    sl_tok_destroy(text_tok);
     return status;
 }
