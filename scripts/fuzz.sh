@@ -55,6 +55,14 @@ for t in "${targets[@]}"; do
             '"\x00\x00\x00\x00\x00\x00\x00\x00"' >"$build/$t.dict"
         args+=(-dict="$build/$t.dict")
     fi
+    if [ "$t" = fuzz_chat ]; then
+        # our own small templates in the Jinja subset chat templates use, and built-in names
+        printf '%s' "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] | trim }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}" >"$seeds/loop"
+        printf '%s' "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}[SYS]{{ m.content }}{% elif loop.index0 % 2 == 0 %}[U]{{ m.content }}{% else %}[A]{{ m.content ~ eos_token }}{% endif %}{% endfor %}" >"$seeds/branches"
+        printf '%s' "{% set ns = namespace(n=0) %}{% for m in messages | selectattr('role', 'equalto', 'user') %}{% set ns.n = ns.n + 1 %}{{ m.content | length }}{% endfor %}{{ ns.n }}{{ raise_exception('x') if ns.n > 9 }}" >"$seeds/namespace"
+        printf '%s' chatml >"$seeds/chatml"
+        printf '%s' llama3 >"$seeds/llama3"
+    fi
     echo "fuzz.sh: $t for ${secs}s ($(ls "$seeds" | wc -l) seeds, $(ls "$corpus" | wc -l) in corpus)"
     "$build/$t" -max_len=65536 -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" "${args[@]}" \
