@@ -19,7 +19,7 @@ esac
 
 # ---- Debian packages (installed only when missing) ---------------------------------------
 pkgs=(cmake ninja-build gcc g++ clang libclang-rt-14-dev libuv1-dev libcjson-dev node-llhttp
-      libpcre2-dev nodejs npm curl)
+      libpcre2-dev nodejs npm curl prometheus)
 have_node=0
 command -v node >/dev/null && command -v npm >/dev/null && have_node=1
 missing=()

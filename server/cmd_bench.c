@@ -208,7 +208,8 @@ done:
 
 int sl_cmd_bench(int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "throughput")) return bench_throughput(argc - 1, argv + 1);
+    if (argc >= 1 && !strcmp(argv[0], "serve")) return sl_cmd_bench_serve(argc - 1, argv + 1);
     FILE *f = argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) ? stdout : stderr;
-    fprintf(f, "usage: sluice bench throughput [options]   (sluice bench throughput --help for its options)\n");
+    fprintf(f, "usage: sluice bench throughput|serve [options]   (sluice bench SUBCOMMAND --help for its options)\n");
     return f == stdout ? 0 : 2;
 }

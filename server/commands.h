@@ -9,6 +9,7 @@ int sl_cmd_info(int argc, char **argv);
 int sl_cmd_tokenize(int argc, char **argv);
 int sl_cmd_detokenize(int argc, char **argv);
 int sl_cmd_bench(int argc, char **argv);
+int sl_cmd_bench_serve(int argc, char **argv); /* `bench serve`, dispatched by sl_cmd_bench */
 int sl_cmd_serve(int argc, char **argv);
 
 #endif

@@ -14,7 +14,7 @@ static void usage(FILE *f) {
             "  info       describe a GGUF model and the GPUs sluice can see\n"
             "  tokenize   print the token ids of a text (JSON array), with a GGUF model's tokenizer\n"
             "  detokenize print the text of token ids\n"
-            "  bench      benchmarks: `bench throughput` (offline requests/s and tokens/s, like vLLM's)\n");
+            "  bench      benchmarks: `bench throughput` (offline requests/s and tokens/s, like vLLM's), `bench serve` (online, against a server)\n");
 }
 
 int main(int argc, char **argv) {
