@@ -228,20 +228,9 @@ static void to_json(rctx *r, jbuf *b, jv v, int indent, int level) {
 
 /* ---- helpers over sequences ---------------------------------------------------------------- */
 static jv as_list(rctx *r, jv v, const jargs *a, const char *what) {
-    if (v.t == V_LIST) return v;
-    jv out = sl__jlist_new(r, 0);
-    if (v.t == V_DICT) {
-        for (size_t i = 0; i < v.d->n; i++) sl__jlist_push(r, out.l, v.d->k[i]);
-    } else if (v.t == V_STR) {
-        for (size_t i = 0; i < v.s.n;) {
-            size_t j = i + 1;
-            while (j < v.s.n && ((unsigned char)v.s.s[j] & 0xC0) == 0x80) j++;
-            sl__jlist_push(r, out.l, jv_str(v.s.s + i, j - i));
-            i = j;
-        }
-    } else if (v.t != V_UNDEF && v.t != V_NONE) { /* none: empty, as llama.cpp reads it */
-        sl__jerr(r, SL_EINVAL, a->line, "%s expects a sequence, got %s", what, sl__jtype_name(v));
-    }
+    bool ok;
+    jv out = sl__jto_list(r, v, &ok);
+    if (!ok) sl__jerr(r, SL_EINVAL, a->line, "%s expects a sequence, got %s", what, sl__jtype_name(v));
     return out;
 }
 

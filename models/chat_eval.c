@@ -676,7 +676,8 @@ static void bind(rctx *r, frame *f, const sl__jnode *names, jv v, int line) {
     for (const sl__jnode *y = names; y; y = y->next) sl__jdict_set(r, f->vars, y->s, y->n, v.l->v[k++]);
 }
 
-static jv iterable(rctx *r, jv v, int line) {
+jv sl__jto_list(rctx *r, jv v, bool *ok) {
+    *ok = true;
     if (v.t == V_LIST) return v;
     jv out = sl__jlist_new(r, 0);
     if (v.t == V_DICT) {
@@ -689,8 +690,15 @@ static jv iterable(rctx *r, jv v, int line) {
             i = j;
         }
     } else if (v.t != V_UNDEF && v.t != V_NONE) { /* none iterates as empty, as in llama.cpp */
-        sl__jerr(r, SL_EINVAL, line, "%s is not iterable", sl__jtype_name(v));
+        *ok = false;
     }
+    return out;
+}
+
+static jv iterable(rctx *r, jv v, int line) {
+    bool ok;
+    jv out = sl__jto_list(r, v, &ok);
+    if (!ok) sl__jerr(r, SL_EINVAL, line, "%s is not iterable", sl__jtype_name(v));
     return out;
 }
 

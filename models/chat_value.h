@@ -69,6 +69,9 @@ void sl__jdict_setv(rctx *r, jdict *d, jv key, jv v);
 bool sl__jtruthy(jv v);
 bool sl__jequal(jv a, jv b);
 const char *sl__jtype_name(jv v);
+/* The items a for loop or a sequence filter sees: a list itself, a dict's keys, a string's
+ * characters (code points), nothing for none/undefined; *ok = false for anything else. */
+jv sl__jto_list(rctx *r, jv v, bool *ok);
 size_t sl__utf8_len(const char *s, size_t n); /* code points */
 /* str(v) as Python's Jinja writes it: None, True, 1.5, ['a'], ... ("" for undefined). */
 jv sl__jto_str(rctx *r, jv v);
