@@ -13,6 +13,7 @@
 #include "../models/chat.h"
 #include "../models/model.h"
 #include "../models/sample.h"
+#include "../scheduler/sampling.h"
 #include "../models/tokenizer.h"
 #include "cli.h"
 #include "commands.h"
@@ -281,8 +282,9 @@ int sl_cmd_generate(int argc, char **argv) {
     float *logits = NULL;
     lp_entry *plp = NULL, *glp = NULL;
     int32_t *out = NULL, *blocks = NULL, *pos = NULL, *slots = NULL, *lidx = NULL;
-    uint64_t *keys = NULL;
-    float *probs = NULL;
+    sl_sample_ws ws = {0};
+    sl_sampler sampler = {0};
+    sl_sampling_params sp;
     sl_kv_cache kv = {0};
     if ((rc = sl_model_load(&m, model_path, be, &mo, err))) {
         fprintf(stderr, "sluice generate: %s: %s\n", model_path, err);
@@ -318,17 +320,22 @@ int sl_cmd_generate(int argc, char **argv) {
     plp = calloc((size_t)P, sizeof *plp);
     glp = calloc((size_t)(n_predict ? n_predict : 1), sizeof *glp);
     out = malloc((size_t)(n_predict ? n_predict : 1) * sizeof *out);
-    keys = malloc((size_t)V * sizeof *keys);
-    probs = malloc((size_t)V * sizeof *probs);
-    sl_rng rng;
-    sl_rng_seed(&rng, (uint64_t)seed);
+    /* the engine's sampler, so generate draws exactly as a served request with this seed */
+    sl_sampling_params_defaults(&sp);
+    sp.temperature = temperature;
+    sp.top_k = top_k;
+    sp.top_p = top_p;
+    sp.max_tokens = n_predict > 0 ? n_predict : 1;
+    sp.has_seed = true;
+    sp.seed = (uint64_t)seed;
+    sl_sample_ws_init(&ws, V);
+    sl_sampler_init(&sampler, &sp, sp.seed, prompt, P, V);
     /* text mode: generated text through the streaming detokenizer, printed as it comes (or
      * gathered for --json) */
     sl_tok_stream ts;
     size_t tbound = text_tok ? sl_tok_stream_bound(text_tok) : 0, tlen = 0;
     if (text_tok) sl_tok_stream_init(&ts, text_tok, 0);
     gen_text = text_tok ? malloc(tbound * ((size_t)n_predict + 1) + 1) : NULL;
-    sl_sampling sp = {.temperature = temperature, .top_k = top_k, .top_p = top_p};
 
     /* prefill in chunks; with --echo, logits at every prompt position */
     double t0 = sl_time_s();
@@ -359,7 +366,10 @@ int sl_cmd_generate(int argc, char **argv) {
     int n_out = 0;
     const char *finish = "length";
     for (int i = 0; i < n_predict; i++) {
-        int32_t tok = sl_sample(last, V, &sp, &rng, keys, probs);
+        sl_sample_result sr;
+        sl_sampler_sample(&sampler, last, &ws, &sr);
+        sl_sampler_accept(&sampler, sr.token);
+        int32_t tok = sr.token;
         if (logprobs) fill_lp(&glp[i], last, V, tok, logprobs);
         out[n_out++] = tok;
         bool eog = tok == m->hp.eos_id || tok == m->hp.eot_id || (text_tok && sl_tok_is_eog(text_tok, tok));
@@ -449,8 +459,8 @@ done:
     free(pos);
     free(slots);
     free(lidx);
-    free(keys);
-    free(probs);
+    sl_sampler_deinit(&sampler);
+    sl_sample_ws_deinit(&ws);
     free(gen_text);
     sl_tok_destroy(text_tok);
     return status;
