@@ -1,0 +1,65 @@
+/* gemm_f16.cu — F16 weights through cuBLAS (matmul.h): the unquantized path and the baseline
+ * the quantized kernels are measured against. One cuBLAS handle and one f16 staging buffer for
+ * x, created on first use; one stream at a time (the engine thread's). */
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+
+#include "common.cuh"
+#include "matmul.h"
+
+namespace {
+
+cublasHandle_t g_handle;
+__half *g_x16;
+size_t g_x16_n;
+
+#define SL_BLAS_CHECK(call)                                                                      \
+    do {                                                                                         \
+        cublasStatus_t st_ = (call);                                                             \
+        if (st_ != CUBLAS_STATUS_SUCCESS)                                                        \
+            sl__cuda_fail(#call " == CUBLAS_STATUS_SUCCESS", -1, __func__, __FILE__,          \
+                          __LINE__);                                                             \
+    } while (0)
+
+cublasHandle_t handle(cudaStream_t stream) {
+    if (!g_handle) SL_BLAS_CHECK(cublasCreate(&g_handle));
+    SL_BLAS_CHECK(cublasSetStream(g_handle, stream));
+    return g_handle;
+}
+
+__global__ void to_f16_kernel(const float *__restrict__ x, __half *__restrict__ y, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = __float2half_rn(x[i]);
+}
+
+} // namespace
+
+extern "C" void sl_cuda_gemm_f16(const uint16_t *w, const uint16_t *x16, float *y, int T,
+                                 int64_t N, int64_t K, sl_cuda_stream stream) {
+    SL_CUDA_REQUIRE(w && x16 && y && T >= 1 && N >= 1 && K >= 1 && N <= INT32_MAX &&
+                    K <= INT32_MAX);
+    const float one = 1.0f, zero = 0.0f;
+    /* column-major view: Yᵀ (N×T) = W (K×N, transposed) · Xᵀ (K×T) */
+    SL_BLAS_CHECK(cublasGemmEx(handle(reinterpret_cast<cudaStream_t>(stream)), CUBLAS_OP_T,
+                               CUBLAS_OP_N, (int)N, T, (int)K, &one, w, CUDA_R_16F, (int)K, x16,
+                               CUDA_R_16F, (int)K, &zero, y, CUDA_R_32F, (int)N,
+                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+extern "C" void sl_cuda_matmul_f16(const uint16_t *w, const float *x, float *y, int T, int64_t N,
+                                   int64_t K, sl_cuda_stream stream) {
+    SL_CUDA_REQUIRE(x && T >= 1 && K >= 1);
+    const size_t n = (size_t)T * (size_t)K;
+    if (n > g_x16_n) {
+        SL_CUDA_CHECK(cudaDeviceSynchronize());
+        SL_CUDA_CHECK(cudaFree(g_x16));
+        SL_CUDA_CHECK(cudaMalloc(&g_x16, n * sizeof(__half)));
+        g_x16_n = n;
+    }
+    cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+    SL_LAUNCH(to_f16_kernel, (unsigned)sl_min64(sl_div_up((int64_t)n, 256), 4096), 256, 0, st, x,
+              g_x16, (int64_t)n);
+    SL_CUDA_CHECK(cudaGetLastError());
+    sl_cuda_gemm_f16(w, reinterpret_cast<const uint16_t *>(g_x16), y, T, N, K, stream);
+}

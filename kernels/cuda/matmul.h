@@ -1,0 +1,106 @@
+/* matmul.h — the CUDA matmuls: weight-only int8/int4 for decode (qmm.cu) and F16 through
+ * cuBLAS (gemm_f16.cu). Pointers are device memory unless stated; calls are enqueued on
+ * `stream` and return before the work is done (see ops.h for the conventions).
+ *
+ * ## QW8/QW4 physical layout (sl_cuda_qmat), the repack of kernels/qw.h's logical format
+ *
+ * The kernel feeds the weights to mma.m16n8k16 as its A operand (16 output rows × 16 columns per
+ * instruction; ptx.cuh gives the fragment layout) and the tokens as B (8 tokens per
+ * instruction). Rows are padded to a multiple of 16 (row tiles), columns to a multiple of KT
+ * (64 for QW4, 32 for QW8: the columns one 512-byte tile holds). Padding has code 0 and scale 0.
+ *
+ *   codes:   [N_pad/16][K_pad/KT] tiles of 512 bytes; in each tile lane l (= 4g + t) owns the 16
+ *            bytes at 16·l, one 16-byte load: for each k16 step s of the tile, the 8 elements of
+ *            its A fragment, in fragment order v0..v7 = A[g][2t], A[g][2t+1], A[g+8][2t],
+ *            A[g+8][2t+1], A[g][2t+8], A[g][2t+9], A[g+8][2t+8], A[g+8][2t+9] (row/column
+ *            within the 16×16 block of step s).
+ *              QW4: step s is the 32-bit word s; v_{2i} in nibble i, v_{2i+1} in nibble i + 4,
+ *                   so fragment register i is (word >> 4i) & 0x000F000F: two codes, one per
+ *                   16-bit half, turned into f16 by OR-ing in 0x6400 (1024 + code).
+ *              QW8: step s is bytes 8s..8s+7, v_j in byte 8s + j, each code stored + 128
+ *                   (0..255), so that OR-ing 0x6400 into a 16-bit half gives 1024 + 128 + code.
+ *   scales:  f32 [N_pad/16][G_pad][16]: row tile, group (G_pad = ceil(K_pad / group)), row.
+ *   offsets: the same layout, or NULL (symmetric).
+ *
+ * Codes stay exact in f16; scales and offsets are applied in f32 after each 16-column product:
+ * y = Σ_steps s·(Σ c·x) + o·(Σ x). Activations are rounded to f16 (the tensor cores' input):
+ * each product is within 2^-11 relative of the f32 one, the only rounding the f16 path adds.
+ */
+#ifndef SL_CUDA_MATMUL_H
+#define SL_CUDA_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../qw.h"
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SL_QMM_MAX_T 16 /* tokens per kernel launch; more run in launches of 16 */
+
+typedef struct sl_cuda_qmat {
+    sl_wfmt fmt;          /* SL_WF_QW8 or SL_WF_QW4 */
+    int64_t rows, cols;   /* logical N, K */
+    int32_t group;        /* a multiple of 16 dividing cols */
+    int64_t row_tiles;    /* N_pad / 16 */
+    int64_t k_tiles;      /* K_pad / KT */
+    int64_t g_pad;        /* groups per row tile, padding included */
+    void *codes;          /* row_tiles · k_tiles · 512 bytes */
+    float *scales;        /* row_tiles · g_pad · 16 */
+    float *offsets;       /* the same, or NULL */
+} sl_cuda_qmat;
+
+/* Columns per 512-byte tile: 64 for QW4, 32 for QW8. */
+int sl_cuda_qmat_ktile(sl_wfmt fmt);
+
+/* The repack on the host: fills *q's sizes and host buffers (codes, scales, offsets:
+ * malloc'ed, freed with sl_cuda_qmat_host_free) from the logical w (QW8 or QW4, group a
+ * multiple of 16). Returns 0, or -1 if w cannot be packed (format, group). */
+int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w);
+/* The inverse, for the round-trip test: writes the logical codes/scales/offsets of q (host
+ * buffers) into w, which the caller allocated with sl_qw_alloc for q's format and sizes. */
+void sl_cuda_qmat_unpack_host(const sl_cuda_qmat *q, sl_qw *w);
+void sl_cuda_qmat_host_free(sl_cuda_qmat *q);
+
+/* Repacks w and uploads it: *q then holds device buffers. Returns 0, -1 when w cannot be
+ * packed, -2 when device memory runs out (nothing stays allocated). */
+int sl_cuda_qmat_init(sl_cuda_qmat *q, const sl_qw *w);
+void sl_cuda_qmat_deinit(sl_cuda_qmat *q);
+
+/* How a launch divides the work: warps_per_tile (1, 2 or 4) warps of a block share each row
+ * tile of 16 outputs, dividing its columns and adding their sums in shared memory; splits (>= 1)
+ * divides the columns further over blocks, whose partial sums go through a workspace the
+ * launcher owns (grown on first need, synchronously) and are added in a fixed order. */
+typedef struct sl_qmm_plan {
+    int warps_per_tile;
+    int splits;
+} sl_qmm_plan;
+
+/* The plan sl_cuda_qmm uses: from the weight's shape and the SM count, never from T, so a
+ * token's result is the same in any batch (and results never depend on timing). */
+sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w);
+
+/* y[T][rows] = x[T][cols] · Wᵀ for T >= 1 tokens (f32 in and out, x rounded to f16 inside),
+ * in launches of up to SL_QMM_MAX_T tokens. One stream at a time may use it (the engine
+ * thread's): the workspace is shared. */
+void sl_cuda_qmm(const sl_cuda_qmat *w, const float *x, float *y, int T, sl_cuda_stream stream);
+/* The same with a given plan (tests and benchmarks); splits past the column tiles are cut. */
+void sl_cuda_qmm_plan_run(const sl_cuda_qmat *w, const float *x, float *y, int T,
+                          sl_qmm_plan plan, sl_cuda_stream stream);
+
+/* F16 weights through cuBLAS: y[T][N] (f32) = x[T][K] (f32, rounded to f16 inside) · Wᵀ with
+ * w f16 [N][K] (IEEE binary16 bits), f32 accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F). The
+ * cuBLAS handle and the f16 copy of x belong to the launcher (one stream at a time). */
+void sl_cuda_matmul_f16(const uint16_t *w, const float *x, float *y, int T, int64_t N, int64_t K,
+                        sl_cuda_stream stream);
+/* The bare cuBLAS call on f16 x (the benchmark's baseline): y f32 [T][N]. */
+void sl_cuda_gemm_f16(const uint16_t *w, const uint16_t *x16, float *y, int T, int64_t N,
+                      int64_t K, sl_cuda_stream stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,70 @@
+#!/bin/bash
+# gpu-check.sh — the prepared GPU validation run (issue "first GPU run"): on a machine with an
+# NVIDIA GPU, nvcc, cmake and ninja, but no package registry. Builds for sm_90, runs every
+# `gpu` test, the kernel benchmarks, then compute-sanitizer memcheck and racecheck over the
+# kernel tests, each step under its own time limit, most important first.
+#
+#   scripts/gpu-check.sh [OUTDIR]      (OUTDIR defaults to $OUT, else gpu-out/)
+#
+# Dependencies: the Debian packages that ../shared/gpu/fetch-debs.sh downloads into .deps/
+# (libuv1 libuv1-dev libcjson1 libcjson-dev node-llhttp libpcre2-dev libpcre2-8-0), unpacked
+# here into $DEPS_PREFIX (/opt/deps). OUTDIR gets env.txt, the benchmark tables (bench_*.md)
+# and every log in logs.tgz (the device tool returns at most 8 files); a summary prints last.
+set -u
+out=${1:-${OUT:-gpu-out}}
+logs=$(mktemp -d)
+mkdir -p "$out"
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+t0=$(date +%s)
+summary=()
+note() { summary+=("$*"); echo "== $*"; }
+step() { # step NAME LIMIT_S CMD...: runs CMD with a time limit, log in OUTDIR/NAME.log
+    local name=$1 limit=$2
+    shift 2
+    local s=$(date +%s)
+    timeout --kill-after=5 "$limit" "$@" >"$logs/$name.log" 2>&1
+    local rc=$?
+    note "$name: rc=$rc in $(($(date +%s) - s)) s"
+    return $rc
+}
+
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+  nvcc --version | tail -2; cmake --version | head -1; git log -1 --format='commit %H %s' 2>/dev/null
+  date -u; } >"$out/env.txt" 2>&1
+cat "$out/env.txt"
+
+prefix=${DEPS_PREFIX:-/opt/deps}
+if [ -d .deps ]; then
+    mkdir -p $prefix
+    for f in .deps/*.deb; do dpkg -x "$f" $prefix; done
+fi
+step configure 120 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$prefix/usr \
+    -DSL_LLHTTP_SRC=$prefix/usr/share/llhttp -DSL_LLHTTP_INCLUDE=$prefix/usr/share/include/llhttp \
+    || { tail -30 "$logs/configure.log"; }
+gpu_tests=$(cd tests/kernels && ls test_cuda_*.c | sed 's/\.c$/_gpu/')
+benches=$(cd benchmarks && ls bench_cuda_*.c 2>/dev/null | sed 's/\.c$//')
+step build 240 ninja -C build-gpu -j16 $gpu_tests $benches || tail -40 "$logs/build.log"
+
+step ctest_gpu 120 ctest --test-dir build-gpu -L gpu --output-on-failure
+tail -15 "$logs/ctest_gpu.log"
+for b in $benches; do
+    step "$b" 150 "build-gpu/$b"
+    cp "$logs/$b.log" "$out/$b.md"
+done
+for t in $gpu_tests; do
+    step "memcheck_$t" 120 compute-sanitizer --tool memcheck --error-exitcode 9 "build-gpu/$t"
+    tail -3 "$logs/memcheck_$t.log"
+done
+for t in $gpu_tests; do
+    step "racecheck_$t" 90 compute-sanitizer --tool racecheck --error-exitcode 9 "build-gpu/$t"
+    tail -3 "$logs/racecheck_$t.log"
+done
+
+echo
+for b in $benches; do echo "---- $b"; cat "$out/$b.md"; done
+echo
+echo "---- summary ($(($(date +%s) - t0)) s)"
+printf '%s\n' "${summary[@]}"
+tar -czf "$out/logs.tgz" -C "$logs" .

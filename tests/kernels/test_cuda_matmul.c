@@ -1,0 +1,225 @@
+/* test_cuda_matmul.c — the QW8/QW4 decode matmul (qmm.cu) and the cuBLAS F16 matmul
+ * (gemm_f16.cu) against the reference dequantization (sl_qw_dequant_row) in double precision,
+ * and the repack's round trip (test_cuda_harness.h: emulated in CI, natively on a GPU).
+ *
+ * Tolerance, per output: x is rounded to f16 inside (each product moves by at most 2^-11 of
+ * |w·x|), so |got − ref| <= (2^-11 + 2e-5)·Σ|w_k·x_k|; with x already f16-exact, 2e-5·Σ|w·x|
+ * (f32 accumulation only). A wrong layout, scale or offset is off by O(Σ|w·x|).
+ */
+#include "kernels/cuda/matmul.h"
+#include "tests/kernels/test_cuda_harness.h"
+
+/* A random QW weight: codes over their whole range, scales and offsets never zero. */
+static void random_qw(sl_qw *w, sl_wfmt fmt, int rows, int cols, int group, int offsets) {
+    sl_qw_alloc(w, fmt, rows, cols, group, offsets);
+    const int64_t n = (int64_t)rows * cols, bytes = fmt == SL_WF_QW8 ? n : n / 2;
+    for (int64_t i = 0; i < bytes; i++) ((uint8_t *)w->codes)[i] = (uint8_t)sl_rng_u64(&g_rng);
+    for (int64_t g = 0; g < n / group; g++) {
+        w->scales[g] = rnd() * 0.03f;
+        if (offsets) w->offsets[g] = rnd() * 0.2f;
+    }
+}
+
+/* ref[T][rows] in double and bound[T][rows] = Σ|w·x|, from the dequantized rows */
+static void reference(const sl_qw *w, const float *x, int T, double *ref, double *bound) {
+    float *row = sl_xmalloc((size_t)w->cols * sizeof(float));
+    for (int64_t r = 0; r < w->rows; r++) {
+        sl_qw_dequant_row(w, r, row);
+        for (int t = 0; t < T; t++) {
+            double s = 0, b = 0;
+            for (int64_t k = 0; k < w->cols; k++) {
+                double p = (double)row[k] * x[(int64_t)t * w->cols + k];
+                s += p;
+                b += fabs(p);
+            }
+            ref[(int64_t)t * w->rows + r] = s;
+            bound[(int64_t)t * w->rows + r] = b;
+        }
+    }
+    free(row);
+}
+
+static void check_bound(const char *what, const float *got, const double *ref, const double *bound,
+                        int64_t n, double rel) {
+    for (int64_t i = 0; i < n; i++) {
+        g_checks++;
+        double d = fabs((double)got[i] - ref[i]), tol = rel * bound[i] + 1e-30;
+        if (!(d <= tol)) {
+            fprintf(stderr, "%s: element %lld: got %.9g, want %.9g (diff %.3g, tol %.3g)\n", what,
+                    (long long)i, got[i], ref[i], d, tol);
+            abort();
+        }
+    }
+}
+
+/* x[T][cols]: random, or (f16_exact) multiples of 1/64 in ±[1/64, 2], exact in f16 */
+static float *make_x(int T, int64_t cols, int f16_exact) {
+    float *x = rnd_vec((int64_t)T * cols, 1.0f);
+    if (f16_exact)
+        for (int64_t i = 0; i < (int64_t)T * cols; i++) {
+            float v = roundf(x[i] * 128.0f) / 64.0f;
+            x[i] = v == 0.0f ? 1.0f / 64 : v;
+        }
+    return x;
+}
+
+/* Plans: {0, 0} is the default; the others every warps_per_tile with 1, 2, 3 and more splits
+ * than column tiles. */
+static const sl_qmm_plan g_plans[] = {{0, 0}, {1, 1}, {2, 1}, {4, 1}, {1, 2}, {2, 3},
+                                      {4, 2}, {1, 1000}, {4, 1000}};
+#define N_PLANS (int)(sizeof g_plans / sizeof *g_plans)
+
+/* One weight, several T and plans; returns after checking every output. */
+static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, const int *Ts,
+                     int nT, int nplans, int off) {
+    sl_qw w;
+    random_qw(&w, fmt, rows, cols, group, offsets);
+    sl_cuda_qmat q;
+    ASSERT_EQ(sl_cuda_qmat_init(&q, &w), 0);
+    for (int ti = 0; ti < nT; ti++) {
+        const int T = Ts[ti], exact = ti % 2;
+        float *x = make_x(T, cols, exact);
+        double *ref = sl_xmalloc((size_t)T * rows * sizeof(double));
+        double *bound = sl_xmalloc((size_t)T * rows * sizeof(double));
+        reference(&w, x, T, ref, bound);
+        dbuf dx = dev_from(x, (int64_t)T * cols, off);
+        float *got = sl_xmalloc((size_t)T * rows * sizeof(float));
+        float *first = sl_xmalloc((size_t)T * rows * sizeof(float));
+        for (int pi = 0; pi < nplans; pi++) {
+            const sl_qmm_plan plan = pi == 0 ? sl_cuda_qmm_default_plan(&q) : g_plans[pi];
+            dbuf dy = dev_alloc((int64_t)T * rows, off);
+            sl_cuda_qmm_plan_run(&q, dx.p, dy.p, T, plan, NULL);
+            char what[160];
+            snprintf(what, sizeof what, "qmm %s%s g%d %dx%d T=%d plan %d×%d%s%s",
+                     sl_wfmt_name(fmt), offsets ? "+offsets" : "", group, rows, cols, T,
+                     plan.warps_per_tile, plan.splits, pi ? "" : " (default)",
+                     exact ? " (f16-exact x)" : "");
+            dev_get(&dy, got);
+            check_bound(what, got, ref, bound, (int64_t)T * rows, exact ? 2e-5 : 0x1p-11 + 2e-5);
+            dev_check_guards(&dy, what);
+            if (pi == 0) { /* the default: deterministic, and the same for any T */
+                memcpy(first, got, (size_t)T * rows * sizeof(float));
+                sl_cuda_qmm(&q, dx.p, dy.p, T, NULL);
+                dev_get(&dy, got);
+                check_bits(what, got, first, (int64_t)T * rows, 4);
+                dbuf d1 = dev_alloc(rows, off);
+                for (int t = 0; t < T; t += T > 4 ? T - 1 : 1) {
+                    sl_cuda_qmm(&q, dx.p + (int64_t)t * cols, d1.p, 1, NULL);
+                    dev_get(&d1, got);
+                    check_bits(what, got, first + (int64_t)t * rows, rows, 4);
+                }
+                dev_free(&d1);
+            }
+            dev_free(&dy);
+        }
+        dev_free(&dx);
+        free(x), free(ref), free(bound), free(got), free(first);
+    }
+    sl_cuda_qmat_deinit(&q);
+    sl_qw_free(&w);
+}
+
+static void test_qmm(void) {
+    static const int Ts[] = {1, 2, 3, 4, 5, 8, 9, 12, 16};
+    const sl_wfmt fmts[] = {SL_WF_QW4, SL_WF_QW8};
+    static const int groups[] = {16, 32, 128};
+    int cases = 0;
+    for (int f = 0; f < 2; f++)
+        for (int gi = 0; gi < 3; gi++)
+            for (int offs = 0; offs < 2; offs++) {
+                /* odd rows (a partial row tile and row block), columns not a multiple of the
+                 * tile (padding), all token counts and split paths */
+                const int rows = 16 * 5 + 3 + gi, cols = groups[gi] * (gi == 2 ? 3 : 9);
+                qmm_case(fmts[f], rows, cols, groups[gi], offs, Ts, 9, N_PLANS, (f + gi) & 1);
+                cases += 9 * N_PLANS;
+            }
+    /* more than one staged round (1024 columns) and a few row blocks; T over 16 (two launches) */
+    static const int Tbig[] = {1, 16, 17, 33};
+    qmm_case(SL_WF_QW4, 300, 2560, 32, 0, Tbig, 4, 5, 0);
+    qmm_case(SL_WF_QW8, 140, 2176, 128, 1, Tbig, 4, 5, 1);
+    qmm_case(SL_WF_QW4, 1, 16, 16, 1, Ts, 3, N_PLANS, 0); /* one row, one step */
+    cases += 2 * 4 * 5 + 3 * N_PLANS;
+    printf("qmm: %d cases ok\n", cases);
+}
+
+/* pack then unpack gives back the logical weight, byte for byte */
+static void test_repack(void) {
+    int cases = 0;
+    const sl_wfmt fmts[] = {SL_WF_QW4, SL_WF_QW8};
+    for (int f = 0; f < 2; f++)
+        for (int rows = 1; rows <= 40; rows += 13)
+            for (int group = 16; group <= 128; group *= 2)
+                for (int offs = 0; offs < 2; offs++) {
+                    const int cols = group * (1 + rows % 5);
+                    sl_qw w, back;
+                    random_qw(&w, fmts[f], rows, cols, group, offs);
+                    sl_cuda_qmat q;
+                    ASSERT_EQ(sl_cuda_qmat_pack_host(&q, &w), 0);
+                    ASSERT_EQ(q.row_tiles, (rows + 15) / 16);
+                    sl_qw_alloc(&back, fmts[f], rows, cols, group, offs);
+                    sl_cuda_qmat_unpack_host(&q, &back);
+                    char what[96];
+                    snprintf(what, sizeof what, "repack %s %dx%d g%d", sl_wfmt_name(fmts[f]), rows,
+                             cols, group);
+                    const int64_t n = (int64_t)rows * cols;
+                    check_bits(what, back.codes, w.codes, fmts[f] == SL_WF_QW8 ? n : n / 2, 1);
+                    check_bits(what, back.scales, w.scales, n / group, 4);
+                    if (offs) check_bits(what, back.offsets, w.offsets, n / group, 4);
+                    sl_cuda_qmat_host_free(&q);
+                    sl_qw_free(&w);
+                    sl_qw_free(&back);
+                    cases++;
+                }
+    /* what cannot be packed */
+    sl_qw w;
+    sl_cuda_qmat q;
+    random_qw(&w, SL_WF_QW4, 4, 64, 8, 0);
+    ASSERT_EQ(sl_cuda_qmat_pack_host(&q, &w), -1); /* group not a multiple of 16 */
+    sl_qw_free(&w);
+    sl_qw_alloc(&w, SL_WF_F16, 4, 64, 0, 0);
+    ASSERT_EQ(sl_cuda_qmat_pack_host(&q, &w), -1); /* not a QW format */
+    sl_qw_free(&w);
+    printf("repack: %d cases ok\n", cases + 2);
+}
+
+/* F16 through cuBLAS, against the same double reference (x rounded to f16 inside) */
+static void f16_case(int rows, int cols, int T) {
+    sl_qw w;
+    sl_qw_alloc(&w, SL_WF_F16, rows, cols, 0, 0);
+    for (int64_t i = 0; i < (int64_t)rows * cols; i++)
+        ((uint16_t *)w.data)[i] = sl_f32_to_fp16(rnd() * 0.1f);
+    float *x = make_x(T, cols, 0);
+    double *ref = sl_xmalloc((size_t)T * rows * sizeof(double));
+    double *bound = sl_xmalloc((size_t)T * rows * sizeof(double));
+    reference(&w, x, T, ref, bound);
+    dbuf dw = dev_from(w.data, ((int64_t)rows * cols + 1) / 2, 0);
+    dbuf dx = dev_from(x, (int64_t)T * cols, 0), dy = dev_alloc((int64_t)T * rows, 0);
+    sl_cuda_matmul_f16((const uint16_t *)dw.p, dx.p, dy.p, T, rows, cols, NULL);
+    float *got = sl_xmalloc((size_t)T * rows * sizeof(float));
+    dev_get(&dy, got);
+    char what[64];
+    snprintf(what, sizeof what, "matmul_f16 %dx%d T=%d", rows, cols, T);
+    check_bound(what, got, ref, bound, (int64_t)T * rows, 0x1p-11 + 2e-5);
+    dev_check_guards(&dy, what);
+    dev_free(&dw), dev_free(&dx), dev_free(&dy);
+    free(x), free(ref), free(bound), free(got);
+    sl_qw_free(&w);
+}
+
+static void test_f16(void) {
+    f16_case(37, 64, 1);
+    f16_case(64, 200, 3);
+    f16_case(129, 256, 16);
+    printf("matmul_f16: 3 cases ok\n");
+}
+
+int main(void) {
+    int skip = harness_begin("test_cuda_matmul", 20261128);
+    if (skip) return skip;
+    double t0 = sl_time_s();
+    test_repack();
+    test_qmm();
+    test_f16();
+    printf("test_cuda_matmul: ok (%ld checks, %.1f s)\n", g_checks, sl_time_s() - t0);
+    return 0;
+}
