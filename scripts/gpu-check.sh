@@ -6,6 +6,9 @@
 #
 #   scripts/gpu-check.sh [OUTDIR]      (OUTDIR defaults to $OUT, else gpu-out/)
 #
+# GPU_CHECK_BUDGET (seconds, default 420) bounds the whole run: each step gets at most what is
+# left of it, so the summary always prints inside the device call's limit.
+#
 # Dependencies: the Debian packages that ../shared/gpu/fetch-debs.sh downloads into .deps/
 # (libuv1 libuv1-dev libcjson1 libcjson-dev node-llhttp libpcre2-dev libpcre2-8-0), unpacked
 # here into $DEPS_PREFIX (/opt/deps). OUTDIR gets env.txt, the benchmark tables (bench_*.md)
@@ -19,10 +22,13 @@ cd "$root"
 t0=$(date +%s)
 summary=()
 note() { summary+=("$*"); echo "== $*"; }
-step() { # step NAME LIMIT_S CMD...: runs CMD with a time limit, log in OUTDIR/NAME.log
+budget=${GPU_CHECK_BUDGET:-420}
+step() { # step NAME LIMIT_S CMD...: runs CMD with a time limit, log in $logs/NAME.log
     local name=$1 limit=$2
     shift 2
-    local s=$(date +%s)
+    local s=$(date +%s) left=$((budget - ($(date +%s) - t0)))
+    [ $left -lt $limit ] && limit=$left
+    if [ $limit -le 5 ]; then note "$name: skipped (budget spent)"; return 1; fi
     timeout --kill-after=5 "$limit" "$@" >"$logs/$name.log" 2>&1
     local rc=$?
     note "$name: rc=$rc in $(($(date +%s) - s)) s"
