@@ -44,7 +44,7 @@ extern "C" {
 typedef struct sl_cuda_qmat {
     sl_wfmt fmt;          /* SL_WF_QW8 or SL_WF_QW4 */
     int64_t rows, cols;   /* logical N, K */
-    int32_t group;        /* a multiple of 16 dividing cols */
+    int32_t group;        /* a power of 2, at least 16, dividing cols */
     int64_t row_tiles;    /* N_pad / 16 */
     int64_t k_tiles;      /* K_pad / KT */
     int64_t g_pad;        /* groups per row tile, padding included */
@@ -58,7 +58,7 @@ int sl_cuda_qmat_ktile(sl_wfmt fmt);
 
 /* The repack on the host: fills *q's sizes and host buffers (codes, scales, offsets:
  * malloc'ed, freed with sl_cuda_qmat_host_free) from the logical w (QW8 or QW4, group a
- * multiple of 16). Returns 0, or -1 if w cannot be packed (format, group). */
+ * power of 2 of at least 16). Returns 0, or -1 if w cannot be packed (format, group). */
 int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w);
 /* The inverse, for the round-trip test: writes the logical codes/scales/offsets of q (host
  * buffers) into w, which the caller allocated with sl_qw_alloc for q's format and sizes. */
@@ -70,26 +70,27 @@ void sl_cuda_qmat_host_free(sl_cuda_qmat *q);
 int sl_cuda_qmat_init(sl_cuda_qmat *q, const sl_qw *w);
 void sl_cuda_qmat_deinit(sl_cuda_qmat *q);
 
-/* How a launch divides the work: warps_per_tile (1, 2 or 4) warps of a block share each row
+/* How a launch divides the work: warps_per_tile (1, 2, 4 or 8) warps of a block share each row
  * tile of 16 outputs, dividing its columns and adding their sums in shared memory; splits (>= 1)
  * divides the columns further over blocks, whose partial sums go through a workspace the
- * launcher owns (grown on first need, synchronously) and are added in a fixed order. */
+ * launcher owns (grown on first need, synchronously) and are added in a fixed order.
+ * {0, 0} means the default plan. */
 typedef struct sl_qmm_plan {
     int warps_per_tile;
     int splits;
 } sl_qmm_plan;
 
-/* The plan sl_cuda_qmm uses: from the weight's shape and the SM count, never from T, so a
- * token's result is the same in any batch (and results never depend on timing). */
+/* The default plan: from the weight's shape and the SM count, never from T, so a token's
+ * result is the same in any batch (and results never depend on timing). */
 sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w);
 
-/* y[T][rows] = x[T][cols] · Wᵀ for T >= 1 tokens (f32 in and out, x rounded to f16 inside),
- * in launches of up to SL_QMM_MAX_T tokens. One stream at a time may use it (the engine
- * thread's): the workspace is shared. */
+/* y[T][rows] (f32) = x16[T][cols] (f16 bits, 16-byte aligned) · Wᵀ, T >= 1, in launches of up
+ * to SL_QMM_MAX_T tokens. One stream at a time may use it (the engine thread's): the workspace
+ * is shared. Splits past the column tiles are cut. */
+void sl_cuda_qmm_f16(const sl_cuda_qmat *w, const uint16_t *x16, float *y, int T,
+                     sl_qmm_plan plan, sl_cuda_stream stream);
+/* The same from f32 x (rounded to f16 into the launcher's buffer first), default plan. */
 void sl_cuda_qmm(const sl_cuda_qmat *w, const float *x, float *y, int T, sl_cuda_stream stream);
-/* The same with a given plan (tests and benchmarks); splits past the column tiles are cut. */
-void sl_cuda_qmm_plan_run(const sl_cuda_qmat *w, const float *x, float *y, int T,
-                          sl_qmm_plan plan, sl_cuda_stream stream);
 
 /* F16 weights through cuBLAS: y[T][N] (f32) = x[T][K] (f32, rounded to f16 inside) · Wᵀ with
  * w f16 [N][K] (IEEE binary16 bits), f32 accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F). The

@@ -2,20 +2,22 @@
  * cores, and the repack of the logical weight into its physical layout (matmul.h).
  *
  * One templated kernel over the format (QW4/QW8), the number of 8-token column tiles (1: up to
- * 8 tokens, 2: up to 16) and whether the weight has offsets. A block is 4 warps; each row tile
- * (16 output rows) is shared by kw = 1, 2 or 4 of them, which divide every staged round's
- * column tiles and add their sums through shared memory; blockIdx.y splits the columns further
- * over blocks. Per 512-byte tile each lane makes one 16-byte load (8
- * in flight per warp), turns its codes into f16 in registers (mask, OR 0x6400, one subtract:
- * exact), and runs one mma.m16n8k16 per 16 columns and 8 tokens against x, which the block
- * stages in shared memory as f16, 1024 columns at a time. Scales (and offsets, with the
- * per-16-column sums of x) apply in f32 after each product.
+ * 8 tokens, 2: up to 16) and whether the weight has offsets. A block is 8 warps; each row tile
+ * (16 output rows) is shared by kw = 1, 2, 4 or 8 of them, which divide every round's column
+ * tiles and add their sums through shared memory; blockIdx.y splits the columns further over
+ * blocks. A round covers up to 1024 columns: each lane first issues its 16-byte code loads (up
+ * to 8 tiles of 512 bytes per warp), then the block copies the round's x (f16) and the scales
+ * and offsets of its row tiles into shared memory with cp.async, so that everything a round
+ * reads from memory is in flight at once (a scale read from global memory in the inner loop
+ * cost one memory latency per tile: 6× slower on an H100). The codes turn into f16 in
+ * registers (mask, OR 0x6400, one subtract: exact), one mma.m16n8k16 per 16 columns and 8
+ * tokens, and the scales (offsets with the per-16-column sums of x) apply in f32 after it.
  *
- * Splits over blocks: with more than one, each block writes its partial sums to the launcher's workspace;
- * the last block of a row block to finish (an atomic count per row block) adds the partials in
- * split order and writes y, so the result does not depend on timing. The default plan (kw and
- * splits) depends on the weight's shape and the SM count, never on T: a token's result is the
- * same in any batch.
+ * Splits over blocks: with more than one, each block writes its partial sums to the launcher's
+ * workspace; the last block of a row block to finish (an atomic count per row block) adds the
+ * partials in split order and writes y, so the result does not depend on timing. The default
+ * plan (kw and splits) depends on the weight's shape and the SM count, never on T: a token's
+ * result is the same in any batch.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -28,11 +30,11 @@
 
 namespace {
 
-constexpr int QMM_WARPS = 4; /* row tiles per block */
+constexpr int QMM_WARPS = 8; /* warps per block */
 constexpr int QMM_THREADS = QMM_WARPS * 32;
-constexpr int QMM_KC = 1024; /* columns of x staged per round */
+constexpr int QMM_KC = 1024;       /* columns per round */
 constexpr int QMM_XS = QMM_KC + 8; /* halves per staged row: +8 spreads the lanes over banks */
-constexpr int QMM_U = 8;     /* 16-byte loads in flight per lane */
+constexpr int QMM_U = 8;           /* 16-byte code loads in flight per lane */
 
 __host__ __device__ constexpr int ktile(bool q4) { return q4 ? 64 : 32; }
 
@@ -47,24 +49,38 @@ __device__ __forceinline__ uint32_t as_u32(__half2 h) {
     return (uint32_t)r.x | (uint32_t)r.y << 16;
 }
 
+/* Shared memory of one block, in bytes and in this order: x [TP][QMM_XS] halves; with offsets
+ * the per-16-column sums of x, float [TP][QMM_KC/16]; scales (then offsets) of the block's row
+ * tiles for the round's groups, float [tiles][sc_groups][16]. */
+__host__ __device__ constexpr int qmm_sc_groups(int group_log2) {
+    return (QMM_KC >> group_log2) + 1; /* a round need not start on a group boundary */
+}
+inline size_t qmm_smem(int NT, bool offs, int kw, int group_log2) {
+    const size_t TP = 8 * (size_t)NT, tiles = QMM_WARPS / kw;
+    return TP * QMM_XS * 2 + (offs ? TP * (QMM_KC / 16) * 4 : 0) +
+           tiles * qmm_sc_groups(group_log2) * 16 * 4 * (offs ? 2 : 1);
+}
+
 template <bool Q4, int NT, bool OFFS>
 __global__ void __launch_bounds__(QMM_THREADS)
     qmm_kernel(const uint4 *__restrict__ codes, const float *__restrict__ scales,
-               const float *__restrict__ offsets, const float *__restrict__ x,
+               const float *__restrict__ offsets, const __half *__restrict__ x,
                float *__restrict__ y, float *__restrict__ part, unsigned *__restrict__ counters,
-               int T, int N, int K, int row_tiles, int k_tiles, int g_pad, int group,
+               int T, int N, int K, int row_tiles, int k_tiles, int g_pad, int group_log2,
                int tiles_per_split, int kw) {
     constexpr int KT = ktile(Q4), STEPS = KT / 16, TP = 8 * NT, CT = QMM_KC / KT;
     constexpr int XSUM = QMM_KC / 16; /* per-16-column sums per staged token row */
-    SL_DYNAMIC_SHARED(__half, xs);    /* [TP][QMM_XS], then (OFFS) float [TP][XSUM] */
+    const int tiles_per_block = QMM_WARPS / kw, scg = qmm_sc_groups(group_log2);
+    SL_DYNAMIC_SHARED(__half, xs); /* the layout of qmm_smem */
     float *xsum = reinterpret_cast<float *>(xs + TP * QMM_XS);
+    float *sc_s = xsum + (OFFS ? TP * XSUM : 0);
+    float *of_s = sc_s + tiles_per_block * scg * 16;
     SL_SHARED(float, red, [QMM_WARPS * NT * 4 * 32]); /* the kw warps' sums of a row tile */
     SL_SHARED(unsigned, last_block, [1]);
 
-    /* kw warps share a row tile, each taking a part of every staged round's column tiles */
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-    const int tiles_per_block = QMM_WARPS / kw, part_w = warp % kw;
-    const int rt = blockIdx.x * tiles_per_block + warp / kw;
+    const int part_w = warp % kw, lt = warp / kw; /* local row tile */
+    const int rt0 = blockIdx.x * tiles_per_block, rt = rt0 + lt;
     const bool active = rt < row_tiles;
     const int split = blockIdx.y, splits = gridDim.y;
     const int kt_begin = split * tiles_per_split;
@@ -88,28 +104,42 @@ __global__ void __launch_bounds__(QMM_THREADS)
         const int kbase = c0 * KT, kn = (c1 - c0) * KT;
         const int per = (c1 - c0 + kw - 1) / kw;
         const int w0 = min(c1, c0 + part_w * per), w1 = min(c1, w0 + per);
-        /* the first loads go out before x is staged: they do not depend on it */
+        const int g_first = kbase >> group_log2, n_grp = ((kbase + kn - 1) >> group_log2) - g_first + 1;
+        /* 1. this warp's first code loads */
         uint4 wv[QMM_U];
         if (active)
 #pragma unroll
             for (int u = 0; u < QMM_U; u++)
                 if (w0 + u < w1) wv[u] = __ldg(tiles + (size_t)(w0 + u) * 32);
         __syncthreads(); /* the previous round's readers are done */
-        for (int i = threadIdx.x; i < T * kn; i += QMM_THREADS) {
-            const int tok = i / kn, kk = i - tok * kn, k = kbase + kk;
-            xs[tok * QMM_XS + kk] = __float2half_rn(k < K ? x[(size_t)tok * K + k] : 0.0f);
+        /* 2. the round's x, scales and offsets into shared memory, all in flight together */
+        for (int i = threadIdx.x; i < T * (kn / 8); i += QMM_THREADS) {
+            const int tok = i / (kn / 8), c = (i - tok * (kn / 8)) * 8, k = kbase + c;
+            const __half *src = x + (size_t)tok * K + k;
+            sl_cp_async<16>(xs + tok * QMM_XS + c, k < K ? src : x, k < K ? 16 : 0);
         }
+        for (int i = threadIdx.x; i < tiles_per_block * n_grp * 4; i += QMM_THREADS) {
+            const int l = i / (n_grp * 4), j = i - l * (n_grp * 4); /* 16-byte pieces */
+            if (rt0 + l >= row_tiles) continue;
+            const size_t at = ((size_t)(rt0 + l) * g_pad + g_first) * 16 + j * 4;
+            sl_cp_async<16>(sc_s + (l * scg) * 16 + j * 4, scales + at);
+            if (OFFS) sl_cp_async<16>(of_s + (l * scg) * 16 + j * 4, offsets + at);
+        }
+        sl_cp_async_commit();
+        sl_cp_async_wait<0>();
+        __syncthreads();
         if (OFFS) {
-            __syncthreads();
             for (int i = threadIdx.x; i < T * (kn / 16); i += QMM_THREADS) {
                 const int tok = i / (kn / 16), st = i - tok * (kn / 16);
                 float s = 0.0f;
                 for (int j = 0; j < 16; j++) s += __half2float(xs[tok * QMM_XS + st * 16 + j]);
                 xsum[tok * XSUM + st] = s;
             }
+            __syncthreads();
         }
-        __syncthreads();
         if (!active) continue;
+        /* 3. the products */
+        const float *scl = sc_s + lt * scg * 16, *ofl = of_s + lt * scg * 16;
         for (int kt = w0; kt < w1; kt += QMM_U) {
             if (kt != w0)
 #pragma unroll
@@ -136,10 +166,10 @@ __global__ void __launch_bounds__(QMM_THREADS)
                     }
 #pragma unroll
                     for (int i = 0; i < 4; i++) a[i] = as_u32(__hsub2(as_h2(a[i]), bias));
-                    const size_t gi = ((size_t)rt * g_pad + kcol / group) * 16;
-                    const float s0 = __ldg(scales + gi + g), s1 = __ldg(scales + gi + g + 8);
+                    const int gl = ((kcol >> group_log2) - g_first) * 16;
+                    const float s0 = scl[gl + g], s1 = scl[gl + g + 8];
                     float o0 = 0.0f, o1 = 0.0f;
-                    if (OFFS) o0 = __ldg(offsets + gi + g), o1 = __ldg(offsets + gi + g + 8);
+                    if (OFFS) o0 = ofl[gl + g], o1 = ofl[gl + g + 8];
 #pragma unroll
                     for (int n = 0; n < NT; n++) {
                         const __half *xr = xs + (n * 8 + g) * QMM_XS + kl + 2 * t;
@@ -217,26 +247,44 @@ __global__ void __launch_bounds__(QMM_THREADS)
     if (threadIdx.x == 0) counters[blockIdx.x] = 0; /* ready for the next launch */
 }
 
+int ilog2(int v) {
+    int l = 0;
+    while ((1 << (l + 1)) <= v) l++;
+    return l;
+}
+
 template <bool Q4, int NT, bool OFFS>
-void launch(const sl_cuda_qmat *w, const float *x, float *y, int T, sl_qmm_plan plan,
+void launch(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
             float *part, unsigned *counters, cudaStream_t stream) {
-    constexpr int TP = 8 * NT;
-    const size_t smem = (size_t)TP * QMM_XS * 2 + (OFFS ? (size_t)TP * (QMM_KC / 16) * 4 : 0);
+    const int lg = ilog2(w->group);
+    const size_t smem = qmm_smem(NT, OFFS, plan.warps_per_tile, lg);
+    static size_t smem_set; /* per instantiation: the opt-in above 48 KiB, raised as needed */
+    if (smem > 48 * 1024 && smem > smem_set) {
+        SL_CUDA_CHECK(cudaFuncSetAttribute(qmm_kernel<Q4, NT, OFFS>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        smem_set = smem;
+    }
     const int tps = (int)sl_div_up(w->k_tiles, plan.splits);
     const dim3 grid(sl_div_up(w->row_tiles, QMM_WARPS / plan.warps_per_tile),
                     (unsigned)plan.splits);
     SL_LAUNCH((qmm_kernel<Q4, NT, OFFS>), grid, QMM_THREADS, smem, stream,
               static_cast<const uint4 *>(w->codes), w->scales, w->offsets, x, y, part, counters,
               T, (int)w->rows, (int)w->cols, (int)w->row_tiles, (int)w->k_tiles, (int)w->g_pad,
-              (int)w->group, tps, plan.warps_per_tile);
+              lg, tps, plan.warps_per_tile);
     SL_CUDA_CHECK(cudaGetLastError());
 }
 
 template <bool Q4, int NT>
-void launch_offs(const sl_cuda_qmat *w, const float *x, float *y, int T, sl_qmm_plan plan,
+void launch_offs(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
                  float *part, unsigned *counters, cudaStream_t stream) {
     if (w->offsets) launch<Q4, NT, true>(w, x, y, T, plan, part, counters, stream);
     else launch<Q4, NT, false>(w, x, y, T, plan, part, counters, stream);
+}
+
+__global__ void to_f16_kernel(const float *__restrict__ x, __half *__restrict__ y, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = __float2half_rn(x[i]);
 }
 
 /* the launcher's workspace: partial sums and per-row-block counters (zero between launches) */
@@ -244,6 +292,8 @@ float *g_part;
 size_t g_part_n;
 unsigned *g_counters;
 size_t g_counters_n;
+__half *g_x16; /* sl_cuda_qmm's f16 copy of x */
+size_t g_x16_n;
 
 void workspace(size_t part_n, size_t counters_n) {
     if (part_n > g_part_n) {
@@ -291,7 +341,8 @@ extern "C" int sl_cuda_qmat_ktile(sl_wfmt fmt) { return ktile(fmt == SL_WF_QW4);
 extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
     *q = sl_cuda_qmat{};
     if (!w || (w->fmt != SL_WF_QW4 && w->fmt != SL_WF_QW8)) return -1;
-    if (w->group <= 0 || w->group % 16 || w->cols % w->group || w->rows <= 0) return -1;
+    if (w->group < 16 || (w->group & (w->group - 1)) || w->cols % w->group || w->rows <= 0)
+        return -1;
     if (w->rows > INT32_MAX / 2 || w->cols > INT32_MAX / 2) return -1;
     const bool q4 = w->fmt == SL_WF_QW4;
     const int kt = ktile(q4);
@@ -426,27 +477,28 @@ extern "C" void sl_cuda_qmat_deinit(sl_cuda_qmat *q) {
 }
 
 extern "C" sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w) {
-    /* about 16 warps per SM in all, each streaming its share of one row tile's columns: up to
-     * 4 warps of a block share a row tile (summed through shared memory), past that the
-     * columns split over blocks (summed through the workspace) */
-    const int64_t need = sl_div_up(16 * (int64_t)sm_count(), w->row_tiles);
+    /* Each warp streams about 8 tiles (one batch of loads) of one row tile per round, and
+     * there are at least 12 warps per SM; the warps of a row tile are 2 per block when it has
+     * more than one (kw), the rest split over blocks. */
+    const int64_t sms = sm_count();
+    int64_t per_tile = sl_div_up(w->k_tiles, QMM_U);
+    if (w->row_tiles * per_tile < 12 * sms)
+        per_tile = sl_min64(w->k_tiles, sl_div_up(12 * sms, w->row_tiles));
     sl_qmm_plan p;
-    p.warps_per_tile = need >= 4 ? 4 : need >= 2 ? 2 : 1;
-    int64_t s = sl_div_up(need, p.warps_per_tile);
-    /* partial sums (written and read, at 4 tokens) within ~1/8 of the weight's bytes */
-    const int64_t row_bytes = w->k_tiles * 512 / 16 + w->g_pad * 4 * (w->offsets ? 2 : 1);
-    s = sl_min64(s, row_bytes / 256);
-    s = sl_min64(s, sl_min64(w->k_tiles, 64));
+    p.warps_per_tile = per_tile >= 2 ? 2 : 1;
+    const int64_t s = sl_min64(sl_div_up(per_tile, p.warps_per_tile), 64);
     p.splits = s < 1 ? 1 : (int)s;
     return p;
 }
 
-extern "C" void sl_cuda_qmm_plan_run(const sl_cuda_qmat *w, const float *x, float *y, int T,
-                                     sl_qmm_plan plan, sl_cuda_stream stream) {
-    SL_CUDA_REQUIRE(w && w->codes && x && y && T >= 1);
+extern "C" void sl_cuda_qmm_f16(const sl_cuda_qmat *w, const uint16_t *x16, float *y, int T,
+                                sl_qmm_plan plan, sl_cuda_stream stream) {
+    SL_CUDA_REQUIRE(w && w->codes && x16 && y && T >= 1);
+    SL_CUDA_REQUIRE(((uintptr_t)x16 & 15) == 0);
     SL_CUDA_REQUIRE(w->fmt == SL_WF_QW4 || w->fmt == SL_WF_QW8);
+    if (plan.warps_per_tile == 0 && plan.splits == 0) plan = sl_cuda_qmm_default_plan(w);
     SL_CUDA_REQUIRE(plan.warps_per_tile == 1 || plan.warps_per_tile == 2 ||
-                    plan.warps_per_tile == 4);
+                    plan.warps_per_tile == 4 || plan.warps_per_tile == 8);
     SL_CUDA_REQUIRE(plan.splits >= 1);
     /* no empty splits: each covers ceil(k_tiles / splits) tiles */
     const int64_t tps = sl_div_up(w->k_tiles, plan.splits);
@@ -454,9 +506,10 @@ extern "C" void sl_cuda_qmm_plan_run(const sl_cuda_qmat *w, const float *x, floa
     cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
     const bool q4 = w->fmt == SL_WF_QW4;
     const int64_t row_blocks = sl_div_up(w->row_tiles, QMM_WARPS / plan.warps_per_tile);
+    const __half *xh = reinterpret_cast<const __half *>(x16);
     for (int t0 = 0; t0 < T; t0 += SL_QMM_MAX_T) {
         const int tn = (int)sl_min64(SL_QMM_MAX_T, T - t0);
-        const float *xt = x + (size_t)t0 * w->cols;
+        const __half *xt = xh + (size_t)t0 * w->cols;
         float *yt = y + (size_t)t0 * w->rows;
         if (plan.splits > 1) workspace((size_t)plan.splits * tn * w->row_tiles * 16, row_blocks);
         if (q4 && tn <= 8) launch_offs<true, 1>(w, xt, yt, tn, plan, g_part, g_counters, st);
@@ -468,5 +521,17 @@ extern "C" void sl_cuda_qmm_plan_run(const sl_cuda_qmat *w, const float *x, floa
 
 extern "C" void sl_cuda_qmm(const sl_cuda_qmat *w, const float *x, float *y, int T,
                             sl_cuda_stream stream) {
-    sl_cuda_qmm_plan_run(w, x, y, T, sl_cuda_qmm_default_plan(w), stream);
+    SL_CUDA_REQUIRE(w && x && T >= 1);
+    const size_t n = (size_t)T * (size_t)w->cols;
+    if (n > g_x16_n) {
+        SL_CUDA_CHECK(cudaDeviceSynchronize());
+        SL_CUDA_CHECK(cudaFree(g_x16));
+        SL_CUDA_CHECK(cudaMalloc(&g_x16, n * sizeof(__half)));
+        g_x16_n = n;
+    }
+    cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+    SL_LAUNCH(to_f16_kernel, (unsigned)sl_min64(sl_div_up((int64_t)n, 256), 4096), 256, 0, st, x,
+              g_x16, (int64_t)n);
+    SL_CUDA_CHECK(cudaGetLastError());
+    sl_cuda_qmm_f16(w, reinterpret_cast<const uint16_t *>(g_x16), y, T, sl_qmm_plan{0, 0}, stream);
 }

@@ -2,9 +2,11 @@
  * (gemm_f16.cu) against the reference dequantization (sl_qw_dequant_row) in double precision,
  * and the repack's round trip (test_cuda_harness.h: emulated in CI, natively on a GPU).
  *
- * Tolerance, per output: x is rounded to f16 inside (each product moves by at most 2^-11 of
- * |w·x|), so |got − ref| <= (2^-11 + 2e-5)·Σ|w_k·x_k|; with x already f16-exact, 2e-5·Σ|w·x|
- * (f32 accumulation only). A wrong layout, scale or offset is off by O(Σ|w·x|).
+ * Tolerance, per output: the kernel takes x in f16 (sl_cuda_qmm_f16), checked against the
+ * reference on the same f16 values with |got − ref| <= 2e-5·Σ|w_k·x_k| (f32 accumulation only);
+ * sl_cuda_qmm rounds f32 x to f16 first, each product moving by at most 2^-11 of |w·x|, so
+ * (2^-11 + 2e-5)·Σ|w·x| against the reference on the f32 x. A wrong layout, scale or offset is
+ * off by O(Σ|w·x|).
  */
 #include "kernels/cuda/matmul.h"
 #include "tests/kernels/test_cuda_harness.h"
@@ -52,21 +54,10 @@ static void check_bound(const char *what, const float *got, const double *ref, c
     }
 }
 
-/* x[T][cols]: random, or (f16_exact) multiples of 1/64 in ±[1/64, 2], exact in f16 */
-static float *make_x(int T, int64_t cols, int f16_exact) {
-    float *x = rnd_vec((int64_t)T * cols, 1.0f);
-    if (f16_exact)
-        for (int64_t i = 0; i < (int64_t)T * cols; i++) {
-            float v = roundf(x[i] * 128.0f) / 64.0f;
-            x[i] = v == 0.0f ? 1.0f / 64 : v;
-        }
-    return x;
-}
-
-/* Plans: {0, 0} is the default; the others every warps_per_tile with 1, 2, 3 and more splits
- * than column tiles. */
-static const sl_qmm_plan g_plans[] = {{0, 0}, {1, 1}, {2, 1}, {4, 1}, {1, 2}, {2, 3},
-                                      {4, 2}, {1, 1000}, {4, 1000}};
+/* Plans: {0, 0} is the default; the others each warps_per_tile with one split, several, and
+ * more than there are column tiles. */
+static const sl_qmm_plan g_plans[] = {{0, 0}, {1, 1}, {2, 1}, {4, 1}, {8, 1}, {1, 2},
+                                      {2, 3}, {8, 2}, {1, 1000}, {4, 1000}};
 #define N_PLANS (int)(sizeof g_plans / sizeof *g_plans)
 
 /* One weight, several T and plans; returns after checking every output. */
@@ -77,43 +68,56 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
     sl_cuda_qmat q;
     ASSERT_EQ(sl_cuda_qmat_init(&q, &w), 0);
     for (int ti = 0; ti < nT; ti++) {
-        const int T = Ts[ti], exact = ti % 2;
-        float *x = make_x(T, cols, exact);
-        double *ref = sl_xmalloc((size_t)T * rows * sizeof(double));
-        double *bound = sl_xmalloc((size_t)T * rows * sizeof(double));
-        reference(&w, x, T, ref, bound);
-        dbuf dx = dev_from(x, (int64_t)T * cols, off);
-        float *got = sl_xmalloc((size_t)T * rows * sizeof(float));
-        float *first = sl_xmalloc((size_t)T * rows * sizeof(float));
+        const int T = Ts[ti];
+        const int64_t nx = (int64_t)T * cols, ny = (int64_t)T * rows;
+        float *x = rnd_vec(nx, 1.0f), *xr = sl_xmalloc((size_t)nx * sizeof(float));
+        uint16_t *x16 = sl_xmalloc((size_t)(nx + 1) * sizeof(uint16_t));
+        for (int64_t i = 0; i < nx; i++) xr[i] = sl_fp16_to_f32(x16[i] = sl_f32_to_fp16(x[i]));
+        double *ref = sl_xmalloc((size_t)ny * sizeof(double)), *bound = sl_xmalloc((size_t)ny * sizeof(double));
+        reference(&w, xr, T, ref, bound);
+        dbuf dx16 = dev_from(x16, (nx + 1) / 2, 0);
+        float *got = sl_xmalloc((size_t)ny * sizeof(float)), *first = sl_xmalloc((size_t)ny * sizeof(float));
+        char what[160];
         for (int pi = 0; pi < nplans; pi++) {
-            const sl_qmm_plan plan = pi == 0 ? sl_cuda_qmm_default_plan(&q) : g_plans[pi];
-            dbuf dy = dev_alloc((int64_t)T * rows, off);
-            sl_cuda_qmm_plan_run(&q, dx.p, dy.p, T, plan, NULL);
-            char what[160];
-            snprintf(what, sizeof what, "qmm %s%s g%d %dx%d T=%d plan %d×%d%s%s",
-                     sl_wfmt_name(fmt), offsets ? "+offsets" : "", group, rows, cols, T,
-                     plan.warps_per_tile, plan.splits, pi ? "" : " (default)",
-                     exact ? " (f16-exact x)" : "");
+            const sl_qmm_plan plan = g_plans[pi];
+            dbuf dy = dev_alloc(ny, off);
+            sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, plan, NULL);
+            snprintf(what, sizeof what, "qmm %s%s g%d %dx%d T=%d plan %d×%d", sl_wfmt_name(fmt),
+                     offsets ? "+offsets" : "", group, rows, cols, T, plan.warps_per_tile,
+                     plan.splits);
             dev_get(&dy, got);
-            check_bound(what, got, ref, bound, (int64_t)T * rows, exact ? 2e-5 : 0x1p-11 + 2e-5);
+            check_bound(what, got, ref, bound, ny, 2e-5);
             dev_check_guards(&dy, what);
             if (pi == 0) { /* the default: deterministic, and the same for any T */
-                memcpy(first, got, (size_t)T * rows * sizeof(float));
-                sl_cuda_qmm(&q, dx.p, dy.p, T, NULL);
+                memcpy(first, got, (size_t)ny * sizeof(float));
+                sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, plan, NULL);
                 dev_get(&dy, got);
-                check_bits(what, got, first, (int64_t)T * rows, 4);
+                check_bits(what, got, first, ny, 4);
                 dbuf d1 = dev_alloc(rows, off);
                 for (int t = 0; t < T; t += T > 4 ? T - 1 : 1) {
-                    sl_cuda_qmm(&q, dx.p + (int64_t)t * cols, d1.p, 1, NULL);
+                    /* token t alone (its row of x16 copied to an aligned buffer) */
+                    dbuf dxt = dev_from(x16 + (int64_t)t * cols, (cols + 1) / 2, 0);
+                    sl_cuda_qmm_f16(&q, (const uint16_t *)dxt.p, d1.p, 1, plan, NULL);
                     dev_get(&d1, got);
                     check_bits(what, got, first + (int64_t)t * rows, rows, 4);
+                    dev_free(&dxt);
                 }
                 dev_free(&d1);
             }
             dev_free(&dy);
         }
-        dev_free(&dx);
-        free(x), free(ref), free(bound), free(got), free(first);
+        /* the f32 entry point: x rounded to f16 inside */
+        double *ref32 = sl_xmalloc((size_t)ny * sizeof(double));
+        reference(&w, x, T, ref32, bound);
+        dbuf dx = dev_from(x, nx, off), dy = dev_alloc(ny, off);
+        sl_cuda_qmm(&q, dx.p, dy.p, T, NULL);
+        dev_get(&dy, got);
+        snprintf(what, sizeof what, "qmm f32 x %s%s g%d %dx%d T=%d", sl_wfmt_name(fmt),
+                 offsets ? "+offsets" : "", group, rows, cols, T);
+        check_bound(what, got, ref32, bound, ny, 0x1p-11 + 2e-5);
+        dev_check_guards(&dy, what);
+        dev_free(&dx), dev_free(&dy), dev_free(&dx16);
+        free(x), free(xr), free(x16), free(ref), free(ref32), free(bound), free(got), free(first);
     }
     sl_cuda_qmat_deinit(&q);
     sl_qw_free(&w);
@@ -174,12 +178,15 @@ static void test_repack(void) {
     sl_qw w;
     sl_cuda_qmat q;
     random_qw(&w, SL_WF_QW4, 4, 64, 8, 0);
-    ASSERT_EQ(sl_cuda_qmat_pack_host(&q, &w), -1); /* group not a multiple of 16 */
+    ASSERT_EQ(sl_cuda_qmat_pack_host(&q, &w), -1); /* group under 16 */
+    sl_qw_free(&w);
+    random_qw(&w, SL_WF_QW8, 4, 96, 48, 0);
+    ASSERT_EQ(sl_cuda_qmat_pack_host(&q, &w), -1); /* group not a power of 2 */
     sl_qw_free(&w);
     sl_qw_alloc(&w, SL_WF_F16, 4, 64, 0, 0);
     ASSERT_EQ(sl_cuda_qmat_pack_host(&q, &w), -1); /* not a QW format */
     sl_qw_free(&w);
-    printf("repack: %d cases ok\n", cases + 2);
+    printf("repack: %d cases ok\n", cases + 3);
 }
 
 /* F16 through cuBLAS, against the same double reference (x rounded to f16 inside) */
@@ -188,7 +195,7 @@ static void f16_case(int rows, int cols, int T) {
     sl_qw_alloc(&w, SL_WF_F16, rows, cols, 0, 0);
     for (int64_t i = 0; i < (int64_t)rows * cols; i++)
         ((uint16_t *)w.data)[i] = sl_f32_to_fp16(rnd() * 0.1f);
-    float *x = make_x(T, cols, 0);
+    float *x = rnd_vec((int64_t)T * cols, 1.0f);
     double *ref = sl_xmalloc((size_t)T * rows * sizeof(double));
     double *bound = sl_xmalloc((size_t)T * rows * sizeof(double));
     reference(&w, x, T, ref, bound);
