@@ -6,7 +6,8 @@
 #
 #   scripts/gpu-check.sh [OUTDIR]      (OUTDIR defaults to $OUT, else gpu-out/)
 #
-# GPU_CHECK_BUDGET (seconds, default 420) bounds the whole run: each step gets at most what is
+# GPU_CHECK_ONLY=NAME limits the run to test_cuda_NAME_gpu and bench_cuda_NAME, without the
+# sanitizers (a quick re-measurement). GPU_CHECK_BUDGET (seconds, default 420) bounds the whole run: each step gets at most what is
 # left of it, so the summary always prints inside the device call's limit.
 #
 # Dependencies: the Debian packages that ../shared/gpu/fetch-debs.sh downloads into .deps/
@@ -49,8 +50,9 @@ step configure 120 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$prefix/usr \
     -DSL_LLHTTP_SRC=$prefix/usr/share/llhttp -DSL_LLHTTP_INCLUDE=$prefix/usr/share/include/llhttp \
     || { tail -30 "$logs/configure.log"; }
-gpu_tests=$(cd tests/kernels && ls test_cuda_*.c | sed 's/\.c$/_gpu/')
-benches=$(cd benchmarks && ls bench_cuda_*.c 2>/dev/null | sed 's/\.c$//')
+only=${GPU_CHECK_ONLY:-*}
+gpu_tests=$(cd tests/kernels && ls test_cuda_$only.c | sed 's/\.c$/_gpu/')
+benches=$(cd benchmarks && ls bench_cuda_$only.c 2>/dev/null | sed 's/\.c$//')
 step build 240 ninja -C build-gpu -j16 $gpu_tests $benches || tail -40 "$logs/build.log"
 
 step ctest_gpu 120 ctest --test-dir build-gpu -L gpu --output-on-failure
@@ -59,6 +61,7 @@ for b in $benches; do
     step "$b" 150 "build-gpu/$b"
     cp "$logs/$b.log" "$out/$b.md"
 done
+[ -n "${GPU_CHECK_ONLY:-}" ] && gpu_tests=  # no sanitizers on a quick run
 for t in $gpu_tests; do
     step "memcheck_$t" 120 compute-sanitizer --tool memcheck --error-exitcode 9 "build-gpu/$t"
     tail -3 "$logs/memcheck_$t.log"
