@@ -153,6 +153,7 @@ struct block {
     std::vector<unsigned> exited, absent;   /* per warp: lanes done; lanes past blockDim */
     char *smem;
     size_t smem_used, smem_dyn, static_used;
+    bool smem_optin; /* cudaFuncSetAttribute(MaxDynamicSharedMemorySize) was called */
     struct tag {
         const void *tag;
         size_t off, bytes;
@@ -538,6 +539,7 @@ void run_block(worker &w, const launch_rec &L, long linear) {
 
     /* shared memory: the dynamic part first, static SL_SHARED variables after it as met */
     b.smem_dyn = L.li.smem;
+    b.smem_optin = dynamic_smem_optin(L.li.fn);
     b.smem_used = b.smem_dyn;
     b.static_used = 0;
     b.tags.clear();
@@ -834,6 +836,15 @@ void *shared_static(const void *tag, size_t bytes, size_t align, const char *nam
              "%zu bytes (limit %zu) and its total, with %zu dynamic bytes, past %zu",
              name, bytes, file, line, b.static_used + bytes, SMEM_STATIC_MAX, b.smem_dyn,
              SMEM_OPTIN);
+    /* without the opt-in a GPU allows static + dynamic up to 48 KiB in all, and refuses the
+     * launch past it (invalid argument): the opt-in is needed whenever the sum passes 48 KiB */
+    if (!b.smem_optin && b.smem_dyn + b.static_used + bytes > SMEM_DYNAMIC_DEFAULT)
+        fail(&b, tls_f,
+             "shared memory: %s (%zu bytes) at %s:%d takes the block's static (%zu bytes) plus "
+             "dynamic (%zu bytes) shared memory past %zu without "
+             "cudaFuncSetAttribute(cudaFuncAttributeMaxDynamicSharedMemorySize): a GPU refuses "
+             "this launch (invalid argument)",
+             name, bytes, file, line, b.static_used + bytes, b.smem_dyn, SMEM_DYNAMIC_DEFAULT);
     asan_unpoison(b.smem + off, bytes);
     memset(b.smem + off, 0xff, bytes);
     b.tags.push_back(block::tag{tag, off, bytes});

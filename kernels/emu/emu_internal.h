@@ -21,6 +21,7 @@ int64_t device_bytes_from(const void *p);
 void set_error(cudaError_t e);
 /* Dynamic shared memory a launch of fn may use (cudaFuncAttributeMaxDynamicSharedMemorySize). */
 size_t max_dynamic_smem(const void *fn);
+bool dynamic_smem_optin(const void *fn); /* cudaFuncSetAttribute set its dynamic maximum */
 int stream_valid(cudaStream_t s);
 /* OS threads of the block pool (the emulated device's multiprocessor count). */
 int pool_threads(void);

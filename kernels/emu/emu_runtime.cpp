@@ -76,6 +76,11 @@ size_t max_dynamic_smem(const void *fn) {
     return it == dyn_smem.end() ? SMEM_DYNAMIC_DEFAULT : it->second;
 }
 
+bool dynamic_smem_optin(const void *fn) {
+    std::lock_guard<std::mutex> lk(m);
+    return dyn_smem.count(fn) != 0;
+}
+
 int stream_valid(cudaStream_t s) {
     if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return 1;
     std::lock_guard<std::mutex> lk(m);

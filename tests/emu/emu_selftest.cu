@@ -457,6 +457,16 @@ static __global__ void bad_too_much_shared(float *out) {
 }
 enum { LINE_TOO_MUCH_SHARED = __LINE__ - 4 };
 
+/* 16 KiB static + 40 KiB dynamic: past 48 KiB in all without the opt-in (a GPU refuses the
+ * launch; qmm.cu's first H100 run hit it) */
+static __global__ void bad_static_plus_dynamic(float *out) {
+    SL_DYNAMIC_SHARED(float, dyn);
+    SL_SHARED(float, st, [4096]);
+    st[threadIdx.x] = dyn[threadIdx.x] = 1.0f;
+    out[threadIdx.x] = st[threadIdx.x] + dyn[threadIdx.x];
+}
+enum { LINE_STATIC_PLUS_DYNAMIC = __LINE__ - 4 };
+
 static __global__ void bad_trap(float *out) {
     out[threadIdx.x] = 1.0f;
     if (threadIdx.x == 5) __trap();
@@ -541,6 +551,7 @@ extern "C" int sl_emu_selftest_bad(int which, int run) {
         case 14: return LINE_LDMATRIX_GLOBAL;
         case 15: return LINE_CP_ASYNC_ALIGNMENT;
         case 16: return LINE_CP_ASYNC_PAST_END;
+        case 20: return LINE_STATIC_PLUS_DYNAMIC;
         default: return 0;
         }
     }
@@ -621,6 +632,9 @@ extern "C" int sl_emu_selftest_bad(int which, int run) {
     }
     case 19:
         cublas_with_host_matrix(host, out);
+        break;
+    case 20:
+        SL_LAUNCH(bad_static_plus_dynamic, 1, 32, 40 * 1024, nullptr, out);
         break;
     default: break;
     }

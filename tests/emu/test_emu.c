@@ -58,6 +58,8 @@ static const bad_case g_bad[] = {
     {"embed: a token past the table", {"__trap()", "embed_kernel"}, 0},
     {"kv_write: a negative slot", {"__trap()", "kv_write_kernel"}, 0},
     {"cuBLAS on a host matrix", {"cublasSgemm", "does not lie in device memory"}, 0},
+    {"static + dynamic shared memory past 48 KiB without the opt-in",
+     {"shared memory: st", "without cudaFuncSetAttribute"}, 0},
 };
 #define N_BAD (int)(sizeof g_bad / sizeof *g_bad)
 

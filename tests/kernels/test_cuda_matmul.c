@@ -128,6 +128,13 @@ static void test_qmm(void) {
     const sl_wfmt fmts[] = {SL_WF_QW4, SL_WF_QW8};
     static const int groups[] = {16, 32, 128};
     int cases = 0;
+    /* first (the launcher's shared-memory opt-in is per kernel and persists): 16 tokens with 2
+     * warps per row tile and group 32 take 41.5 KiB of dynamic plus 8 KiB of static shared
+     * memory, which a GPU refuses without the opt-in although the dynamic part alone is under
+     * 48 KiB (the first H100 run of the benchmark failed so) */
+    static const int T16[] = {16};
+    qmm_case(SL_WF_QW4, 70, 256, 32, 0, T16, 1, 3, 0);
+    cases += 3;
     for (int f = 0; f < 2; f++)
         for (int gi = 0; gi < 3; gi++)
             for (int offs = 0; offs < 2; offs++) {
