@@ -29,6 +29,11 @@
  *   sl_cp_async_wait<N>()     waits until at most N of the thread's groups are still in flight;
  *       its own copies are then visible to the thread, to the others after a __syncthreads.
  *
+ *   sl_ldg_nc_v4(p)    ld.global.nc.v4.u32: 16 bytes of read-only device memory (16-byte
+ *       aligned), issued where it is written: a volatile asm with a memory clobber, which the
+ *       compiler may not sink towards its use (plain __ldg loads under a condition were sunk
+ *       into the loop that used them, one memory latency per load: qmm.cu, first H100 run).
+ *
  * All 32 lanes of the warp execute mma and ldmatrix together (.sync.aligned): never under a
  * condition that differs within a warp, never after some lanes returned.
  *
@@ -39,6 +44,7 @@
 #define SL_CUDA_PTX_CUH
 
 #include <stdint.h>
+#include <string.h>
 
 #include "common.cuh"
 
@@ -118,6 +124,22 @@ static __device__ __forceinline__ void sl_ldmatrix(uint32_t (&r)[NUM],
                      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                      : "r"(p)
                      : "memory");
+#endif
+}
+
+static __device__ __forceinline__ uint4 sl_ldg_nc_v4(const void *p SL_PTX_LOC) {
+#ifdef SL_CUDA_EMU
+    if ((uintptr_t)p & 15) sl_emu::trap("sl_ldg_nc_v4 at an address not 16-byte aligned", sl_emu_file, sl_emu_line);
+    uint4 v;
+    memcpy(&v, p, 16);
+    return v;
+#else
+    uint4 v;
+    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p)
+                 : "memory");
+    return v;
 #endif
 }
 

@@ -105,12 +105,13 @@ __global__ void __launch_bounds__(QMM_THREADS)
         const int per = (c1 - c0 + kw - 1) / kw;
         const int w0 = min(c1, c0 + part_w * per), w1 = min(c1, w0 + per);
         const int g_first = kbase >> group_log2, n_grp = ((kbase + kn - 1) >> group_log2) - g_first + 1;
-        /* 1. this warp's first code loads */
+        /* 1. this warp's first code loads: unconditional (the index clamped) and volatile,
+         * so that all of them are in flight before the round's staging */
         uint4 wv[QMM_U];
-        if (active)
+        if (active && w0 < w1)
 #pragma unroll
             for (int u = 0; u < QMM_U; u++)
-                if (w0 + u < w1) wv[u] = __ldg(tiles + (size_t)(w0 + u) * 32);
+                wv[u] = sl_ldg_nc_v4(tiles + (size_t)min(w0 + u, w1 - 1) * 32);
         __syncthreads(); /* the previous round's readers are done */
         /* 2. the round's x, scales and offsets into shared memory, all in flight together */
         for (int i = threadIdx.x; i < T * (kn / 8); i += QMM_THREADS) {
@@ -144,7 +145,7 @@ __global__ void __launch_bounds__(QMM_THREADS)
             if (kt != w0)
 #pragma unroll
                 for (int u = 0; u < QMM_U; u++)
-                    if (kt + u < w1) wv[u] = __ldg(tiles + (size_t)(kt + u) * 32);
+                    wv[u] = sl_ldg_nc_v4(tiles + (size_t)min(kt + u, w1 - 1) * 32);
 #pragma unroll
             for (int u = 0; u < QMM_U; u++) {
                 if (kt + u >= w1) break;
@@ -241,6 +242,7 @@ __global__ void __launch_bounds__(QMM_THREADS)
         const int tok = i / rows, r = r0 + i % rows;
         if (r >= N) continue;
         float s = 0.0f;
+#pragma unroll 8
         for (int sp = 0; sp < splits; sp++) s += __ldcg(part + ((size_t)sp * T + tok) * n_pad + r);
         y[(size_t)tok * N + r] = s;
     }
