@@ -37,7 +37,10 @@ step() { # step NAME LIMIT_S CMD...: runs CMD with a time limit, log in $logs/NA
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
-  nvcc --version | tail -2; cmake --version | head -1; git log -1 --format='commit %H %s' 2>/dev/null
+  nvcc --version | tail -2; cmake --version | head -1
+  # the device copy's git metadata may be stale: a digest of the sources identifies the tree
+  echo "sources sha256 $(git ls-files -co --exclude-standard base kernels models scheduler server \
+      tests benchmarks CMakeLists.txt | sort | xargs sha256sum | sha256sum | cut -c1-16)"
   date -u; } >"$out/env.txt" 2>&1
 cat "$out/env.txt"
 
