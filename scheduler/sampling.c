@@ -153,6 +153,11 @@ static uint64_t key_of(float v, int32_t id) {
 }
 #define KEY_ID(k) ((int32_t)(uint32_t)(k))
 
+static int cmp_u64(const void *x, const void *y) {
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return (a > b) - (a < b);
+}
+
 static void swap_u64(uint64_t *a, uint64_t *b) {
     uint64_t t = *a;
     *a = *b;
@@ -358,16 +363,19 @@ void sl_sampler_sample(sl_sampler *s, const float *logits, sl_sample_ws *ws, sl_
                 for (int i = 0; i < m; i++) total += w[KEY_ID(a[i])];
                 m = select_mass(a, m, w, total * p->top_p);
             }
-            /* draw over the kept tokens in the order the selection left them: a function
-             * of the logits alone, so still reproducible */
+            /* draw over the kept tokens in token id order, as the untruncated draw and the
+             * device sampler (kernels/cuda/sample.cu) do: the same u picks the same token on
+             * either, up to rounding at a boundary */
+            for (int i = 0; i < m; i++) a[i] = (uint64_t)(uint32_t)KEY_ID(a[i]);
+            qsort(a, (size_t)m, sizeof *a, cmp_u64);
             mass = 0;
-            for (int i = 0; i < m; i++) mass += w[KEY_ID(a[i])];
+            for (int i = 0; i < m; i++) mass += w[a[i]];
             double r = u * mass, acc = 0;
             for (int i = 0; i < m && tok < 0; i++) {
-                acc += w[KEY_ID(a[i])];
-                if (r < acc) tok = KEY_ID(a[i]);
+                acc += w[a[i]];
+                if (r < acc) tok = (int32_t)a[i];
             }
-            if (tok < 0) tok = KEY_ID(a[m - 1]); /* rounding at the very end */
+            if (tok < 0) tok = (int32_t)a[m - 1]; /* rounding at the very end */
         }
     }
 

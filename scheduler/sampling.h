@@ -15,7 +15,8 @@
  *   6. otherwise probabilities softmax(logit / temperature); min_p keeps the tokens whose
  *      probability is at least min_p × the largest one; top_k keeps the k most likely of those
  *      (ties: lowest id first); top_p keeps the smallest set of the most likely remaining
- *      tokens whose renormalized mass reaches top_p; one token is drawn from what is kept.
+ *      tokens whose renormalized mass reaches top_p; one token is drawn from what is kept:
+ *      the first, in token id order, whose cumulative probability passes u × the kept mass.
  * A draw uses exactly one number from the sequence's own RNG (every generated token advances
  * it once, greedy ones included), seeded from the request's seed: a seeded request produces
  * the same tokens whatever else is in the batch, given the same logits. Sequence k of a

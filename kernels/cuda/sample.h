@@ -13,10 +13,8 @@
  *      mass; then one draw with the row's u: r = u × (mass kept), the token is the first kept
  *      one, IN TOKEN ID ORDER, whose running mass exceeds r (the last kept one if rounding
  *      leaves r out of reach).
- * The CPU sampler draws in id order when nothing truncates (top_k off, top_p 1; min_p may be
- * on), so there the two pick the same token for the same u, except where f32-vs-f64 rounding
- * moves r across a boundary. With top_k/top_p it walks its kept set in quickselect order: the
- * same distribution, but not the same token for a given u.
+ * The CPU sampler draws the same way (in id order over the same kept set), so the two pick the
+ * same token for the same u, except where f32-vs-f64 rounding moves r across a boundary.
  *
  * The random number: the host keeps each sequence's sl_rng (scheduler/sampling.c) and draws
  * exactly one number per generated token, greedy ones included, u = (sl_rng_u64 >> 11) · 2^-53

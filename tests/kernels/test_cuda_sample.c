@@ -1,6 +1,6 @@
 /* test_cuda_sample.c — sl_cuda_sample (kernels/cuda/sample.h) against a double-precision host
  * reference of the same rule (ref_sample below), against the CPU sampler itself
- * (scheduler/sampling.c: penalties, bias, greedy, the untruncated draw with the same u) and
+ * (scheduler/sampling.c: penalties, bias, greedy, the draw with the same u, truncated or not) and
  * against the exact truncated distribution (a chi-square test of 20k draws per setting).
  *
  * A draw may differ from the reference only where f32-vs-f64 rounding decides it: r within
@@ -490,7 +490,8 @@ static int adj_from_sampler(const sl_sampler *s, sl_cuda_sample_adj *out) {
 }
 
 /* One row per setting: the device and the CPU sampler with the same logits, history and u. */
-static void cpu_case(int V, int rows, float temp, float min_p, int decisive) {
+static void cpu_case(int V, int rows, float temp, float min_p, int top_k, float top_p,
+                     int decisive) {
     batch t;
     const int max_adj = 64;
     batch_alloc(&t, rows, V, rows * max_adj);
@@ -505,6 +506,8 @@ static void cpu_case(int V, int rows, float temp, float min_p, int decisive) {
         sl_sampling_params_defaults(&sp);
         sp.temperature = temp;
         sp.min_p = min_p;
+        sp.top_k = top_k;
+        sp.top_p = top_p;
         sp.max_tokens = 32;
         sp.repetition_penalty = b % 3 == 0 ? 1.0f : 1.3f;
         sp.frequency_penalty = b % 2 ? 0.4f : 0.0f;
@@ -529,8 +532,8 @@ static void cpu_case(int V, int rows, float temp, float min_p, int decisive) {
         }
         sl_sampler_accept(&s, s.h_tok[s.h_list[s.h_n - 1]]);
         sl_rng peek = s.rng;
-        t.rows[b] = (sl_cuda_sample_row){.u = u01(&peek), .temperature = temp, .top_p = 1.0f,
-                                         .min_p = min_p, .top_k = 0,
+        t.rows[b] = (sl_cuda_sample_row){.u = u01(&peek), .temperature = temp, .top_p = top_p,
+                                         .min_p = min_p, .top_k = top_k,
                                          .repetition_penalty = sp.repetition_penalty,
                                          .frequency_penalty = sp.frequency_penalty,
                                          .presence_penalty = sp.presence_penalty,
@@ -555,8 +558,8 @@ static void cpu_case(int V, int rows, float temp, float min_p, int decisive) {
         sl_sampler_deinit(&s);
     }
     char what[96];
-    snprintf(what, sizeof what, "cpu sampler V=%d T=%g min_p=%g%s", V, (double)temp,
-             (double)min_p, decisive ? " decisive" : "");
+    snprintf(what, sizeof what, "cpu sampler V=%d T=%g min_p=%g top_k=%d top_p=%g%s", V,
+             (double)temp, (double)min_p, top_k, (double)top_p, decisive ? " decisive" : "");
     batch_run(&t, what);
     batch_check(&t, what); /* the reference, and the adjusted logits */
     double *w = sl_xmalloc((size_t)V * sizeof(double));
@@ -584,9 +587,13 @@ static void cpu_case(int V, int rows, float temp, float min_p, int decisive) {
 }
 
 static void test_cpu_sampler(void) {
-    cpu_case(1000, 60, 0.0f, 0.0f, 1); /* greedy: the penalties decide */
-    cpu_case(1000, 200, 0.9f, 0.0f, 0);
-    cpu_case(3000, 100, 1.3f, 0.05f, 1);
+    cpu_case(1000, 60, 0.0f, 0.0f, 0, 1.0f, 1); /* greedy: the penalties decide */
+    cpu_case(1000, 200, 0.9f, 0.0f, 0, 1.0f, 0);
+    cpu_case(3000, 100, 1.3f, 0.05f, 0, 1.0f, 1);
+    /* truncated: both draw in token id order over the kept set */
+    cpu_case(1000, 200, 0.8f, 0.0f, 50, 0.95f, 0);
+    cpu_case(2000, 100, 1.1f, 0.02f, 0, 0.8f, 0);
+    cpu_case(1000, 100, 1.0f, 0.0f, 7, 1.0f, 1);
 }
 
 int main(void) {
