@@ -38,15 +38,11 @@ constexpr int QMM_U = 8;           /* 16-byte code loads in flight per lane */
 
 __host__ __device__ constexpr int ktile(bool q4) { return q4 ? 64 : 32; }
 
-__device__ __forceinline__ __half2 as_h2(uint32_t u) {
-    __half2_raw r;
-    r.x = (unsigned short)(u & 0xffffu);
-    r.y = (unsigned short)(u >> 16);
-    return __half2(r);
-}
-__device__ __forceinline__ uint32_t as_u32(__half2 h) {
-    const __half2_raw r = h;
-    return (uint32_t)r.x | (uint32_t)r.y << 16;
+/* c - bias on both 16-bit halves of a fragment register: a reinterpretation, no instructions
+ * (building a __half2 from its halves cost a shift and a byte permute per register) */
+__device__ __forceinline__ uint32_t hsub2_u32(uint32_t c, __half2 bias) {
+    const __half2 d = __hsub2(*reinterpret_cast<const __half2 *>(&c), bias);
+    return *reinterpret_cast<const uint32_t *>(&d);
 }
 
 /* Shared memory of one block, in bytes and in this order: x [TP][QMM_XS] halves; with offsets
@@ -86,11 +82,8 @@ __global__ void __launch_bounds__(QMM_THREADS)
     const int kt_begin = split * tiles_per_split;
     const int kt_end = min(k_tiles, kt_begin + tiles_per_split);
 
-    /* token rows past T stay zero */
-    for (int i = threadIdx.x; i < (TP - T) * QMM_XS; i += QMM_THREADS)
-        xs[T * QMM_XS + i] = __float2half_rn(0.0f);
-    if (OFFS)
-        for (int i = threadIdx.x; i < (TP - T) * XSUM; i += QMM_THREADS) xsum[T * XSUM + i] = 0.0f;
+    /* token rows past T are never written: an mma's output column depends on its own B column
+     * alone, so whatever they hold reaches only outputs that are not stored */
 
     const __half2 bias = Q4 ? (OFFS ? __float2half2_rn(1024.0f) : __float2half2_rn(1032.0f))
                             : __float2half2_rn(1152.0f);
@@ -166,17 +159,18 @@ __global__ void __launch_bounds__(QMM_THREADS)
                         a[3] = ((v1 >> 16) & 0xffu) | ((v1 >> 8) & 0xff0000u) | 0x64006400u;
                     }
 #pragma unroll
-                    for (int i = 0; i < 4; i++) a[i] = as_u32(__hsub2(as_h2(a[i]), bias));
+                    for (int i = 0; i < 4; i++) a[i] = hsub2_u32(a[i], bias);
                     const int gl = ((kcol >> group_log2) - g_first) * 16;
                     const float s0 = scl[gl + g], s1 = scl[gl + g + 8];
                     float o0 = 0.0f, o1 = 0.0f;
                     if (OFFS) o0 = ofl[gl + g], o1 = ofl[gl + g + 8];
 #pragma unroll
                     for (int n = 0; n < NT; n++) {
-                        const __half *xr = xs + (n * 8 + g) * QMM_XS + kl + 2 * t;
-                        uint32_t b[2];
-                        memcpy(&b[0], xr, 4);
-                        memcpy(&b[1], xr + 8, 4);
+                        /* two halves at an even index: one 32-bit load each (a memcpy of
+                         * halves made two 16-bit loads and a permute) */
+                        const uint32_t *xr = reinterpret_cast<const uint32_t *>(xs) +
+                                             ((n * 8 + g) * QMM_XS + kl) / 2 + t;
+                        const uint32_t b[2] = {xr[0], xr[4]};
                         float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                         sl_mma_m16n8k16_f16(d, a, b, d);
                         acc[n][0] += s0 * d[0];
