@@ -22,6 +22,10 @@ typedef struct sl_fwd_ws {
     int32_t *block_tables;                           /* [max_seqs][max_blocks] */
 } sl_fwd_ws;
 
+/* fake.c: the stand-in of sl_model_create_fake */
+void sl__fake_free(sl_model *m);
+int sl__fake_logits(const sl_model *m, const sl_batch *b, float *logits);
+
 static void ws_free(sl_model *m) {
     sl_fwd_ws *w = m->ws;
     if (!w) return;
@@ -54,6 +58,7 @@ void sl_model_free(sl_model *m) {
     if (m->tok_embd) be->weight_destroy(be, m->tok_embd);
     if (m->output_norm) be->free(be, m->output_norm);
     if (m->rope_freqs) be->free(be, m->rope_freqs);
+    sl__fake_free(m);
     sl_gguf_close(m->gguf);
     free(m);
 }
@@ -68,6 +73,7 @@ int sl_model_reserve(sl_model *m, int max_tokens, int max_seqs, int max_blocks, 
     w->max_seqs = max_seqs;
     w->max_blocks = max_blocks;
     w->max_logits = max_logits;
+    if (m->fake) return 0; /* it computes nothing: the limits are all it needs */
     size_t T = (size_t)max_tokens, f = sizeof(float), i = sizeof(int32_t);
     size_t QD = (size_t)hp->n_head * hp->head_dim, KD = (size_t)hp->n_head_kv * hp->head_dim;
     struct { void **p; size_t n; } req[] = {
@@ -140,6 +146,7 @@ int sl_forward(sl_model *m, sl_kv_cache *kv, const sl_batch *b, float *logits) {
         if (b->tokens[t] < 0 || b->tokens[t] >= hp->n_vocab || b->slot_mapping[t] < kv->block_size ||
             b->slot_mapping[t] >= n_slots)
             return SL_ERANGE;
+    if (m->fake) return sl__fake_logits(m, b, logits);
 
     be->upload(be, w->tokens, b->tokens, (size_t)T * 4);
     be->upload(be, w->pos, b->pos, (size_t)T * 4);

@@ -60,6 +60,7 @@ typedef struct sl_model {
     float *rope_freqs;           /* backend [n_rot/2] or NULL */
     sl_layer *layers;            /* [n_layer] */
     struct sl_fwd_ws *ws;        /* forward workspace, see sl_model_reserve */
+    struct sl_fake *fake;        /* the weightless stand-in of sl_model_create_fake, else NULL */
     char desc[128];              /* "llama 2 layers E=128 H=4 Hkv=2 Dk=32 F=256 V=512 Q4_K" */
 } sl_model;
 
@@ -72,6 +73,22 @@ int sl_model_load_gguf(sl_model **out, sl_gguf *g, sl_backend *be, const sl_mode
                        char err[SL_ERRMSG]);
 void sl_model_free(sl_model *m);
 const char *sl_arch_name(sl_arch a);
+
+/* A stand-in without weights, for measuring everything around the forward pass (HTTP, SSE,
+ * scheduling, sampling, detokenization): `sluice serve --fake-model`. It has no layers (its
+ * KV cache holds nothing) and sl_forward writes, for each logit row, a 0 everywhere and a
+ * peak of 50 at the next token of a fixed cycle: cycle[(pos + 1) % n], pos the position of
+ * the row's token. So the continuation is deterministic (greedy or sampled: the peak carries
+ * all but e^-50·V of the mass) and depends only on its position, at the cost of filling
+ * n_vocab floats per row. The cycle is every token of tok, in id order, that decodes on its
+ * own to printable ASCII and does not end generation, so the streamed text is plain.
+ * n_vocab is the larger of tok's and g's token_embd rows; n_ctx_train is g's
+ * <arch>.context_length, else 2048; bos/eos are tok's. be may be NULL: nothing is allocated
+ * on it. Takes ownership of g on success and on failure; tok is only read here.
+ * Errors: SL_EINVAL when no token of tok decodes to plain text. */
+struct sl_tok;
+int sl_model_create_fake(sl_model **out, sl_gguf *g, sl_backend *be, const struct sl_tok *tok,
+                         char err[SL_ERRMSG]);
 
 /* ---- paged KV cache ------------------------------------------------------------------ */
 typedef struct sl_kv_cache {

@@ -26,7 +26,7 @@
 typedef struct opts {
     const char *model, *host, *api_key, *name, *chat_template, *device, *quant, *log_level;
     int port, max_num_seqs, max_batched, max_model_len, block_size, max_queue, threads, seed, num_blocks,
-        no_prefix_cache, max_body, max_conns;
+        no_prefix_cache, max_body, max_conns, fake_model;
     float kv_space_gib, shutdown_timeout, header_timeout, keepalive_timeout;
 } opts;
 
@@ -76,16 +76,21 @@ static void load_work(uv_work_t *w) {
     sl_model_opts mo = {.quant_to = -1, .group = 32};
     if (o->quant && !strcmp(o->quant, "int8")) mo.quant_to = SL_WF_QW8;
     else if (o->quant && !strcmp(o->quant, "int4")) mo.quant_to = SL_WF_QW4;
-    s->be = sl_cpu_backend_create(o->threads);
-    rc = sl_model_load_gguf(&s->model, g, s->be, &mo, s->err);
+    if (o->fake_model) { /* the weights stay unread; the stand-in needs no backend */
+        rc = sl_model_create_fake(&s->model, g, NULL, s->tok, s->err);
+    } else {
+        s->be = sl_cpu_backend_create(o->threads);
+        rc = sl_model_load_gguf(&s->model, g, s->be, &mo, s->err);
+    }
     g = NULL;
     if (rc) goto fail;
     const sl_hparams *hp = &s->model->hp;
-    /* KV cache: f32 on the CPU, two tensors per layer */
+    /* KV cache: f32 on the CPU, two tensors per layer (none for the fake model) */
     size_t per_block = 2 * (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)hp->head_dim * (size_t)o->block_size *
                        sizeof(float);
     size_t budget = (size_t)((double)o->kv_space_gib * (double)(1ull << 30));
-    int fit = (int)(budget / per_block > (size_t)1 << 30 ? 1 << 30 : budget / per_block);
+    size_t fit_z = per_block ? budget / per_block : (size_t)1 << 30;
+    int fit = (int)(fit_z > (size_t)1 << 30 ? 1 << 30 : fit_z);
     int L = o->max_model_len > 0 ? o->max_model_len : (hp->n_ctx_train > 0 ? hp->n_ctx_train : 2048);
     int per_seq = (L + o->block_size - 1) / o->block_size;
     int nb = o->num_blocks;
@@ -226,7 +231,8 @@ int sl_cmd_serve(int argc, char **argv) {
     server *s = sl_xcalloc(1, sizeof *s);
     opts *o = &s->o;
     const cli_opt table[] = {
-        {"model", 'm', CLI_STR, NULL, "GGUF model file (required)", &o->model},
+        {"model", 'm', CLI_STR, NULL, "GGUF model file (required; with --fake-model only its tokenizer and chat template "
+                                      "are used)", &o->model},
         {"host", 0, CLI_STR, "127.0.0.1", "address to listen on (0.0.0.0 or :: for every interface)", &o->host},
         {"port", 'p', CLI_INT, "8000", "TCP port (0: any free port, printed at start)", &o->port},
         {"api-key", 0, CLI_STR, NULL, "require 'Authorization: Bearer KEY' on every route but /health", &o->api_key},
@@ -242,7 +248,8 @@ int sl_cmd_serve(int argc, char **argv) {
         {"chat-template", 0, CLI_STR, NULL, "chat template instead of the model's: a built-in name (llama3, chatml, ...) "
                                             "or Jinja source", &o->chat_template},
         {"threads", 0, CLI_INT, "0", "CPU threads (0: all cores)", &o->threads},
-        {"device", 0, CLI_STR, "cpu", "where the model runs: cpu (the CUDA backend is not wired yet)", &o->device},
+        {"device", 0, CLI_STR, "cpu", "where the model runs: cpu, or cuda (refused for now: the CUDA model backend is not "
+                                      "implemented yet)", &o->device},
         {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &o->quant},
         {"kv-cache-space", 0, CLI_FLOAT, "4", "KV cache memory in GiB (like vLLM's VLLM_CPU_KVCACHE_SPACE)",
          &o->kv_space_gib},
@@ -257,6 +264,10 @@ int sl_cmd_serve(int argc, char **argv) {
         {"max-body-size", 0, CLI_INT, "33554432", "request body bytes at most: 413", &o->max_body},
         {"max-connections", 0, CLI_INT, "4096", "open connections at most: 503", &o->max_conns},
         {"log-level", 0, CLI_STR, "info", "debug, info, warn or error", &o->log_level},
+        {"fake-model", 0, CLI_BOOL, NULL, "benchmarking aid: load no weights and run a stand-in whose forward pass costs "
+                                          "next to nothing and emits a fixed cycle of plain tokens, so that throughput "
+                                          "measures the server itself (HTTP, SSE, scheduling, sampling, detokenizing)",
+         &o->fake_model},
     };
     int rc = cli_parse("serve", table, sizeof table / sizeof table[0], argc, argv);
     if (rc) {
@@ -269,7 +280,10 @@ int sl_cmd_serve(int argc, char **argv) {
         if (!strcasecmp(o->log_level, levels[i])) lvl = i;
     const char *bad = !o->model                                         ? "--model is required"
                       : lvl < 0                                         ? "--log-level must be debug, info, warn or error"
-                      : strcmp(o->device, "cpu")                        ? "--device: only cpu is available in this build"
+                      : !strcasecmp(o->device, "cuda")
+                          ? "--device cuda: the CUDA model backend is not implemented yet (the CUDA kernels exist but are "
+                            "not wired into the model); use --device cpu"
+                      : strcasecmp(o->device, "cpu")                    ? "--device must be cpu or cuda"
                       : o->port < 0 || o->port > 65535                  ? "--port must be in 0..65535"
                       : o->max_num_seqs < 1 || o->max_batched < 1       ? "--max-num-seqs and --max-num-batched-tokens must be >= 1"
                       : o->block_size < 1 || o->block_size > 1024       ? "--block-size must be in 1..1024"
