@@ -79,13 +79,14 @@ static void load_work(uv_work_t *w) {
     if (o->fake_model) { /* the weights stay unread; the stand-in needs no backend */
         rc = sl_model_create_fake(&s->model, g, NULL, s->tok, s->err);
     } else {
-        s->be = sl_cpu_backend_create(o->threads);
-        rc = sl_model_load_gguf(&s->model, g, s->be, &mo, s->err);
+        s->be = sl_device_backend(o->device, o->threads);
+        rc = s->be ? sl_model_load_gguf(&s->model, g, s->be, &mo, s->err)
+                   : sl_fail(s->err, SL_EIO, "--device %s: the backend could not be created", o->device);
     }
     g = NULL;
     if (rc) goto fail;
     const sl_hparams *hp = &s->model->hp;
-    /* KV cache: f32 on the CPU, two tensors per layer (none for the fake model) */
+    /* KV cache: f32 on either backend, two tensors per layer (none for the fake model) */
     size_t per_block = 2 * (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)hp->head_dim * (size_t)o->block_size *
                        sizeof(float);
     size_t budget = (size_t)((double)o->kv_space_gib * (double)(1ull << 30));
@@ -248,8 +249,8 @@ int sl_cmd_serve(int argc, char **argv) {
         {"chat-template", 0, CLI_STR, NULL, "chat template instead of the model's: a built-in name (llama3, chatml, ...) "
                                             "or Jinja source", &o->chat_template},
         {"threads", 0, CLI_INT, "0", "CPU threads (0: all cores)", &o->threads},
-        {"device", 0, CLI_STR, "cpu", "where the model runs: cpu, or cuda (refused for now: the CUDA model backend is not "
-                                      "implemented yet)", &o->device},
+        {"device", 0, CLI_STR, "cpu", "where the model runs: cpu, or cuda (the first GPU; builds with nvcc only)",
+         &o->device},
         {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &o->quant},
         {"kv-cache-space", 0, CLI_FLOAT, "4", "KV cache memory in GiB (like vLLM's VLLM_CPU_KVCACHE_SPACE)",
          &o->kv_space_gib},
@@ -280,10 +281,6 @@ int sl_cmd_serve(int argc, char **argv) {
         if (!strcasecmp(o->log_level, levels[i])) lvl = i;
     const char *bad = !o->model                                         ? "--model is required"
                       : lvl < 0                                         ? "--log-level must be debug, info, warn or error"
-                      : !strcasecmp(o->device, "cuda")
-                          ? "--device cuda: the CUDA model backend is not implemented yet (the CUDA kernels exist but are "
-                            "not wired into the model); use --device cpu"
-                      : strcasecmp(o->device, "cpu")                    ? "--device must be cpu or cuda"
                       : o->port < 0 || o->port > 65535                  ? "--port must be in 0..65535"
                       : o->max_num_seqs < 1 || o->max_batched < 1       ? "--max-num-seqs and --max-num-batched-tokens must be >= 1"
                       : o->block_size < 1 || o->block_size > 1024       ? "--block-size must be in 1..1024"
@@ -299,6 +296,10 @@ int sl_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "sluice serve: %s\n", bad);
         free(s);
         return 2;
+    }
+    if ((rc = sl_device_check("serve", o->device))) {
+        free(s);
+        return rc;
     }
     sl_log_level_current = lvl;
     char *name = o->name ? NULL : default_name(o->model);

@@ -12,4 +12,11 @@ int sl_cmd_bench(int argc, char **argv);
 int sl_cmd_bench_serve(int argc, char **argv); /* `bench serve`, dispatched by sl_cmd_bench */
 int sl_cmd_serve(int argc, char **argv);
 
+/* `--device cpu|cuda` (device.c): sl_device_check returns 0 when the device can be used, else
+ * prints why (an unknown name, a build without CUDA, no CUDA device) and returns 2;
+ * sl_device_backend creates its backend (threads: the CPU backend's), NULL if that fails. */
+struct sl_backend;
+int sl_device_check(const char *cmd, const char *device);
+struct sl_backend *sl_device_backend(const char *device, int threads);
+
 #endif

@@ -1,0 +1,485 @@
+/* backend.cu — the CUDA backend (cuda_backend.h): sl_backend's op table over the kernels of this
+ * directory, and the few small kernels no other file has: add, add_bias, gather_rows, the
+ * embedding gather from the tiled QW layout of matmul.h, and two conversions (QW dequantized
+ * to f16 at load, activations rounded to bf16 for BF16 weights).
+ *
+ * The extra kernels follow the three layers of every .cu (kernel, launcher, entry), their
+ * entries being the ops themselves.
+ */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdio.h>
+
+#include <map>
+
+#include "attention.h"
+#include "common.cuh"
+#include "cuda_backend.h"
+#include "matmul.h"
+#include "ops.h"
+
+/* The error codes of base/base.h, a C11 header whose one C-only keyword gets its C++ spelling
+ * here. Only declarations are used: sluice_cuda links below the library that holds base.c (as
+ * weight.cu notes), so nothing of base.c is called, and the one warning this file prints goes
+ * to stderr in sl__log's format. */
+#define _Noreturn [[noreturn]]
+#include "../../base/base.h"
+#undef _Noreturn
+
+#define SL_BLAS_CHECK(call)                                                                      \
+    do {                                                                                         \
+        cublasStatus_t st_ = (call);                                                             \
+        if (st_ != CUBLAS_STATUS_SUCCESS)                                                        \
+            sl__cuda_fail(#call " == CUBLAS_STATUS_SUCCESS", -1, __func__, __FILE__, __LINE__);  \
+    } while (0)
+
+/* A weight in its physical layout: the tiled QW matrix, or a dense [rows][cols] device copy. */
+struct sl_bweight {
+    bool qmat;        /* true: q; false: d (fmt F32, F16 or BF16) */
+    sl_cuda_qmat q;   /* device, matmul.h layout */
+    sl_cuda_weight d; /* device, [rows][cols] in d.fmt */
+};
+
+namespace {
+
+constexpr int THREADS = 256;
+constexpr int MAX_BLOCKS = 1024;
+constexpr int MAX_SLICES = 16; /* blocks per row of the row gathers */
+constexpr int MAX_HEAD_DIM = 256; /* attention.h: 64, 128 or 256 */
+
+struct cuda_be {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;         /* F32 and BF16 matmuls (F16 uses gemm_f16.cu's) */
+    void *attn_ws;               /* device, attention split-K workspace */
+    size_t attn_ws_bytes;
+    __nv_bfloat16 *x16;          /* device, [x16_n] activations rounded for BF16 weights */
+    size_t x16_n;
+    std::map<uintptr_t, size_t> allocs; /* every buffer of alloc: start → bytes */
+    bool warned_group;
+};
+
+cuda_be *impl(sl_backend *be) { return static_cast<cuda_be *>(be->impl); }
+
+unsigned grid_for(int64_t n) { return (unsigned)sl_min64(MAX_BLOCKS, sl_div_up(n, THREADS)); }
+
+/* sl__log's line format (base.c is out of reach, see above) */
+#define WARN(fmt, ...) fprintf(stderr, "sluice warn [cuda] " fmt "\n", __VA_ARGS__)
+
+/* ---- kernels -------------------------------------------------------------------------- */
+
+#define GRID_STRIDE(i, n)                                                                        \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                    \
+         i += (int64_t)gridDim.x * blockDim.x)
+
+/* x[n] += y[n]: one f32 add per element, as the CPU backend (bit-identical) */
+__global__ void add_kernel(float *x, const float *y, int64_t n) {
+    GRID_STRIDE(i, n) x[i] += y[i];
+}
+
+/* x[T][N] += b[N] over the flat index */
+__global__ void add_bias_kernel(float *x, const float *__restrict__ b, int64_t n, int64_t N) {
+    GRID_STRIDE(i, n) x[i] += b[i % N];
+}
+
+/* y[i][D] = x[idx[i]][D]; blockIdx.x the row, blockIdx.y a slice of it */
+__global__ void gather_rows_kernel(const float *__restrict__ x, const int32_t *__restrict__ idx,
+                                   float *__restrict__ y, int64_t D) {
+    const int64_t i = blockIdx.x;
+    const int32_t r = idx[i];
+    if (r < 0) __trap(); /* a programming error, as the CPU backend's SL_CHECK */
+    for (int64_t j = (int64_t)blockIdx.y * blockDim.x + threadIdx.x; j < D;
+         j += (int64_t)gridDim.y * blockDim.x)
+        y[i * D + j] = x[(int64_t)r * D + j];
+}
+
+/* s·c (+ o), the multiply and the add rounded separately: sl_qw_dequant_row's arithmetic */
+__device__ __forceinline__ float dequant(float s, float c, const float *o, int64_t at) {
+    const float v = __fmul_rn(s, c);
+    return o ? __fadd_rn(v, o[at]) : v;
+}
+
+/* Row tok[t] of a tiled QW matrix (matmul.h), dequantized exactly as sl_qw_dequant_row:
+ * blockIdx.x the token, blockIdx.y a slice of the row. The inverse of qmm.cu's tile_pos. */
+template <bool Q4>
+__global__ void embed_qmat_kernel(const uint8_t *__restrict__ codes,
+                                  const float *__restrict__ scales,
+                                  const float *__restrict__ offsets, int64_t rows, int64_t cols,
+                                  int64_t k_tiles, int64_t g_pad, int group,
+                                  const int32_t *__restrict__ tok, float *__restrict__ y) {
+    constexpr int KT = Q4 ? 64 : 32;
+    const int64_t t = blockIdx.x;
+    const int64_t r = tok[t];
+    if (r < 0 || r >= rows) __trap();
+    const int64_t rt = r / 16;
+    const int rr = (int)(r % 16);
+    for (int64_t c = (int64_t)blockIdx.y * blockDim.x + threadIdx.x; c < cols;
+         c += (int64_t)gridDim.y * blockDim.x) {
+        const int cc = (int)(c % KT), s = cc / 16, c16 = cc % 16;
+        const int v = (c16 >= 8 ? 4 : 0) + (rr >= 8 ? 2 : 0) + c16 % 2; /* fragment order */
+        const int lane = 4 * (rr % 8) + (c16 % 8) / 2;
+        const uint8_t *lb = codes + ((size_t)rt * k_tiles + c / KT) * 512 + lane * 16;
+        float code;
+        if (Q4) {
+            const int j = s * 8 + v / 2 + (v % 2) * 4; /* nibble j: word j / 8, nibble j % 8 */
+            const int nib = j % 8;
+            const unsigned q = (lb[(j / 8) * 4 + nib / 2] >> (4 * (nib % 2))) & 15;
+            code = (float)(offsets ? (int)q : (int)q - 8);
+        } else {
+            code = (float)((int)lb[s * 8 + v] - 128);
+        }
+        const int64_t at = ((int64_t)rt * g_pad + c / group) * 16 + rr;
+        y[t * cols + c] = dequant(scales[at], code, offsets, at);
+    }
+}
+
+/* The logical QW weight w (device copy, qw.h layout) dequantized and rounded to f16 */
+template <bool Q4>
+__global__ void dequant_f16_kernel(const void *__restrict__ codes,
+                                   const float *__restrict__ scales,
+                                   const float *__restrict__ offsets, int64_t cols, int group,
+                                   __half *__restrict__ out, int64_t n) {
+    GRID_STRIDE(i, n) {
+        const int64_t r = i / cols, c = i % cols;
+        float code;
+        if (Q4) {
+            const uint8_t b = static_cast<const uint8_t *>(codes)[r * (cols / 2) + c / 2];
+            const int q = c % 2 ? b >> 4 : b & 15;
+            code = (float)(offsets ? q : q - 8);
+        } else {
+            code = (float)static_cast<const int8_t *>(codes)[i];
+        }
+        const int64_t at = r * (cols / group) + c / group;
+        out[i] = __float2half_rn(dequant(scales[at], code, offsets, at));
+    }
+}
+
+__global__ void to_bf16_kernel(const float *__restrict__ x, __nv_bfloat16 *__restrict__ y,
+                               int64_t n) {
+    GRID_STRIDE(i, n) y[i] = __float2bfloat16_rn(x[i]);
+}
+
+/* ---- memory --------------------------------------------------------------------------- */
+
+void *cb_alloc(sl_backend *be, size_t bytes) {
+    void *p = sl_cuda_malloc(bytes ? bytes : 1); /* as the CPU backend, 0 bytes is a buffer */
+    if (p) impl(be)->allocs[(uintptr_t)p] = bytes ? bytes : 1;
+    return p;
+}
+
+void cb_free(sl_backend *be, void *p) {
+    if (!p) return;
+    SL_CUDA_REQUIRE(impl(be)->allocs.erase((uintptr_t)p) == 1); /* one of this backend's */
+    sl_cuda_free(p);
+}
+
+void cb_upload(sl_backend *be, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    SL_CUDA_CHECK(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, impl(be)->stream));
+}
+
+void cb_download(sl_backend *be, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    SL_CUDA_CHECK(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, impl(be)->stream));
+    SL_CUDA_CHECK(cudaStreamSynchronize(impl(be)->stream));
+}
+
+void cb_sync(sl_backend *be) { SL_CUDA_CHECK(cudaStreamSynchronize(impl(be)->stream)); }
+
+/* Rows of `row_bytes` bytes from p to the end of the backend buffer that holds p. */
+int64_t rows_left(cuda_be *c, const void *p, int64_t row_bytes) {
+    auto it = c->allocs.upper_bound((uintptr_t)p);
+    SL_CUDA_REQUIRE(it != c->allocs.begin()); /* p lies in a buffer of this backend */
+    --it;
+    const uintptr_t end = it->first + it->second;
+    SL_CUDA_REQUIRE((uintptr_t)p < end);
+    return (int64_t)((end - (uintptr_t)p) / (uintptr_t)row_bytes);
+}
+
+/* ---- weights -------------------------------------------------------------------------- */
+
+/* A QW weight whose group the tiled layout cannot hold, dequantized to f16 on the device. */
+int dequant_to_f16(cuda_be *c, const sl_qw *w, sl_cuda_weight *out) {
+    if (!c->warned_group) {
+        c->warned_group = true;
+        WARN("QW group %d is not a power of 2 of at least 16: such weights are dequantized to "
+             "F16 at load (2 bytes per weight, weights rounded to f16)",
+             (int)w->group);
+    }
+    sl_cuda_weight logical;
+    if (sl_cuda_weight_init(&logical, w) != 0) return SL_ENOMEM;
+    const int64_t n = w->rows * w->cols;
+    *out = sl_cuda_weight{};
+    out->fmt = SL_WF_F16;
+    out->rows = w->rows;
+    out->cols = w->cols;
+    out->data = sl_cuda_malloc((size_t)n * sizeof(__half));
+    if (!out->data) {
+        sl_cuda_weight_deinit(&logical);
+        return SL_ENOMEM;
+    }
+    __half *h = static_cast<__half *>(out->data);
+    if (w->fmt == SL_WF_QW4)
+        SL_LAUNCH(dequant_f16_kernel<true>, grid_for(n), THREADS, 0, c->stream, logical.codes,
+                  logical.scales, logical.offsets, w->cols, (int)w->group, h, n);
+    else
+        SL_LAUNCH(dequant_f16_kernel<false>, grid_for(n), THREADS, 0, c->stream, logical.codes,
+                  logical.scales, logical.offsets, w->cols, (int)w->group, h, n);
+    SL_CUDA_CHECK(cudaGetLastError());
+    SL_CUDA_CHECK(cudaStreamSynchronize(c->stream)); /* before the logical copy goes */
+    sl_cuda_weight_deinit(&logical);
+    return 0;
+}
+
+int cb_weight_create(sl_backend *be, const sl_qw *w, int alias, sl_bweight **out) {
+    (void)alias; /* device memory can alias nothing of the host's */
+    SL_CUDA_REQUIRE(w && out && (unsigned)w->fmt <= SL_WF_QW4 && w->rows > 0 && w->cols > 0);
+    const bool quant = w->fmt == SL_WF_QW8 || w->fmt == SL_WF_QW4;
+    if (quant) {
+        SL_CUDA_REQUIRE(w->codes && w->scales && w->group > 0 && w->cols % w->group == 0);
+        SL_CUDA_REQUIRE(w->fmt == SL_WF_QW8 || w->cols % 2 == 0);
+    } else {
+        SL_CUDA_REQUIRE(w->data);
+    }
+    SL_CUDA_REQUIRE(w->rows <= INT32_MAX && w->cols <= INT32_MAX); /* cuBLAS dimensions */
+    *out = nullptr;
+    sl_bweight *b = new sl_bweight{};
+    int rc = 0;
+    const bool tiled = quant && w->group >= 16 && (w->group & (w->group - 1)) == 0;
+    if (tiled) {
+        b->qmat = true;
+        const int r = sl_cuda_qmat_init(&b->q, w);
+        rc = r == 0 ? 0 : r == -2 ? SL_ENOMEM : SL_EUNSUPPORTED;
+    } else if (quant) {
+        rc = dequant_to_f16(impl(be), w, &b->d);
+    } else {
+        rc = sl_cuda_weight_init(&b->d, w) == 0 ? 0 : SL_ENOMEM;
+    }
+    if (rc) {
+        delete b;
+        return rc;
+    }
+    *out = b;
+    return 0;
+}
+
+void cb_weight_destroy(sl_backend *be, sl_bweight *w) {
+    (void)be;
+    if (!w) return;
+    if (w->qmat) sl_cuda_qmat_deinit(&w->q);
+    else sl_cuda_weight_deinit(&w->d);
+    delete w;
+}
+
+/* ---- matmul --------------------------------------------------------------------------- */
+
+/* y[T][N] = x[T][K] · Wᵀ through cuBLAS, W [N][K] of type `wt`, x of type `wt` (f32 or bf16);
+ * column-major view: Yᵀ (N×T) = W (K×N, transposed) · Xᵀ (K×T) */
+void blas_gemm(cuda_be *c, const void *w, cudaDataType wt, const void *x, float *y, int T,
+               int64_t N, int64_t K) {
+    const float one = 1.0f, zero = 0.0f;
+    if (wt == CUDA_R_32F)
+        SL_BLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, T, (int)K, &one,
+                                  static_cast<const float *>(w), (int)K,
+                                  static_cast<const float *>(x), (int)K, &zero, y, (int)N));
+    else
+        SL_BLAS_CHECK(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, T, (int)K, &one, w,
+                                   wt, (int)K, x, wt, (int)K, &zero, y, CUDA_R_32F, (int)N,
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void cb_matmul(sl_backend *be, const sl_bweight *w, const float *x, float *y, int T) {
+    SL_CUDA_REQUIRE(w && x && y && T >= 0);
+    if (T == 0) return;
+    cuda_be *c = impl(be);
+    if (w->qmat) {
+        sl_cuda_qmm(&w->q, x, y, T, c->stream);
+        return;
+    }
+    const sl_cuda_weight &d = w->d;
+    switch (d.fmt) {
+    case SL_WF_F16:
+        sl_cuda_matmul_f16(static_cast<const uint16_t *>(d.data), x, y, T, d.rows, d.cols,
+                           c->stream);
+        return;
+    case SL_WF_F32: blas_gemm(c, d.data, CUDA_R_32F, x, y, T, d.rows, d.cols); return;
+    case SL_WF_BF16: {
+        const int64_t n = (int64_t)T * d.cols;
+        if ((size_t)n > c->x16_n) { /* grows on first need, as the other launchers' staging */
+            SL_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+            SL_CUDA_CHECK(cudaFree(c->x16));
+            c->x16 = nullptr, c->x16_n = 0;
+            SL_CUDA_CHECK(cudaMalloc(&c->x16, (size_t)n * sizeof(__nv_bfloat16)));
+            c->x16_n = (size_t)n;
+        }
+        SL_LAUNCH(to_bf16_kernel, grid_for(n), THREADS, 0, c->stream, x, c->x16, n);
+        SL_CUDA_CHECK(cudaGetLastError());
+        blas_gemm(c, d.data, CUDA_R_16BF, c->x16, y, T, d.rows, d.cols);
+        return;
+    }
+    default: break;
+    }
+    SL_CUDA_REQUIRE(!"weight format without a matmul");
+}
+
+/* ---- elementwise and gathers ------------------------------------------------------------ */
+
+void cb_rmsnorm(sl_backend *be, const float *x, const float *g, float *y, int T, int D,
+                float eps) {
+    sl_cuda_rmsnorm(x, g, y, T, D, eps, impl(be)->stream);
+}
+
+void cb_add(sl_backend *be, float *x, const float *y, int64_t n) {
+    SL_CUDA_REQUIRE(x && y && n >= 0);
+    if (n == 0) return;
+    SL_LAUNCH(add_kernel, grid_for(n), THREADS, 0, impl(be)->stream, x, y, n);
+    SL_CUDA_CHECK(cudaGetLastError());
+}
+
+void cb_add_bias(sl_backend *be, float *x, const float *b, int T, int N) {
+    SL_CUDA_REQUIRE(x && b && T >= 0 && N >= 0);
+    const int64_t n = (int64_t)T * N;
+    if (n == 0) return;
+    SL_LAUNCH(add_bias_kernel, grid_for(n), THREADS, 0, impl(be)->stream, x, b, n, (int64_t)N);
+    SL_CUDA_CHECK(cudaGetLastError());
+}
+
+void cb_rope(sl_backend *be, float *x, const int32_t *pos, int T, int H, int head_dim,
+             const sl_rope_params *rp) {
+    SL_CUDA_REQUIRE(rp && T >= 0);
+    if (T == 0 || rp->n_rot == 0) return;
+    sl_cuda_rope(x, pos, T, H, head_dim, rp, impl(be)->stream);
+}
+
+void cb_swiglu(sl_backend *be, const float *g, const float *u, float *y, int64_t n) {
+    sl_cuda_swiglu(g, u, y, n, impl(be)->stream);
+}
+
+void cb_embed(sl_backend *be, const sl_bweight *table, const int32_t *tok, float *y, int T) {
+    SL_CUDA_REQUIRE(table && tok && y && T >= 0);
+    if (T == 0) return;
+    cudaStream_t st = impl(be)->stream;
+    if (!table->qmat) {
+        sl_cuda_embed(&table->d, tok, y, T, st);
+        return;
+    }
+    const sl_cuda_qmat &q = table->q;
+    const unsigned threads = (unsigned)sl_min64(THREADS, sl_div_up(q.cols, 32) * 32);
+    const dim3 grid((unsigned)T, (unsigned)sl_min64(MAX_SLICES, sl_div_up(q.cols, threads)));
+    const uint8_t *codes = static_cast<const uint8_t *>(q.codes);
+    if (q.fmt == SL_WF_QW4)
+        SL_LAUNCH(embed_qmat_kernel<true>, grid, threads, 0, st, codes, q.scales, q.offsets,
+                  q.rows, q.cols, q.k_tiles, q.g_pad, (int)q.group, tok, y);
+    else
+        SL_LAUNCH(embed_qmat_kernel<false>, grid, threads, 0, st, codes, q.scales, q.offsets,
+                  q.rows, q.cols, q.k_tiles, q.g_pad, (int)q.group, tok, y);
+    SL_CUDA_CHECK(cudaGetLastError());
+}
+
+void cb_kv_write(sl_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
+                 const int32_t *slot_mapping, int T, int kv_dim) {
+    sl_cuda_kv_write(k_cache, v_cache, k, v, slot_mapping, T, kv_dim, impl(be)->stream);
+}
+
+void cb_gather_rows(sl_backend *be, const float *x, const int32_t *idx, float *y, int n, int D) {
+    SL_CUDA_REQUIRE(x && idx && y && n >= 0 && D >= 0);
+    if (n == 0 || D == 0) return;
+    const unsigned threads = (unsigned)sl_min64(THREADS, sl_div_up(D, 32) * 32);
+    const dim3 grid((unsigned)n, (unsigned)sl_min64(MAX_SLICES, sl_div_up(D, threads)));
+    SL_LAUNCH(gather_rows_kernel, grid, threads, 0, impl(be)->stream, x, idx, y, (int64_t)D);
+    SL_CUDA_CHECK(cudaGetLastError());
+}
+
+void cb_attention(sl_backend *be, const float *q, const float *k_cache, const float *v_cache,
+                  float *out, const sl_attn_batch *b, int H, int Hkv, int head_dim,
+                  int block_size, float scale) {
+    SL_CUDA_REQUIRE(q && out && b && H > 0 && head_dim > 0 && block_size > 0);
+    cuda_be *c = impl(be);
+    /* the bounds backend.h does not pass (see cuda_backend.h): q's and out's rows as allocated,
+     * and the longest context a block table row can hold */
+    const int64_t row = (int64_t)H * head_dim * (int64_t)sizeof(float);
+    const int64_t n_tok = sl_min64(rows_left(c, q, row), rows_left(c, out, row));
+    const int64_t max_ctx = (int64_t)b->max_blocks * block_size;
+    sl_cuda_attention(q, k_cache, v_cache, out, b, (int)sl_min64(n_tok, INT32_MAX),
+                      (int)sl_min64(max_ctx, INT32_MAX), H, Hkv, head_dim, block_size, scale,
+                      c->attn_ws, c->attn_ws_bytes, c->stream);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+void cb_destroy(sl_backend *be) {
+    if (!be) return;
+    cuda_be *c = impl(be);
+    if (c->stream) SL_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    if (!c->allocs.empty())
+        WARN("destroyed with %zu buffers still allocated (leaked by the caller)",
+             c->allocs.size());
+    SL_CUDA_CHECK(cudaFree(c->attn_ws));
+    SL_CUDA_CHECK(cudaFree(c->x16));
+    if (c->blas) SL_BLAS_CHECK(cublasDestroy(c->blas));
+    if (c->stream) SL_CUDA_CHECK(cudaStreamDestroy(c->stream));
+    delete c;
+    delete be;
+}
+
+} // namespace
+
+extern "C" sl_backend *sl_cuda_backend_create(int device) {
+    const int n = sl_cuda_device_count();
+    if (device < 0 || device >= n) {
+        fprintf(stderr, "sluice error [cuda] no CUDA device %d (%d found)\n", device, n);
+        return nullptr;
+    }
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        fprintf(stderr, "sluice error [cuda] cannot use CUDA device %d: %s\n", device,
+                cudaGetErrorString(e));
+        return nullptr;
+    }
+    sl_backend *be = new sl_backend{};
+    cuda_be *c = new cuda_be{};
+    be->impl = c;
+    c->device = device;
+    const char *what = "a stream";
+    if (cudaStreamCreate(&c->stream) != cudaSuccess) goto fail;
+    what = "a cuBLAS handle";
+    if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
+        c->blas = nullptr;
+        goto fail;
+    }
+    SL_BLAS_CHECK(cublasSetStream(c->blas, c->stream));
+    what = "the attention workspace";
+    c->attn_ws_bytes = sl_cuda_attention_workspace_bytes(MAX_HEAD_DIM);
+    c->attn_ws = sl_cuda_malloc(c->attn_ws_bytes);
+    if (!c->attn_ws) goto fail;
+
+    be->name = "cuda";
+    be->destroy = cb_destroy;
+    be->alloc = cb_alloc;
+    be->free = cb_free;
+    be->upload = cb_upload;
+    be->download = cb_download;
+    be->sync = cb_sync;
+    be->weight_create = cb_weight_create;
+    be->weight_destroy = cb_weight_destroy;
+    be->matmul = cb_matmul;
+    be->rmsnorm = cb_rmsnorm;
+    be->add = cb_add;
+    be->add_bias = cb_add_bias;
+    be->rope = cb_rope;
+    be->swiglu = cb_swiglu;
+    be->embed = cb_embed;
+    be->kv_write = cb_kv_write;
+    be->attention = cb_attention;
+    be->gather_rows = cb_gather_rows;
+    return be;
+fail:
+    cudaGetLastError();
+    fprintf(stderr, "sluice error [cuda] device %d: cannot create %s\n", device, what);
+    cb_destroy(be);
+    return nullptr;
+}

@@ -1,0 +1,63 @@
+/* cuda_backend.h — the CUDA implementation of sl_backend (kernels/backend.h), backend.cu.
+ *
+ * Every op of backend.h over the kernels of this directory, on one CUDA stream of its own
+ * (created blocking, so it stays ordered with the default-stream copies of cuda.h); buffers are
+ * device memory from cudaMalloc. Ops are enqueued and return before the work is done, except:
+ *   - upload returns once src may be reused (pageable host memory, which the driver stages;
+ *     this backend hands out no pinned memory);
+ *   - download returns with the bytes in dst (it waits for the stream);
+ *   - free and weight_destroy (cudaFree) wait for the device.
+ * Host-side arguments: the sl_attn_batch struct and the sl_rope_params struct are host memory
+ * read during the call; every array they point at (q_start, q_len, ctx_len, block_tables,
+ * rope freqs) and every other pointer an op takes is a backend buffer (device memory).
+ *
+ * Weights (weight_create; `alias` is ignored: weights are always copied to the device):
+ *   QW8/QW4, group a power of 2 >= 16  → sl_cuda_qmat (matmul.h), matmul by sl_cuda_qmm:
+ *       activations rounded to f16 (each product within 2^-11 relative of the f32 one);
+ *       more than SL_QMM_MAX_T (16) tokens run in launches of 16: correct but slow for a
+ *       prefill (a tensor-core GEMM for large T is still to come). The embedding gather reads
+ *       the tiled layout directly (no second, logical copy of the table is kept).
+ *   QW8/QW4, any other group           → dequantized on the device to F16 at load (one
+ *       warning per backend), then as F16: weights rounded to f16 as well as activations.
+ *   F16                                 → device copy, cuBLAS GemmEx f16 × f16 → f32
+ *       (sl_cuda_matmul_f16): activations rounded to f16, f32 accumulation.
+ *   BF16                                → device copy, cuBLAS GemmEx bf16 × bf16 → f32:
+ *       activations rounded to bf16 (each product within 2^-8 relative), f32 accumulation;
+ *       2 bytes per weight as on disk.
+ *   F32                                 → device copy, cublasSgemm: f32 throughout (the tight
+ *       reference path; F32 models are test twins, so 4 bytes per weight is acceptable).
+ * Embedding gathers (embed) are exact for every format (bit-identical to the CPU backend),
+ * except the dequantized-to-F16 fallback (its rows are the f16-rounded weights).
+ *
+ * Attention (sl_cuda_attention, f32 cache as backend.h lays it out) needs two host-side bounds
+ * the backend interface does not carry: the rows of q (n_tok) and the longest context
+ * (max_ctx). It uses sound ones: n_tok = the rows of q's allocation from q on (the backend
+ * records the size of every buffer it hands out; the forward workspace holds max_tokens rows),
+ * max_ctx = max_blocks · block_size. Both are correct for any batch but cost speed: the grid
+ * has max_tokens rows (the extra blocks find no sequence and exit) and the split-K heuristic
+ * sees the longest possible context. Adding n_tokens and max_ctx to sl_attn_batch removes both.
+ * The split-K workspace belongs to the backend (sized at creation for head_dim 256). Head sizes
+ * are those of attention.h, 64, 128 or 256: another one aborts at the model's first forward
+ * (the loader does not ask the backend what it supports).
+ *
+ * Not thread-safe: one thread drives it (as every backend). Only one CUDA backend per process:
+ * the matmul launchers keep process-wide staging buffers (matmul.h).
+ */
+#ifndef SL_CUDA_BACKEND_H
+#define SL_CUDA_BACKEND_H
+
+#include "../backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A backend on CUDA device `device`, or NULL (after a message on stderr) when there is no such
+ * device (no driver, no GPU, an index out of range) or it cannot be set up. Free it with
+ * be->destroy(be), after every buffer and weight made on it. */
+sl_backend *sl_cuda_backend_create(int device);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

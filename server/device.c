@@ -1,0 +1,39 @@
+/* device.c — the backend a command runs its model on (`--device cpu|cuda`). */
+#include <stdio.h>
+#include <strings.h>
+
+#include "../kernels/cpu/cpu.h"
+#include "commands.h"
+#ifdef SL_HAVE_CUDA
+#include "../kernels/cuda/cuda.h"
+#include "../kernels/cuda/cuda_backend.h"
+#endif
+
+int sl_device_check(const char *cmd, const char *device) {
+    if (!strcasecmp(device, "cpu")) return 0;
+    if (strcasecmp(device, "cuda")) {
+        fprintf(stderr, "sluice %s: --device must be cpu or cuda, got '%s'\n", cmd, device);
+        return 2;
+    }
+#ifdef SL_HAVE_CUDA
+    if (sl_cuda_device_count() < 1) {
+        fprintf(stderr, "sluice %s: --device cuda: no CUDA device found (use --device cpu)\n", cmd);
+        return 2;
+    }
+    return 0;
+#else
+    fprintf(stderr,
+            "sluice %s: --device cuda: this build has no CUDA kernels (nvcc was not found when it "
+            "was built); use --device cpu\n",
+            cmd);
+    return 2;
+#endif
+}
+
+sl_backend *sl_device_backend(const char *device, int threads) {
+#ifdef SL_HAVE_CUDA
+    if (!strcasecmp(device, "cuda")) return sl_cuda_backend_create(0);
+#endif
+    (void)device;
+    return sl_cpu_backend_create(threads);
+}

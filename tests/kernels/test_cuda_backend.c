@@ -1,0 +1,387 @@
+/* test_cuda_backend.c — the CUDA backend (kernels/cuda/cuda_backend.h) against the CPU backend:
+ * first its own ops and weight paths one by one, then whole models (models/forward.c) over a
+ * ragged batch — several sequences, prefill chunks beside decode steps, scattered KV blocks —
+ * and greedy decoding (test_cuda_harness.h: emulated in CI, natively on a GPU).
+ *
+ * Tolerances. add, add_bias, gather_rows and embed are exact (bit for bit) against the CPU
+ * backend. A matmul is checked against Σ w·x summed in double from the dequantized weights
+ * (sl_qw_dequant_row), from which it differs by the rounding of its inputs: each product w·x
+ * of the QW and F16 paths is within u = 2^-11 relative (x rounded to f16; the f16 fallback of
+ * a QW weight rounds w too: 2u), BF16 within 2^-8, F32 not at all; f32 sums in any order add
+ * at most K·2^-24 relative of Σ|w·x| (the bound takes twice that). So output i is checked
+ * against
+ *     |y − y_ref| <= (u_in + 2K·2^-24) · Σ_k |w_ik · x_k| + K·2^-25
+ * (the last term: f16 subnormals round to 2^-25 absolute), a bound that holds on any GPU.
+ * Through a model the errors of every matmul mix and grow with
+ * depth; the logits are checked with an error normalized by the row's scale,
+ *     max_v |l_v − l_ref,v| <= tol · max(1, max_v |l_ref,v|),
+ * tol = 16·u for the f16-rounded paths (two layers of seven matmuls, each within about u of
+ * its output's magnitude, mixed by the norms and the residual adds), 16·2^-8 for BF16, 1e-4
+ * for F32 (f32 sums in other orders only). Each case prints the largest normalized error it
+ * saw against its tol: 1/7 to 1/20 of it in the emulator. The activations' rounding, the bulk of
+ * the error, is the same on a GPU (round to nearest even); only the f32 sums' order differs.
+ */
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/qw.h"
+#include "models/mkmodel.h"
+#include "models/model.h"
+#include "tests/kernels/test_cuda_harness.h"
+
+static sl_backend *g_cpu, *g_gpu;
+
+#define U16 (1.0 / 2048)  /* f16 unit roundoff */
+#define UBF (1.0 / 256)   /* bf16 unit roundoff */
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+/* A backend buffer on be holding n floats (or int32s) of host; the caller frees it on be. */
+static void *to_be(sl_backend *be, const void *host, int64_t n) {
+    void *p = be->alloc(be, (size_t)n * 4);
+    ASSERT(p != NULL);
+    be->upload(be, p, host, (size_t)n * 4);
+    return p;
+}
+static void from_be(sl_backend *be, void *host, const void *p, int64_t n) {
+    be->download(be, host, p, (size_t)n * 4);
+    be->sync(be);
+}
+
+/* A random logical weight (host): codes uniform over the format's range, scales ±[0.1, 1)/8. */
+static void rnd_weight(sl_qw *w, sl_wfmt fmt, int64_t rows, int64_t cols, int group, int offs) {
+    int q = fmt == SL_WF_QW8 || fmt == SL_WF_QW4;
+    sl_qw_alloc(w, fmt, rows, cols, q ? group : 0, offs);
+    int64_t n = rows * cols;
+    if (fmt == SL_WF_F32)
+        for (int64_t i = 0; i < n; i++) ((float *)w->data)[i] = rnd() * 0.2f;
+    if (fmt == SL_WF_F16)
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)w->data)[i] = sl_f32_to_fp16(rnd() * 0.2f);
+    if (fmt == SL_WF_BF16)
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)w->data)[i] = sl_f32_to_bf16(rnd() * 0.2f);
+    if (!q) return;
+    int64_t bytes = fmt == SL_WF_QW8 ? n : n / 2;
+    for (int64_t i = 0; i < bytes; i++) ((uint8_t *)w->codes)[i] = (uint8_t)sl_rng_u64(&g_rng);
+    for (int64_t i = 0; i < n / group; i++) {
+        w->scales[i] = rnd() / (fmt == SL_WF_QW8 ? 1024 : 64);
+        if (offs) w->offsets[i] = rnd() * 0.1f;
+    }
+}
+
+/* ---- add, add_bias, gather_rows, embed: exact ------------------------------------------- */
+
+static void test_elementwise(void) {
+    static const int sizes[][2] = {{1, 1}, {3, 7}, {5, 64}, {17, 300}, {64, 1000}};
+    for (size_t c = 0; c < sizeof sizes / sizeof *sizes; c++) {
+        int T = sizes[c][0], N = sizes[c][1];
+        int64_t n = (int64_t)T * N;
+        float *x = rnd_vec(n, 1), *y = rnd_vec(n, 1), *b = rnd_vec(N, 1);
+        float *ref = copy_vec(x, n), *got = sl_xmalloc((size_t)n * 4);
+        float *dx = to_be(g_gpu, x, n), *dy = to_be(g_gpu, y, n), *db = to_be(g_gpu, b, N);
+        g_cpu->add(g_cpu, ref, y, n);
+        g_gpu->add(g_gpu, dx, dy, n);
+        from_be(g_gpu, got, dx, n);
+        check_bits("add", got, ref, n, 4);
+        g_cpu->add_bias(g_cpu, ref, b, T, N);
+        g_gpu->add_bias(g_gpu, dx, db, T, N);
+        from_be(g_gpu, got, dx, n);
+        check_bits("add_bias", got, ref, n, 4);
+
+        /* rows picked with repeats, in any order */
+        int m = T + 2;
+        int32_t *idx = sl_xmalloc((size_t)m * 4);
+        for (int i = 0; i < m; i++) idx[i] = rnd_int(T);
+        float *gref = sl_xmalloc((size_t)m * N * 4), *ggot = sl_xmalloc((size_t)m * N * 4);
+        int32_t *didx = to_be(g_gpu, idx, m);
+        float *dg = g_gpu->alloc(g_gpu, (size_t)m * N * 4);
+        g_cpu->gather_rows(g_cpu, ref, idx, gref, m, N);
+        g_gpu->gather_rows(g_gpu, dx, didx, dg, m, N);
+        from_be(g_gpu, ggot, dg, (int64_t)m * N);
+        check_bits("gather_rows", ggot, gref, (int64_t)m * N, 4);
+
+        g_gpu->free(g_gpu, dx), g_gpu->free(g_gpu, dy), g_gpu->free(g_gpu, db);
+        g_gpu->free(g_gpu, didx), g_gpu->free(g_gpu, dg);
+        free(x), free(y), free(b), free(ref), free(got), free(idx), free(gref), free(ggot);
+    }
+    printf("add, add_bias, gather_rows: ok\n");
+}
+
+/* The weight cases of the op tests: every path of weight_create. */
+typedef struct wcase {
+    sl_wfmt fmt;
+    int group, offs;
+    double u_in; /* relative rounding of each product (see the file comment) */
+} wcase;
+static const wcase g_wcases[] = {
+    {SL_WF_F32, 0, 0, 0},      {SL_WF_F16, 0, 0, U16},    {SL_WF_BF16, 0, 0, UBF},
+    {SL_WF_QW8, 32, 0, U16},   {SL_WF_QW8, 16, 1, U16},   {SL_WF_QW8, 128, 0, U16},
+    {SL_WF_QW4, 32, 0, U16},   {SL_WF_QW4, 32, 1, U16},   {SL_WF_QW4, 64, 0, U16},
+    {SL_WF_QW4, 16, 1, U16},   {SL_WF_QW8, 24, 1, 2 * U16}, {SL_WF_QW4, 8, 0, 2 * U16},
+};
+
+static void test_embed_matmul(void) {
+    /* rows not a multiple of 16 and columns not of the 64/32-column tiles: the padding */
+    static const int shapes[][2] = {{37, 96}, {16, 256}, {70, 160}};
+    static const int Ts[] = {1, 5, 17, 35}; /* 17, 35: qmm's launches of 16 */
+    int cases = 0;
+    for (size_t c = 0; c < sizeof g_wcases / sizeof *g_wcases; c++)
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            const wcase *wc = &g_wcases[c];
+            int64_t rows = shapes[s][0], cols = shapes[s][1];
+            if (wc->group && cols % wc->group) continue;
+            sl_qw w;
+            rnd_weight(&w, wc->fmt, rows, cols, wc->group, wc->offs);
+            sl_bweight *bc, *bg;
+            ASSERT_EQ(g_cpu->weight_create(g_cpu, &w, 0, &bc), 0);
+            ASSERT_EQ(g_gpu->weight_create(g_gpu, &w, 0, &bg), 0);
+            char what[96];
+            snprintf(what, sizeof what, "%s/%d%s %lldx%lld", sl_wfmt_name(wc->fmt), wc->group,
+                     wc->offs ? "+offsets" : "", (long long)rows, (long long)cols);
+
+            /* embed: every row, once, in a shuffled order; exact except the f16 fallback */
+            int32_t *tok = sl_xmalloc((size_t)rows * 4);
+            for (int i = 0; i < rows; i++) tok[i] = (int32_t)((i * 7 + 3) % rows);
+            float *eref = sl_xmalloc((size_t)(rows * cols) * 4);
+            float *egot = sl_xmalloc((size_t)(rows * cols) * 4);
+            int32_t *dtok = to_be(g_gpu, tok, rows);
+            float *dy = g_gpu->alloc(g_gpu, (size_t)(rows * cols) * 4);
+            g_cpu->embed(g_cpu, bc, tok, eref, (int)rows);
+            g_gpu->embed(g_gpu, bg, dtok, dy, (int)rows);
+            from_be(g_gpu, egot, dy, rows * cols);
+            if (wc->u_in == 2 * U16) /* f16 rounding, 2^-25 absolute in the subnormals */
+                check_close(what, egot, eref, rows * cols, 3e-8, U16);
+            else check_bits(what, egot, eref, rows * cols, 4);
+            g_gpu->free(g_gpu, dy);
+            g_gpu->free(g_gpu, dtok);
+            free(tok), free(eref), free(egot);
+
+            /* matmul against Σ w·x in double from the dequantized weights (sl_qw_dequant_row,
+             * the reference of every backend), within the bound of the file comment */
+            float *wf = sl_xmalloc((size_t)(rows * cols) * 4);
+            for (int64_t r = 0; r < rows; r++) sl_qw_dequant_row(&w, r, wf + r * cols);
+            for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++, cases++) {
+                int T = Ts[ti];
+                float *x = rnd_vec((int64_t)T * cols, 1);
+                float *ygot = sl_xmalloc((size_t)(T * rows) * 4);
+                float *dx = to_be(g_gpu, x, (int64_t)T * cols);
+                float *dyy = g_gpu->alloc(g_gpu, (size_t)(T * rows) * 4);
+                g_gpu->matmul(g_gpu, bg, dx, dyy, T);
+                from_be(g_gpu, ygot, dyy, (int64_t)T * rows);
+                for (int t = 0; t < T; t++)
+                    for (int64_t r = 0; r < rows; r++) {
+                        double ref = 0, mag = 0;
+                        for (int64_t k = 0; k < cols; k++) {
+                            double p = (double)wf[r * cols + k] * x[(int64_t)t * cols + k];
+                            ref += p, mag += fabs(p);
+                        }
+                        /* + the f16 subnormal floor, 2^-25 per product (|w|, |x| < 1 here) */
+                        double tol = (wc->u_in + 2.0 * cols / 16777216.0) * mag + cols * 3e-8;
+                        float got = ygot[t * rows + r];
+                        g_checks++;
+                        if (!(fabs((double)got - ref) <= tol)) {
+                            fprintf(stderr, "matmul %s T=%d: token %d row %lld: got %.9g, want "
+                                    "%.9g (diff %.3g, bound %.3g)\n", what, T, t, (long long)r,
+                                    got, ref, fabs((double)got - ref), tol);
+                            abort();
+                        }
+                    }
+                g_gpu->free(g_gpu, dx), g_gpu->free(g_gpu, dyy);
+                free(x), free(ygot);
+            }
+            free(wf);
+            g_cpu->weight_destroy(g_cpu, bc);
+            g_gpu->weight_destroy(g_gpu, bg);
+            sl_qw_free(&w);
+        }
+    printf("embed, matmul: %d cases ok (every weight path)\n", cases);
+}
+
+/* ---- whole models ------------------------------------------------------------------------ */
+
+/* MAXT is the largest step (26 tokens): the reserve is exactly full in that step, where the
+ * attention's row bound (the rows of q's buffer, cuda_backend.h) is then exact */
+enum { BS = 16, NSEQ = 3, MAXB = 8, MAXT = 26 };
+
+typedef struct side {
+    sl_backend *be;
+    sl_model *m;
+    sl_kv_cache kv;
+} side;
+
+static void side_open(side *s, sl_backend *be, const char *path, const sl_model_opts *opts) {
+    char err[SL_ERRMSG] = "";
+    s->be = be;
+    int rc = sl_model_load(&s->m, path, be, opts, err);
+    if (rc) fprintf(stderr, "load %s on %s: %s\n", path, be->name, err);
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(sl_model_reserve(s->m, MAXT, NSEQ, MAXB, MAXT), 0);
+    ASSERT_EQ(sl_kv_cache_init(&s->kv, s->m, NSEQ * MAXB + 1, BS), 0);
+}
+static void side_close(side *s) {
+    sl_kv_cache_deinit(&s->kv, s->m);
+    sl_model_free(s->m);
+}
+
+/* A step: n[s] new tokens of sequence s (0: it sits out), tokens from hist[s], whose first
+ * done[s] already ran. Blocks are interleaved between sequences (seq s: 1 + s + b·NSEQ).
+ * Returns the step's token count; logits of every token of the step go to out. */
+static int run_step(side *sd, const int *n, int32_t hist[NSEQ][MAXB * BS], int *done,
+                    float *out) {
+    int32_t tok[MAXT], pos[MAXT], slot[MAXT], lidx[MAXT], qs[NSEQ], ql[NSEQ], cl[NSEQ];
+    int32_t tabs[NSEQ * MAXB];
+    int T = 0, S = 0;
+    for (int s = 0; s < NSEQ; s++) {
+        if (!n[s]) continue;
+        qs[S] = T, ql[S] = n[s], cl[S] = done[s] + n[s];
+        for (int b = 0; b < MAXB; b++) tabs[S * MAXB + b] = 1 + s + b * NSEQ;
+        for (int i = 0; i < n[s]; i++, T++) {
+            int p = done[s] + i;
+            ASSERT(T < MAXT && p < MAXB * BS);
+            tok[T] = hist[s][p], pos[T] = p, lidx[T] = T;
+            slot[T] = (1 + s + (p / BS) * NSEQ) * BS + p % BS;
+        }
+        S++;
+    }
+    sl_batch b = {.n_tokens = T, .tokens = tok, .pos = pos, .slot_mapping = slot, .n_seqs = S,
+                  .max_blocks = MAXB, .q_start = qs, .q_len = ql, .ctx_len = cl,
+                  .block_tables = tabs, .n_logits = T, .logit_idx = lidx};
+    ASSERT_EQ(sl_forward(sd->m, &sd->kv, &b, out), 0);
+    return T;
+}
+
+/* max_v |a − r| / max(1, max_v |r|) over one row of V logits */
+static double row_err(const float *a, const float *r, int V) {
+    double scale = 1, d = 0;
+    for (int v = 0; v < V; v++) scale = fmax(scale, fabs(r[v]));
+    for (int v = 0; v < V; v++) {
+        if (!isfinite(a[v])) return INFINITY;
+        d = fmax(d, fabs((double)a[v] - r[v]));
+    }
+    return d / scale;
+}
+
+static int argmax(const float *l, int V) {
+    int best = 0;
+    for (int v = 1; v < V; v++)
+        if (l[v] > l[best]) best = v;
+    return best;
+}
+
+typedef struct mcase {
+    const char *name;
+    sl_arch arch;
+    uint32_t type;
+    int quant_to, group; /* sl_model_opts: -1 keeps the file's type */
+    int dim, heads, kv_heads, head_dim, ff;
+    bool tied, rope_freqs;
+    double tol;
+    int greedy; /* greedy steps compared (0: none) */
+} mcase;
+
+/* Prefill chunks (ragged, > 16 tokens for qmm's launches of 16) beside decode steps: steps of
+ * 19, 26, 15, 2 and 3 tokens. */
+static const int g_chunks[][NSEQ] = {{13, 6, 0}, {8, 1, 17}, {1, 1, 13}, {1, 0, 1}, {1, 1, 1}};
+
+static void check_model(const mcase *mc, int idx) {
+    double t0 = sl_time_s();
+    sl_mkmodel_opts o;
+    sl_mkmodel_defaults(&o);
+    o.arch = mc->arch, o.type = mc->type, o.dim = mc->dim, o.heads = mc->heads;
+    o.kv_heads = mc->kv_heads, o.head_dim = mc->head_dim, o.ff = mc->ff, o.tied = mc->tied;
+    o.rope_freqs = mc->rope_freqs, o.vocab = 320, o.seed = 100 + (uint64_t)idx;
+    char path[64], err[SL_ERRMSG] = "";
+    snprintf(path, sizeof path, "test_cuda_backend_%d.gguf", idx);
+    int rc = sl_mkmodel(&o, path, err);
+    if (rc) fprintf(stderr, "mkmodel: %s\n", err);
+    ASSERT_EQ(rc, 0);
+    sl_model_opts mo = {.quant_to = mc->quant_to, .group = mc->group};
+    side c, g;
+    side_open(&c, g_cpu, path, &mo);
+    side_open(&g, g_gpu, path, &mo);
+    remove(path);
+    const int V = c.m->hp.n_vocab;
+    float *lc = sl_xmalloc((size_t)MAXT * V * 4), *lg = sl_xmalloc((size_t)MAXT * V * 4);
+
+    /* ragged batches: logits of every token of every step */
+    int32_t hist[NSEQ][MAXB * BS];
+    int done[NSEQ] = {0};
+    for (int s = 0; s < NSEQ; s++)
+        for (int i = 0; i < MAXB * BS; i++)
+            hist[s][i] = (int32_t)(3 + (s * 131 + i * 17 + i * i) % (V - 3));
+    double worst = 0;
+    int rows = 0;
+    for (size_t st = 0; st < sizeof g_chunks / sizeof *g_chunks; st++) {
+        int T = run_step(&c, g_chunks[st], hist, done, lc);
+        ASSERT_EQ(run_step(&g, g_chunks[st], hist, done, lg), T);
+        for (int s = 0; s < NSEQ; s++) done[s] += g_chunks[st][s];
+        for (int t = 0; t < T; t++, rows++) {
+            double e = row_err(lg + (size_t)t * V, lc + (size_t)t * V, V);
+            worst = fmax(worst, e);
+            if (!(e <= mc->tol)) {
+                fprintf(stderr, "%s: step %zu token %d: logits differ by %.3g of the row's "
+                        "scale (tol %.3g)\n", mc->name, st, t, e, mc->tol);
+                abort();
+            }
+        }
+    }
+
+    /* greedy: sequence 0 goes on, each side feeding back its own choice; the choices must
+     * agree unless the reference's best two are within the tolerance (then either is right,
+     * and the sequences part: the comparison ends there) */
+    int agreed = 0;
+    for (int k = 0; k < mc->greedy; k++) {
+        int n[NSEQ] = {1, 0, 0};
+        run_step(&c, n, hist, done, lc);
+        run_step(&g, n, hist, done, lg);
+        int a = argmax(lc, V), b = argmax(lg, V);
+        if (a != b) {
+            double scale = 1;
+            for (int v = 0; v < V; v++) scale = fmax(scale, fabs(lc[v]));
+            double gap = (lc[a] - lc[b]) / scale;
+            if (!(gap <= 2 * mc->tol)) {
+                fprintf(stderr, "%s: greedy step %d: token %d on the GPU, %d on the CPU (gap %.3g "
+                        "of the scale, tol %.3g)\n", mc->name, k, b, a, gap, mc->tol);
+                abort();
+            }
+            printf("  %s: greedy near-tie at step %d (gap %.3g): stopped\n", mc->name, k, gap);
+            break;
+        }
+        hist[0][++done[0]] = a; /* the next step feeds it */
+        agreed++;
+    }
+    printf("%s: %d logit rows, worst error %.3g of tol %.3g; greedy %d/%d tokens agree (%.1f s)\n",
+           mc->name, rows, worst, mc->tol, agreed, mc->greedy, sl_time_s() - t0);
+    if (mc->greedy && mc->type == SL_GGML_F32) ASSERT_EQ(agreed, mc->greedy);
+    free(lc), free(lg);
+    side_close(&c);
+    side_close(&g);
+}
+
+static void test_models(void) {
+    static const mcase cases[] = {
+        /* name, arch, type, quant_to, group, dim, heads, kv, head_dim, ff, tied, freqs, tol, greedy */
+        {"llama F32 (Sgemm)", SL_ARCH_LLAMA, SL_GGML_F32, -1, 0, 128, 4, 2, 64, 192, false, true, 1e-4, 16},
+        {"qwen2 F16 tied (cuBLAS f16, biases)", SL_ARCH_QWEN2, SL_GGML_F16, -1, 0, 128, 2, 1, 64, 160, true, false, 16 * U16, 0},
+        {"llama BF16 (cuBLAS bf16)", SL_ARCH_LLAMA, SL_GGML_BF16, -1, 0, 128, 2, 2, 64, 128, false, false, 16 * UBF, 0},
+        {"qwen3 Q8_0 tied (QW8/32, q/k norms)", SL_ARCH_QWEN3, SL_GGML_Q8_0, -1, 0, 128, 4, 2, 64, 192, true, false, 16 * U16, 16},
+        {"llama Q4_0 (QW4/32)", SL_ARCH_LLAMA, SL_GGML_Q4_0, -1, 0, 128, 2, 1, 64, 128, true, false, 16 * U16, 0},
+        {"llama Q4_K (QW4/32 + offsets)", SL_ARCH_LLAMA, SL_GGML_Q4_K, -1, 0, 256, 4, 4, 64, 256, false, false, 16 * U16, 0},
+        {"qwen2 F32 → QW4/128 at load", SL_ARCH_QWEN2, SL_GGML_F32, SL_WF_QW4, 128, 128, 1, 1, 128, 256, false, false, 16 * U16, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_model(&cases[i], (int)i);
+}
+
+int main(void) {
+    int skip = harness_begin("test_cuda_backend", 20250601);
+    if (skip) return skip;
+    double t0 = sl_time_s();
+    g_cpu = sl_cpu_backend_create(1);
+    g_gpu = sl_cuda_backend_create(0);
+    ASSERT(g_gpu != NULL);
+    ASSERT(sl_cuda_backend_create(sl_cuda_device_count()) == NULL); /* no such device */
+    test_elementwise();
+    test_embed_matmul();
+    test_models();
+    g_gpu->destroy(g_gpu);
+    g_cpu->destroy(g_cpu);
+    printf("test_cuda_backend: ok (%ld checks, %.1f s)\n", g_checks, sl_time_s() - t0);
+    return 0;
+}
