@@ -56,7 +56,8 @@ step configure 120 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
 only=${GPU_CHECK_ONLY:-*}
 gpu_tests=$(cd tests/kernels && ls test_cuda_$only.c | sed 's/\.c$/_gpu/')
 benches=$(cd benchmarks && ls bench_cuda_$only.c 2>/dev/null | sed 's/\.c$//')
-step build 240 ninja -C build-gpu -j16 $gpu_tests $benches || tail -40 "$logs/build.log"
+e2e=; [ -z "${GPU_CHECK_ONLY:-}" ] && e2e=sluice
+step build 240 ninja -C build-gpu -j16 $gpu_tests $benches $e2e || tail -40 "$logs/build.log"
 
 step ctest_gpu 120 ctest --test-dir build-gpu -L gpu --output-on-failure
 tail -15 "$logs/ctest_gpu.log"
@@ -64,6 +65,17 @@ for b in $benches; do
     step "$b" 150 "build-gpu/$b"
     cp "$logs/$b.log" "$out/$b.md"
 done
+# end to end: offline throughput of a ~0.6 B-parameter random Q4_0 llama (Llama-3-8B's layer
+# shapes, 4 layers) on the CUDA backend, batched and one request at a time
+if [ -n "$e2e" ]; then
+    step mkmodel 120 build-gpu/sluice mkmodel --out /tmp/e2e.gguf --arch llama --type Q4_0 --dim 4096 \
+        --layers 4 --heads 32 --kv-heads 8 --ff 14336 --vocab 32000
+    for mode in "" --sequential; do
+        step "e2e${mode:+_seq}" 120 build-gpu/sluice bench throughput --model /tmp/e2e.gguf --device cuda \
+            --num-prompts 32 --input-len 128 --output-len 128 $mode
+        tail -4 "$logs/e2e${mode:+_seq}.log"
+    done
+fi
 [ -n "${GPU_CHECK_ONLY:-}" ] && gpu_tests=  # no sanitizers on a quick run
 for t in $gpu_tests; do
     step "memcheck_$t" 120 compute-sanitizer --tool memcheck --error-exitcode 9 "build-gpu/$t"
