@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/idmap.h"
 #include "output.h"
 
 enum { Q_PENDING = 0, Q_LIVE, Q_ABORTING, Q_DONE }; /* a sequence, as the scheduler knows it */
@@ -40,7 +41,7 @@ struct ereq {
     int error;                   /* set when the engine fails it mid-flight */
     char error_msg[SL_ERRMSG];
     ereq *next;                  /* input queue */
-    ereq *hnext;                 /* id map */
+    sl_idmap_node hnode;         /* in the id map (its id: the request's) */
 };
 
 struct sl_engine {
@@ -72,8 +73,7 @@ struct sl_engine {
     /* engine thread only */
     uint64_t *ab_work;
     int cap_ab_work;
-    ereq **map;                  /* [map_mask + 1] id -> live request */
-    size_t map_mask;
+    sl_idmap map;                /* id -> live request */
     int n_live;
     sl_engine_event *pend_head, *pend_tail; /* built this iteration, published at its end */
     sl_engine_event *cache_ev;
@@ -98,43 +98,19 @@ static void req_free(ereq *r) {
     free(r);
 }
 
-static size_t id_slot(const sl_engine *e, uint64_t id) {
-    id ^= id >> 31;
-    id *= 0x9e3779b97f4a7c15ull;
-    return (size_t)(id >> 17) & e->map_mask;
-}
-
-static ereq **map_find(sl_engine *e, uint64_t id) {
-    ereq **p = &e->map[id_slot(e, id)];
-    while (*p && (*p)->id != id) p = &(*p)->hnext;
-    return p;
+static ereq *map_find(const sl_engine *e, uint64_t id) {
+    sl_idmap_node *n = sl_idmap_find(&e->map, id);
+    return n ? SL_IDMAP_ENTRY(n, ereq, hnode) : NULL;
 }
 
 static void map_insert(sl_engine *e, ereq *r) {
-    if ((size_t)e->n_live >= e->map_mask + 1) { /* grow: per request, never per token */
-        size_t old = e->map_mask + 1;
-        ereq **om = e->map;
-        e->map_mask = old * 2 - 1;
-        e->map = sl_xcalloc(old * 2, sizeof *e->map);
-        for (size_t i = 0; i < old; i++)
-            for (ereq *x = om[i], *nx; x; x = nx) {
-                nx = x->hnext;
-                size_t k = id_slot(e, x->id);
-                x->hnext = e->map[k];
-                e->map[k] = x;
-            }
-        free(om);
-    }
-    size_t k = id_slot(e, r->id);
-    r->hnext = e->map[k];
-    e->map[k] = r;
+    r->hnode.id = r->id;
+    sl_idmap_insert(&e->map, &r->hnode);
     e->n_live++;
 }
 
 static void map_remove(sl_engine *e, ereq *r) {
-    ereq **p = map_find(e, r->id);
-    SL_CHECK(*p == r);
-    *p = r->hnext;
+    sl_idmap_remove(&e->map, &r->hnode);
     e->n_live--;
 }
 
@@ -280,12 +256,22 @@ static void abort_request(sl_engine *e, ereq *r, int code, const char *msg) {
     }
 }
 
+typedef struct collect {
+    ereq **all;
+    int *n;
+} collect;
+
+static void collect_node(sl_idmap_node *node, void *ctx) {
+    collect *c = ctx;
+    c->all[(*c->n)++] = SL_IDMAP_ENTRY(node, ereq, hnode);
+}
+
 static void abort_all(sl_engine *e, int code, const char *msg) {
     /* collect first: abort_request may free requests (those with only pending sequences) */
     int n = 0;
     ereq **all = sl_xmalloc(((size_t)e->n_live + 1) * sizeof *all);
-    for (size_t i = 0; i <= e->map_mask; i++)
-        for (ereq *r = e->map[i]; r; r = r->hnext) all[n++] = r;
+    collect c = {all, &n};
+    sl_idmap_each(&e->map, collect_node, &c);
     for (int i = 0; i < n; i++) abort_request(e, all[i], code, msg);
     free(all);
 }
@@ -405,7 +391,7 @@ static void *engine_main(void *arg) {
             start_request(e, r);
         }
         for (int i = 0; i < n_ab; i++) {
-            ereq *r = *map_find(e, ab[i]);
+            ereq *r = map_find(e, ab[i]);
             if (r) abort_request(e, r, 0, NULL);
         }
         if (stop) abort_all(e, 0, NULL);
@@ -480,8 +466,7 @@ int sl_engine_create(sl_engine **out, const sl_engine_config *c, char err[SL_ERR
     e->logits = sl_xmalloc((size_t)sc->max_num_seqs * (size_t)e->V * sizeof *e->logits);
     e->sampled = sl_xcalloc((size_t)sc->max_num_seqs, sizeof *e->sampled);
     sl_sample_ws_init(&e->ws, e->V);
-    e->map_mask = 63;
-    e->map = sl_xcalloc(e->map_mask + 1, sizeof *e->map);
+    sl_idmap_init(&e->map);
     e->cap_ab = e->cap_ab_work = 16;
     e->ab = sl_xmalloc((size_t)e->cap_ab * sizeof *e->ab);
     e->ab_work = sl_xmalloc((size_t)e->cap_ab_work * sizeof *e->ab_work);
@@ -554,7 +539,7 @@ void sl_engine_destroy(sl_engine *e) {
     free(e->logits);
     free(e->sampled);
     free(e->eos);
-    free(e->map);
+    sl_idmap_free(&e->map);
     free(e->ab);
     free(e->ab_work);
     pthread_mutex_destroy(&e->mu);

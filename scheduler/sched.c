@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/idmap.h"
 #include "block.h"
 
 enum { S_WAITING = 0, S_RUNNING };
@@ -25,7 +26,7 @@ typedef struct seq {
     int logit_row;          /* plan logit row, -1 when none */
     double t_arrival, t_first_sched, t_first_token;
     struct seq *prev, *next; /* queue links */
-    struct seq *hnext;       /* id map chain */
+    sl_idmap_node hnode;     /* in the id map (its id: the request's) */
 } seq;
 
 typedef struct queue {
@@ -38,8 +39,7 @@ struct sl_sched {
     sl_block_mgr *bm;
     int max_blocks;          /* per sequence: ceil(max_model_len / block_size) */
     queue waiting[SL_PRIO_COUNT], running;
-    seq **map;               /* [map_mask + 1] id -> live sequence */
-    size_t map_mask;
+    sl_idmap map;            /* id -> live sequence */
     int n_live;
     bool in_flight;          /* between sl_sched_step and sl_sched_update */
     int budget;
@@ -106,46 +106,25 @@ static void q_remove(queue *q, seq *x) {
 static queue *queue_of(sl_sched *s, seq *x) { return x->state == S_RUNNING ? &s->running : &s->waiting[x->prio]; }
 
 /* ---- id map --------------------------------------------------------------------------- */
-static size_t id_slot(const sl_sched *s, uint64_t id) {
-    id ^= id >> 33;
-    id *= 0xff51afd7ed558ccdull;
-    id ^= id >> 33;
-    return (size_t)id & s->map_mask;
-}
-
-static seq **map_find(sl_sched *s, uint64_t id) {
-    seq **p = &s->map[id_slot(s, id)];
-    while (*p && (*p)->id != id) p = &(*p)->hnext;
-    return p;
+static seq *map_find(const sl_sched *s, uint64_t id) {
+    sl_idmap_node *n = sl_idmap_find(&s->map, id);
+    return n ? SL_IDMAP_ENTRY(n, seq, hnode) : NULL;
 }
 
 static void map_insert(sl_sched *s, seq *x) {
-    if ((size_t)s->n_live >= s->map_mask + 1) { /* grow: rare, never on the token path */
-        size_t old = s->map_mask + 1;
-        seq **om = s->map;
-        s->map_mask = old * 2 - 1;
-        s->map = sl_xcalloc(old * 2, sizeof *s->map);
-        for (size_t i = 0; i < old; i++)
-            for (seq *y = om[i], *nx; y; y = nx) {
-                nx = y->hnext;
-                size_t k = id_slot(s, y->id);
-                y->hnext = s->map[k];
-                s->map[k] = y;
-            }
-        free(om);
-    }
-    size_t k = id_slot(s, x->id);
-    x->hnext = s->map[k];
-    s->map[k] = x;
+    x->hnode.id = x->id;
+    sl_idmap_insert(&s->map, &x->hnode);
     s->n_live++;
 }
 
 static void map_remove(sl_sched *s, seq *x) {
-    seq **p = map_find(s, x->id);
-    SL_CHECK(*p == x);
-    *p = x->hnext;
-    x->hnext = NULL;
+    sl_idmap_remove(&s->map, &x->hnode);
     s->n_live--;
+}
+
+static void count_node(sl_idmap_node *n, void *ctx) {
+    (void)n;
+    ++*(int *)ctx;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -166,8 +145,7 @@ int sl_sched_create(sl_sched **out, const sl_sched_config *c, char err[SL_ERRMSG
         goto fail;
     }
     s->max_blocks = (c->max_model_len + c->block_size - 1) / c->block_size;
-    s->map_mask = 63;
-    s->map = sl_xcalloc(s->map_mask + 1, sizeof *s->map);
+    sl_idmap_init(&s->map);
     size_t S = (size_t)c->max_num_seqs, T = (size_t)c->max_num_batched_tokens;
     s->snap = sl_xmalloc(S * sizeof *s->snap);
     s->planned = sl_xmalloc(S * sizeof *s->planned);
@@ -217,7 +195,7 @@ void sl_sched_destroy(sl_sched *s) {
         seq_free(s, x);
     }
     sl_block_mgr_destroy(s->bm);
-    free(s->map);
+    sl_idmap_free(&s->map);
     free(s->snap);
     free(s->planned);
     free(s->tokens);
@@ -254,7 +232,7 @@ int sl_sched_add(sl_sched *s, const sl_sched_req *r, double now, char err[SL_ERR
     if (need > s->c.n_blocks - 1)
         return sl_fail(err, SL_ENOMEM, "request: needs %lld KV blocks of %d tokens, the whole pool has %d", need,
                        s->c.block_size, s->c.n_blocks - 1);
-    if (*map_find(s, r->id)) return sl_fail(err, SL_EINVAL, "request: id %llu is already in use", (unsigned long long)r->id);
+    if (map_find(s, r->id)) return sl_fail(err, SL_EINVAL, "request: id %llu is already in use", (unsigned long long)r->id);
 
     seq *x = sl_xcalloc(1, sizeof *x);
     x->id = r->id;
@@ -286,7 +264,7 @@ static void fill_event(sl_sched_event *e, const seq *x, int32_t token, int row, 
 }
 
 static int end_request(sl_sched *s, uint64_t id, bool event) {
-    seq *x = *map_find(s, id);
+    seq *x = map_find(s, id);
     if (!x) return SL_ENOTFOUND;
     if (event) {
         if (s->n_ab == s->cap_ab) {
@@ -553,7 +531,7 @@ int sl_sched_check(const sl_sched *s, char err[SL_ERRMSG]) {
         for (const seq *x = q->head; x; prev = x, x = x->next, n++) {
             if (x->prev != prev) FAIL("queue %d: broken back link at request %llu", k, (unsigned long long)x->id);
             if (n_tabs >= s->n_live) FAIL("queues hold more than the %d live requests", s->n_live);
-            if (*map_find((sl_sched *)s, x->id) != x) FAIL("request %llu is missing from the id map", (unsigned long long)x->id);
+            if (map_find(s, x->id) != x) FAIL("request %llu is missing from the id map", (unsigned long long)x->id);
             int gen = x->n_tokens - x->n_prompt;
             if (gen < 0 || gen >= x->max_tokens || x->aborted)
                 FAIL("request %llu: %d generated of %d, aborted %d", (unsigned long long)x->id, gen, x->max_tokens, x->aborted);
@@ -575,8 +553,7 @@ int sl_sched_check(const sl_sched *s, char err[SL_ERRMSG]) {
     }
     if (n_tabs != s->n_live) FAIL("queues hold %d requests, %d live", n_tabs, s->n_live);
     int n_map = 0;
-    for (size_t i = 0; i <= s->map_mask; i++)
-        for (const seq *x = s->map[i]; x; x = x->hnext) n_map++;
+    sl_idmap_each(&s->map, count_node, &n_map);
     if (n_map != s->n_live) FAIL("id map holds %d requests, %d live", n_map, s->n_live);
     rc = sl_block_mgr_check(s->bm, tabs, n_tabs, err);
 #undef FAIL
