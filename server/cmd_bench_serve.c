@@ -109,8 +109,15 @@ static void bs_append(bs_buf *b, const char *s, size_t n) {
  * status, or -1 on a connection error / malformed response. */
 typedef size_t (*bs_body_fn)(void *ctx, const char *body, size_t len);
 
+/* why the last bs_exchange of this thread returned -1 (bench serve's failure report) */
+static _Thread_local char bs_why[96];
+
 static int bs_exchange(int fd, const char *req, size_t req_len, bs_body_fn on_body, void *ctx) {
-    if (bs_send_all(fd, req, req_len)) return -1;
+    bs_why[0] = 0;
+    if (bs_send_all(fd, req, req_len)) {
+        snprintf(bs_why, sizeof bs_why, "sending the request: %s", strerror(errno));
+        return -1;
+    }
     bs_buf raw = {0}, body = {0};
     int status = -1, chunked = 0, in_body = 0, done = 0;
     long long content_len = -1;
@@ -121,6 +128,9 @@ static int bs_exchange(int fd, const char *req, size_t req_len, bs_body_fn on_bo
         ssize_t k = recv(fd, tmp, sizeof tmp, 0);
         if (k < 0 && errno == EINTR) continue;
         int eof = k <= 0;
+        if (k < 0) snprintf(bs_why, sizeof bs_why, "receiving: %s", strerror(errno));
+        else if (k == 0) snprintf(bs_why, sizeof bs_why, "the server closed the connection %s",
+                                  in_body ? "before the end of the body" : "before the response headers");
         if (k > 0) bs_append(&raw, tmp, (size_t)k);
         if (!in_body) {
             char *he = raw.p ? strstr(raw.p, "\r\n\r\n") : NULL;
@@ -329,12 +339,13 @@ static void *bs_worker(void *arg) {
     r->start = s.t_send - sh->t0;
     int fd = bs_connect(sh->host, sh->port, sh->timeout_s);
     int st = -1;
-    if (fd < 0) snprintf(r->err, sizeof r->err, "cannot connect");
+    if (fd < 0) snprintf(r->err, sizeof r->err, "cannot connect: %s", strerror(errno));
     else {
         st = bs_exchange(fd, req.p, req.n, bs_stream_fn, &s);
         close(fd);
     }
     free(req.p);
+    if (fd >= 0 && st < 0 && !r->err[0]) snprintf(r->err, sizeof r->err, "%s", bs_why[0] ? bs_why : "malformed response");
     if (fd >= 0 && st != 200 && !r->err[0]) snprintf(r->err, sizeof r->err, "HTTP status %d", st);
     if (!r->err[0] && !s.done) snprintf(r->err, sizeof r->err, "stream ended without [DONE]");
     if (!r->err[0] && !s.n_events) snprintf(r->err, sizeof r->err, "no tokens");
