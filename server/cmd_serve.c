@@ -47,7 +47,7 @@ typedef struct server {
     sl_engine *engine;
     char err[SL_ERRMSG];
     int max_model_len, n_blocks;
-    bool loading, draining, stopping, failed;
+    bool loading, draining, stopping, failed, deadline_passed;
 } server;
 
 static void on_wake(uv_async_t *h) {
@@ -190,11 +190,16 @@ static void begin_shutdown(server *s) {
 
 static void on_drain_tick(uv_timer_t *t) {
     server *s = t->data;
-    if (sl_api_n_inflight(s->api) == 0 && sl_http_n_active(s->http) == 0) begin_shutdown(s);
+    /* finished responses still on their way out (a slow reader) hold the shutdown too, until
+     * the deadline */
+    if (sl_api_n_inflight(s->api) == 0 && sl_http_n_active(s->http) == 0 &&
+        (s->deadline_passed || sl_http_n_flushing(s->http) == 0))
+        begin_shutdown(s);
 }
 
 static void on_deadline(uv_timer_t *t) {
     server *s = t->data;
+    s->deadline_passed = true;
     SL_LOG(SL_LOG_WARN, "serve", "shutdown timeout: aborting %d requests in flight", sl_api_n_inflight(s->api));
     sl_api_abort_all(s->api);
 }

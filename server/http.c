@@ -789,6 +789,13 @@ int sl_http_port(const sl_http_server *s) { return s->port; }
 int sl_http_n_conns(const sl_http_server *s) { return s->n_conns; }
 int sl_http_n_active(const sl_http_server *s) { return s->n_active; }
 
+int sl_http_n_flushing(const sl_http_server *s) {
+    int n = 0;
+    for (const sl_http_conn *c = s->conns; c; c = c->next)
+        if (!c->closing && (c->shutting || uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) > 0)) n++;
+    return n;
+}
+
 static void on_listener_closed(uv_handle_t *h) {
     sl_http_server *s = h->data;
     s->listening = false;

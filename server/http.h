@@ -93,6 +93,9 @@ void sl_http_server_stop_accepting(sl_http_server *s);
 /* Open connections and requests not yet finished. */
 int sl_http_n_conns(const sl_http_server *s);
 int sl_http_n_active(const sl_http_server *s);
+/* Connections with response bytes still queued in libuv, or closing after them: closing the
+ * server before they are done would cut those responses short. */
+int sl_http_n_flushing(const sl_http_server *s);
 /* Closes every connection (unfinished requests are aborted first: their handlers still
  * finish them) and the listener; cb(ctx) runs once every handle is closed and every request
  * finished; then sl_http_server_destroy frees the server. */
