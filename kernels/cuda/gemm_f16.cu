@@ -1,6 +1,7 @@
 /* gemm_f16.cu — F16 weights through cuBLAS (matmul.h): the unquantized path and the baseline
  * the quantized kernels are measured against. One cuBLAS handle and one f16 staging buffer for
- * x, created on first use; one stream at a time (the engine thread's). */
+ * x (shared with sl_cuda_qmm), created on first use; one stream at a time (the engine
+ * thread's). */
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
@@ -47,19 +48,22 @@ extern "C" void sl_cuda_gemm_f16(const uint16_t *w, const uint16_t *x16, float *
                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-extern "C" void sl_cuda_matmul_f16(const uint16_t *w, const float *x, float *y, int T, int64_t N,
-                                   int64_t K, sl_cuda_stream stream) {
-    SL_CUDA_REQUIRE(x && T >= 1 && K >= 1);
-    const size_t n = (size_t)T * (size_t)K;
+extern "C" const uint16_t *sl__cuda_to_f16(const float *x, size_t n, sl_cuda_stream stream) {
+    SL_CUDA_REQUIRE(x && n > 0);
     if (n > g_x16_n) {
         SL_CUDA_CHECK(cudaDeviceSynchronize());
         SL_CUDA_CHECK(cudaFree(g_x16));
         SL_CUDA_CHECK(cudaMalloc(&g_x16, n * sizeof(__half)));
         g_x16_n = n;
     }
-    cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-    SL_LAUNCH(to_f16_kernel, (unsigned)sl_min64(sl_div_up((int64_t)n, 256), 4096), 256, 0, st, x,
-              g_x16, (int64_t)n);
+    SL_LAUNCH(to_f16_kernel, (unsigned)sl_min64(sl_div_up((int64_t)n, 256), 4096), 256, 0,
+              reinterpret_cast<cudaStream_t>(stream), x, g_x16, (int64_t)n);
     SL_CUDA_CHECK(cudaGetLastError());
-    sl_cuda_gemm_f16(w, reinterpret_cast<const uint16_t *>(g_x16), y, T, N, K, stream);
+    return reinterpret_cast<const uint16_t *>(g_x16);
+}
+
+extern "C" void sl_cuda_matmul_f16(const uint16_t *w, const float *x, float *y, int T, int64_t N,
+                                   int64_t K, sl_cuda_stream stream) {
+    SL_CUDA_REQUIRE(x && T >= 1 && K >= 1);
+    sl_cuda_gemm_f16(w, sl__cuda_to_f16(x, (size_t)T * (size_t)K, stream), y, T, N, K, stream);
 }

@@ -97,6 +97,9 @@ void sl_cuda_qmm(const sl_cuda_qmat *w, const float *x, float *y, int T, sl_cuda
  * cuBLAS handle and the f16 copy of x belong to the launcher (one stream at a time). */
 void sl_cuda_matmul_f16(const uint16_t *w, const float *x, float *y, int T, int64_t N, int64_t K,
                         sl_cuda_stream stream);
+/* x rounded to f16 into the launcher's staging buffer (gemm_f16.cu; valid until the next call
+ * on the stream): what sl_cuda_qmm and sl_cuda_matmul_f16 feed their kernels. */
+const uint16_t *sl__cuda_to_f16(const float *x, size_t n, sl_cuda_stream stream);
 /* The bare cuBLAS call on f16 x (the benchmark's baseline): y f32 [T][N]. */
 void sl_cuda_gemm_f16(const uint16_t *w, const uint16_t *x16, float *y, int T, int64_t N,
                       int64_t K, sl_cuda_stream stream);

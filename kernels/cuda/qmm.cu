@@ -279,19 +279,11 @@ void launch_offs(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm
     else launch<Q4, NT, false>(w, x, y, T, plan, part, counters, stream);
 }
 
-__global__ void to_f16_kernel(const float *__restrict__ x, __half *__restrict__ y, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        y[i] = __float2half_rn(x[i]);
-}
-
 /* the launcher's workspace: partial sums and per-row-block counters (zero between launches) */
 float *g_part;
 size_t g_part_n;
 unsigned *g_counters;
 size_t g_counters_n;
-__half *g_x16; /* sl_cuda_qmm's f16 copy of x */
-size_t g_x16_n;
 
 void workspace(size_t part_n, size_t counters_n) {
     if (part_n > g_part_n) {
@@ -520,16 +512,6 @@ extern "C" void sl_cuda_qmm_f16(const sl_cuda_qmat *w, const uint16_t *x16, floa
 extern "C" void sl_cuda_qmm(const sl_cuda_qmat *w, const float *x, float *y, int T,
                             sl_cuda_stream stream) {
     SL_CUDA_REQUIRE(w && x && T >= 1);
-    const size_t n = (size_t)T * (size_t)w->cols;
-    if (n > g_x16_n) {
-        SL_CUDA_CHECK(cudaDeviceSynchronize());
-        SL_CUDA_CHECK(cudaFree(g_x16));
-        SL_CUDA_CHECK(cudaMalloc(&g_x16, n * sizeof(__half)));
-        g_x16_n = n;
-    }
-    cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-    SL_LAUNCH(to_f16_kernel, (unsigned)sl_min64(sl_div_up((int64_t)n, 256), 4096), 256, 0, st, x,
-              g_x16, (int64_t)n);
-    SL_CUDA_CHECK(cudaGetLastError());
-    sl_cuda_qmm_f16(w, reinterpret_cast<const uint16_t *>(g_x16), y, T, sl_qmm_plan{0, 0}, stream);
+    const uint16_t *x16 = sl__cuda_to_f16(x, (size_t)T * (size_t)w->cols, stream);
+    sl_cuda_qmm_f16(w, x16, y, T, sl_qmm_plan{0, 0}, stream);
 }

@@ -53,6 +53,15 @@ static __device__ __forceinline__ float ld(const float *row, int i) {
     const float v = row[i];
     return v != v ? -INFINITY : v == 0.0f ? 0.0f : v;
 }
+
+/* xs[k] = row[i0 + k·blockDim.x] for k < UNROLL (−inf past V): the loads go out together */
+static __device__ __forceinline__ void ld_strided(const float *row, int V, int i0, float (&xs)[UNROLL]) {
+#pragma unroll
+    for (int k = 0; k < UNROLL; k++) {
+        const int i = i0 + k * (int)blockDim.x;
+        xs[k] = i < V ? ld(row, i) : -INFINITY;
+    }
+}
 static __device__ __forceinline__ u64 fixw(float w) { return (u64)((double)w * FIX_ONE); }
 
 struct SumOp {
@@ -254,11 +263,7 @@ static __device__ double raw_lse(const float *row, int V) {
     double s = 0.0;
     for (int i0 = threadIdx.x; i0 < V; i0 += UNROLL * blockDim.x) {
         float xs[UNROLL];
-#pragma unroll
-        for (int k = 0; k < UNROLL; k++) {
-            const int i = i0 + k * (int)blockDim.x;
-            xs[k] = i < V ? ld(row, i) : -INFINITY;
-        }
+        ld_strided(row, V, i0, xs);
 #pragma unroll
         for (int k = 0; k < UNROLL; k++) {
             const float x = xs[k];
@@ -291,11 +296,7 @@ static __device__ void top_n(const float *row, int V, int n, double lse, int32_t
     __syncthreads();
     for (int i0 = threadIdx.x; i0 < V; i0 += UNROLL * blockDim.x) {
         float xs[UNROLL];
-#pragma unroll
-        for (int k = 0; k < UNROLL; k++) {
-            const int i = i0 + k * (int)blockDim.x;
-            xs[k] = i < V ? ld(row, i) : -INFINITY;
-        }
+        ld_strided(row, V, i0, xs);
 #pragma unroll
         for (int k = 0; k < UNROLL; k++) {
             const int i = i0 + k * (int)blockDim.x;
@@ -457,11 +458,7 @@ static __global__ void __launch_bounds__(MAX_THREADS)
     u64 best = 0;
     for (int i0 = threadIdx.x; i0 < V; i0 += UNROLL * blockDim.x) {
         float xs[UNROLL];
-#pragma unroll
-        for (int k = 0; k < UNROLL; k++) {
-            const int i = i0 + k * (int)blockDim.x;
-            xs[k] = i < V ? ld(row, i) : -INFINITY;
-        }
+        ld_strided(row, V, i0, xs);
 #pragma unroll
         for (int k = 0; k < UNROLL; k++) {
             const int i = i0 + k * (int)blockDim.x;

@@ -15,6 +15,18 @@
 
 #include <cjson/cJSON.h>
 
+/* SANITIZED: 1 in an AddressSanitizer build (memory limits do not apply there) */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
 /* Returns NULL when body is a whole, well-formed stream, else what is wrong (static buffer).
  * *text (if not NULL) gets the concatenated text, malloc'd. */
 static const char *sse_check(const char *body, bool chat, int max_tokens, bool ignore_eos, char **text) {

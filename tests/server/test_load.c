@@ -44,17 +44,6 @@
 #include "tests/server/harness.h"
 #include "tests/server/sse_check.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 enum { RSS_MARGIN_KB = 4096, DATA_MARGIN_KB = 2048 };
 /* warm-up rounds, then measured rounds; sanitizer builds check no RSS and run fewer */
 #if SANITIZED

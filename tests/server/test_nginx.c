@@ -39,17 +39,6 @@
 #include "tests/server/harness.h"
 #include "tests/server/sse_check.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 enum { N_THREADS = 6, MAX_LOG = 4096, LONG_TOKENS = 400 };
 
 typedef struct record {
