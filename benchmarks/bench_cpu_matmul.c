@@ -6,10 +6,13 @@
  * same run on the same threads (the ceiling for a memory-bound decode step). Weights are cycled
  * through enough copies (>= 512 MiB) that every call reads them from memory, as a model's
  * layers would; `hot` keeps one copy instead (cache-resident when it fits: the compute ceiling).
+ * The last column is the median CPU time per call of all threads together, which time spent
+ * descheduled on a busy machine does not inflate.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/base.h"
 #include "base/pool.h"
@@ -59,6 +62,14 @@ static double read_bandwidth(int n_threads) {
     return best;
 }
 
+/* CPU seconds of the whole process (every thread): on a shared machine, time spent descheduled
+ * does not count. */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -105,18 +116,20 @@ static void bench(sl_backend *be, sl_wfmt fmt, int group, int off, int64_t rows,
         int batch = copies < 16 ? 16 : copies;
         for (int i = 0; i < copies; i++) be->matmul(be, bw[i], x, y, T); /* warm up */
         /* batches of calls cycling through the copies; the median batch's time per call */
-        double per[64], t_all = sl_time_s();
+        double per[64], cpu[64], t_all = sl_time_s();
         int nb = 0;
         while (nb < 64 && (nb < 5 || sl_time_s() - t_all < 0.5)) {
-            double t0 = sl_time_s();
+            double t0 = sl_time_s(), c0 = cpu_s();
             for (int i = 0; i < batch; i++) be->matmul(be, bw[i % copies], x, y, T);
+            cpu[nb] = (cpu_s() - c0) / batch;
             per[nb++] = (sl_time_s() - t0) / batch;
         }
         qsort(per, (size_t)nb, sizeof *per, cmp_double);
+        qsort(cpu, (size_t)nb, sizeof *cpu, cmp_double);
         double dt = per[nb / 2];
-        printf("%-12s T=%-3d %9.3f ms  %7.2f GB/s  %8.2f GFLOP/s  %6.2f bits/weight\n", name, T,
-               dt * 1e3, bytes / dt / 1e9, 2.0 * rows * cols * T / dt / 1e9,
-               bytes * 8 / (double)(rows * cols));
+        printf("%-12s T=%-3d %9.3f ms  %7.2f GB/s  %8.2f GFLOP/s  %6.2f bits/weight  %9.3f cpu ms\n",
+               name, T, dt * 1e3, bytes / dt / 1e9, 2.0 * rows * cols * T / dt / 1e9,
+               bytes * 8 / (double)(rows * cols), cpu[nb / 2] * 1e3);
     }
     be->free(be, y);
     be->free(be, x);

@@ -39,7 +39,8 @@ int sl__cpu_simd_available(void) {
     unsigned a, b, c1, d;
     int f16c = __get_cpuid(1, &a, &b, &c1, &d) && (c1 & (1u << 29));
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)) return 0;
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") ? 2 : 1;
 #else
     return 0;
 #endif
@@ -48,7 +49,8 @@ int sl__cpu_simd_available(void) {
 int sl__cpu_set_simd(sl_backend *be, int on) {
     sl_cpu *c = cpu(be);
     int prev = c->simd;
-    c->simd = on && sl__cpu_simd_available();
+    int have = sl__cpu_simd_available();
+    c->simd = on < have ? on : have;
     return prev;
 }
 
@@ -323,6 +325,7 @@ static void cpu_destroy(sl_backend *be) {
     free(c->tiles);
     free(c->tok_list);
     free(c->xbuf);
+    free(c->accb);
     free(c);
     free(be);
 }

@@ -16,11 +16,14 @@
 typedef struct sl_cpu {
     sl_pool *pool;
     int n_threads;
-    int simd;            /* 1: AVX2/FMA/F16C kernels; 0: scalar kernels */
+    int simd;            /* 2: AVX2/FMA/F16C kernels, some with AVX-512VL's registers; 1: AVX2
+                          * only; 0: scalar kernels (all give the same bits) */
     float *tiles;        /* matmul: n_threads dequantization tiles of tile_floats each, 64-aligned */
     size_t tile_floats;  /* grown by weight_create, so matmul never allocates */
-    float *xbuf;         /* matmul: activations rearranged for the SIMD kernels, grown on demand */
+    float *xbuf;         /* matmul: activations rearranged for the kernels, grown on demand */
     size_t xbuf_floats;
+    float *accb;         /* matmul: the tiled kernel's lane accumulators, grown on demand */
+    size_t accb_floats;
     int32_t *tok_list;   /* attention: [tok_cap][2] (token, sequence), grown on demand */
     int64_t tok_cap;
 } sl_cpu;
@@ -30,10 +33,11 @@ struct sl_bweight {
     sl_qw q;
 };
 
-/* 1 when this CPU runs the SL_AVX2 kernels (AVX2, FMA and F16C). */
+/* 2 when this CPU also has AVX-512F/VL, 1 when it runs the SL_AVX2 kernels (AVX2, FMA and
+ * F16C), else 0. */
 int sl__cpu_simd_available(void);
-/* Test hook: on = 0 forces the scalar kernels, on = 1 selects the SIMD kernels where the CPU
- * has them. Returns the previous setting. */
+/* Test hook: on = 0 forces the scalar kernels, on = 1 the AVX2-only kernels, on >= 2 the best
+ * the CPU has (each capped at what it has). Returns the previous setting. */
 int sl__cpu_set_simd(sl_backend *be, int on);
 
 /* Floats of one matmul dequantization tile for w (per thread). */

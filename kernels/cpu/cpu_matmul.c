@@ -1,19 +1,43 @@
 /* cpu_matmul.c — y[T][rows] = x[T][cols] · Wᵀ for every logical weight format.
  *
+ * Batch invariance: every y[t][r] is computed by the same sequence of f32 operations whatever T
+ * is, whichever kernel runs it and however the rows are split over threads, so that a token
+ * gets the same bits alone or inside any batch. Per (row, token) pair:
+ *  - F32, F16, BF16, QW8: four 8-lane accumulators acc0..acc3, zero; the i-th 8-column step
+ *    (columns 8i .. 8i + 7) goes to chain c = i % 4, lane by lane: acc_c = fma(w, x, acc_c),
+ *    where w is the weight as f32 (QW8: s·c, or fma(c, s, o) with offsets: one rounding).
+ *    y = hsum8((acc0 + acc1) + (acc2 + acc3)).
+ *  - QW4: one accumulator acc, zero. Per full 64-column block b, lane j takes the elements
+ *    e = 64b + 8j + k, k = 0..7 (c the unsigned code), in two chains: the odd k starting with
+ *    the product c·x, the even k starting with fma(c, x, −8·L) without offsets (L = Σ x over
+ *    the lane's 8 elements, the run summed as in sl__mm_group_sums) or c·x with offsets, each
+ *    then fma(c, x, p); acc_j = fma(s_(group of 64b + 8j), p_even + p_odd, acc_j). The
+ *    columns after the last full block go 8 at a time in plain order: acc = fma(s, c'·x, acc),
+ *    c' = c − 8 without offsets. y = hsum8(acc), plus with offsets dot_off(offsets of the row,
+ *    group sums of x) (sl__mm_group_sums).
+ * hsum8(a) = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)). The chains within a pair are
+ * fixed by the column index, so a kernel may run them interleaved (the fused kernel, one row
+ * at a time, one memory stream) or one after the other (the tiled kernel, whose ILP comes from
+ * 12 (row, token) pairs); the pool splits rows, never columns. The scalar kernel follows the
+ * same order with fmaf, so the SIMD and the scalar kernels agree bit for bit on the shapes
+ * both cover.
+ *
  * Work is split over tiles of MR output rows; a worker computes every token of its rows, so
  * each weight is read from memory once per call. Three kernels:
- *  - fused (AVX2, T <= 4 for QW8/QW4, T <= 2 for F32/F16/BF16; cpu_matmul_avx2.c): decode a
- *    row in registers and FMA it against the tokens, one row after the other, so each thread
- *    reads one sequential stream. A decode step is bound by decode uops and memory, and this
- *    spends the fewest of both. (Float formats decode cheaply, and beyond 2 tokens their rows of
- *    x no longer stay in L1: the tiled kernel wins there.)
+ *  - fused (AVX2, T <= 4 for QW4, T <= 2 for the others; cpu_matmul_avx2.c): decode a row in
+ *    registers and FMA it against the tokens, one row after the other, so each thread reads
+ *    one sequential stream. A decode step is bound by decode uops and memory, and this spends
+ *    the fewest of both. (Beyond 2 tokens the 4 chains per token of the formats other than QW4
+ *    no longer fit in registers.)
  *  - tiled (AVX2, larger T): decode an MR × kc tile into a per-thread buffer (F32 is read in
  *    place), then a register-blocked kernel (MR rows × 3 tokens) runs every token over it, so
- *    decoding is paid once per weight, not once per token.
- *  - scalar: the tiling in plain C, for CPUs without AVX2 and for shapes the SIMD kernels do not
- *    cover (cols % 8 != 0, unusual groups).
- * All accumulate in f32, over 8 lanes (and per group for QW8/QW4) before the final sum.
+ *    decoding is paid once per weight, not once per token. Lane accumulators carry over from
+ *    one chain and column tile to the next in a per-thread buffer.
+ *  - scalar: plain C, for CPUs without AVX2 and for shapes the SIMD kernels do not cover
+ *    (cols % 8 != 0, unusual groups); there the order is the first rule above (also for QW4),
+ *    column i in lane i % 8 of chain (i / 8) % 4.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,87 +65,108 @@ static int64_t kc_for(const sl_qw *w) {
 }
 
 size_t sl__cpu_tile_floats(const sl_qw *w) {
-    return w->fmt == SL_WF_F32 ? 0 : (size_t)(MR * kc_for(w));
+    if (w->fmt == SL_WF_F32) return 0;
+    int64_t kc = kc_for(w);
+    /* QW4 also keeps a scale vector per block and per tail step (the tiled kernel's sv) */
+    return (size_t)(MR * (kc + (w->fmt == SL_WF_QW4 ? kc / 8 + 64 : 0)));
 }
-
-/* y is [T][rows]; the first column chunk stores, later ones accumulate. */
-static inline void put(float *y, int64_t k0, float v) { *y = k0 ? *y + v : v; }
 
 /* ---- scalar ----------------------------------------------------------------------------- */
 
-/* Dequantizes elements [k0, k0 + n) of row r into dst (as sl_qw_dequant_row does). */
-static void dec_scalar(const sl_qw *w, int64_t r, int64_t k0, int64_t n, float *dst) {
-    const int64_t cols = w->cols;
-    switch (w->fmt) {
-    case SL_WF_F32: memcpy(dst, (const float *)w->data + r * cols + k0, (size_t)n * 4); return;
-    case SL_WF_F16: {
-        const uint16_t *s = (const uint16_t *)w->data + r * cols + k0;
-        for (int64_t i = 0; i < n; i++) dst[i] = sl_fp16_to_f32(s[i]);
-        return;
-    }
-    case SL_WF_BF16: {
-        const uint16_t *s = (const uint16_t *)w->data + r * cols + k0;
-        for (int64_t i = 0; i < n; i++) dst[i] = sl_bf16_to_f32(s[i]);
-        return;
-    }
-    case SL_WF_QW8:
-    case SL_WF_QW4: {
-        const int64_t G = w->group, ng = cols / G, e = k0 + n;
-        const float *sc = w->scales + r * ng, *of = w->offsets ? w->offsets + r * ng : NULL;
-        const int8_t *c8 = (const int8_t *)w->codes + r * cols;
-        const uint8_t *c4 = (const uint8_t *)w->codes + r * (cols / 2);
-        for (int64_t k = k0; k < e;) {
-            int64_t g = k / G, ge = (g + 1) * G < e ? (g + 1) * G : e;
-            float s = sc[g], o = of ? of[g] : 0.0f;
-            for (; k < ge; k++) {
-                float c;
-                if (w->fmt == SL_WF_QW8) {
-                    c = (float)c8[k];
-                } else {
-                    int q = (k & 1) ? c4[k >> 1] >> 4 : c4[k >> 1] & 15;
-                    c = (float)(of ? q : q - 8);
-                }
-                dst[k - k0] = of ? s * c + o : s * c;
-            }
-        }
-        return;
-    }
-    }
+static float hsum8(const float *a) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-static float dot_scalar(const float *a, const float *b, int64_t n) {
-    float s[8] = {0};
+/* Σ a·b: an 8-lane FMA chain, hsum8, then the tail by FMAs (as the AVX2 dot_off). */
+static float dot_off(const float *a, const float *b, int64_t n) {
+    float acc[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
-    for (; i < n; i++) s[i & 7] += a[i] * b[i];
-    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+        for (int l = 0; l < 8; l++) acc[l] = fmaf(a[i + l], b[i + l], acc[l]);
+    float s = hsum8(acc);
+    for (; i < n; i++) s = fmaf(a[i], b[i], s);
+    return s;
 }
 
-static void mm_scalar(const mm_job *j, int64_t tb, int64_t te, int tid) {
-    const sl_qw *w = j->w;
-    const int64_t rows = j->rows, cols = j->cols, kc = j->kc;
-    float *tile = j->tiles ? j->tiles + (size_t)tid * j->tile_floats : NULL;
-    for (int64_t i = tb; i < te; i++) {
-        int64_t r0 = i * MR;
-        int nr = rows - r0 < MR ? (int)(rows - r0) : MR;
-        for (int64_t k0 = 0; k0 < cols; k0 += kc) {
-            int64_t n = cols - k0 < kc ? cols - k0 : kc;
-            const float *wr[MR];
-            for (int r = 0; r < nr; r++) {
-                if (w->fmt == SL_WF_F32) {
-                    wr[r] = (const float *)w->data + (r0 + r) * cols + k0;
-                } else {
-                    dec_scalar(w, r0 + r, k0, n, tile + r * kc);
-                    wr[r] = tile + r * kc;
-                }
-            }
-            for (int t = 0; t < j->T; t++)
-                for (int r = 0; r < nr; r++)
-                    put(j->y + (int64_t)t * rows + r0 + r, k0,
-                        dot_scalar(wr[r], j->x + (int64_t)t * cols + k0, n));
-        }
+void sl__mm_group_sums(const float *x, int64_t cols, int64_t G, float *xg) {
+    for (int64_t g = 0; g < cols / G; g++) {
+        double s = 0;
+        for (const float *p = x + g * G; p < x + (g + 1) * G; p += 8)
+            s += ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+        xg[g] = (float)s;
     }
+}
+
+/* Code of element i of a QW4 row (c − 8 without offsets). */
+static float q4code(const uint8_t *c4, int64_t i, int off) {
+    int q = (i & 1) ? c4[i >> 1] >> 4 : c4[i >> 1] & 15;
+    return (float)(off ? q : q - 8);
+}
+
+/* Element i of row r as f32, formed as the kernels form it. */
+static float weight(const sl_qw *w, int64_t r, int64_t i) {
+    const int64_t cols = w->cols;
+    switch (w->fmt) {
+    case SL_WF_F32: return ((const float *)w->data)[r * cols + i];
+    case SL_WF_F16: return sl_fp16_to_f32(((const uint16_t *)w->data)[r * cols + i]);
+    case SL_WF_BF16: return sl_bf16_to_f32(((const uint16_t *)w->data)[r * cols + i]);
+    default: break;
+    }
+    const int64_t g = r * (cols / w->group) + i / w->group;
+    const int off = w->offsets != NULL;
+    float c = w->fmt == SL_WF_QW8 ? (float)((const int8_t *)w->codes)[r * cols + i]
+                                  : q4code((const uint8_t *)w->codes + r * (cols / 2), i, off);
+    return off ? fmaf(c, w->scales[g], w->offsets[g]) : c * w->scales[g];
+}
+
+/* One (row, token) pair in the formed-weight order. */
+static float pair_plain(const sl_qw *w, int64_t r, const float *x) {
+    float acc[4][8] = {{0}}, v[8];
+    for (int64_t i = 0; i < w->cols; i++)
+        acc[(i / 8) & 3][i & 7] = fmaf(weight(w, r, i), x[i], acc[(i / 8) & 3][i & 7]);
+    for (int l = 0; l < 8; l++) v[l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    return hsum8(v);
+}
+
+/* One (row, token) pair in the QW4 block order (cols % 8 == 0, group % 8 == 0). */
+static float pair_qw4(const sl_qw *w, int64_t r, const float *x, const float *xg) {
+    const int64_t cols = w->cols, G = w->group, ng = cols / G, nb = cols / 64;
+    const int off = w->offsets != NULL;
+    const uint8_t *c4 = (const uint8_t *)w->codes + r * (cols / 2);
+    const float *sc = w->scales + r * ng;
+    float acc[8] = {0};
+    for (int64_t b = 0; b < nb; b++)
+        for (int j = 0; j < 8; j++) {
+            const int64_t e = 64 * b + 8 * j;
+            const float *q = x + e;
+            float p[2];
+            for (int k = 0; k < 8; k++) {
+                float cx = q4code(c4, e + k, 1); /* c: the −8 is the even chain's start */
+                if (k >= 2) p[k & 1] = fmaf(cx, q[k], p[k & 1]);
+                else if (k == 1 || off) p[k] = cx * q[k];
+                else p[0] = fmaf(cx, q[0], -8.0f * (((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7]))));
+            }
+            acc[j] = fmaf(sc[e / G], p[0] + p[1], acc[j]);
+        }
+    for (int64_t k = nb * 64; k < cols; k += 8)
+        for (int l = 0; l < 8; l++) acc[l] = fmaf(sc[k / G], q4code(c4, k + l, off) * x[k + l], acc[l]);
+    float y = hsum8(acc);
+    if (off) y += dot_off(w->offsets + r * ng, xg, ng);
+    return y;
+}
+
+static void mm_scalar(const mm_job *j, int64_t tb, int64_t te) {
+    const sl_qw *w = j->w;
+    const int64_t rows = j->rows, cols = j->cols;
+    const int blocks = w->fmt == SL_WF_QW4 && sl__mm_avx2_covers(w);
+    const int64_t ng = blocks ? cols / w->group : 0;
+    int64_t r1 = te * MR < rows ? te * MR : rows;
+    for (int64_t r = tb * MR; r < r1; r++)
+        for (int t = 0; t < j->T; t++) {
+            const float *x = j->x + (int64_t)t * cols;
+            j->y[(int64_t)t * rows + r] =
+                blocks ? pair_qw4(w, r, x, j->xg ? j->xg + t * ng : NULL) : pair_plain(w, r, x);
+        }
 }
 
 /* ---- dispatch --------------------------------------------------------------------------- */
@@ -131,44 +176,47 @@ static void mm_range(void *ctx, int64_t tb, int64_t te, int tid) {
     switch (c->kernel) {
     case K_FUSED: sl__mm_fused_avx2(&c->j, tb, te); return;
     case K_TILED: sl__mm_tiled_avx2(&c->j, tb, te, tid); return;
-    default: mm_scalar(&c->j, tb, te, tid); return;
+    default: mm_scalar(&c->j, tb, te); return;
     }
 }
 
-/* The activations as the SIMD kernels read them (see sl__mm_job): QW4 blocks permuted, the
- * lane sums of those blocks, and the group sums of x when the fused kernel handles offsets.
+/* Grows a 64-aligned scratch buffer to at least need floats; 0 or SL_ENOMEM. */
+static int grow(float **buf, size_t *have, size_t need) {
+    if (need <= *have) return 0;
+    float *p = NULL;
+    size_t n = need + need / 2;
+    if (posix_memalign((void **)&p, 64, n * sizeof(float)) != 0) return SL_ENOMEM;
+    free(*buf);
+    *buf = p;
+    *have = n;
+    return 0;
+}
+
+/* The activations as the kernels read them (see sl__mm_job): QW4 blocks permuted for the SIMD
+ * kernels, the group sums of x for QW4 with offsets, and the tiled kernel's accumulators.
  * Returns 0 or SL_ENOMEM. */
 static int prepare_x(sl_cpu *c, mm_call *m) {
     const sl_qw *w = m->j.w;
     const int64_t T = m->j.T, cols = m->j.cols;
-    const int perm = w->fmt == SL_WF_QW4, fused = m->kernel == K_FUSED;
-    const int sums = fused && w->offsets, lanes = fused && perm && !w->offsets;
-    if (!perm && !sums) return 0;
-    const int64_t ng = sums ? cols / w->group : 0, nc = cols / 8;
-    size_t need = (size_t)((perm ? T * cols : 0) + T * nc + T * ng);
-    if (need > c->xbuf_floats) {
-        float *p = NULL;
-        size_t n = need + need / 2;
-        if (posix_memalign((void **)&p, 64, n * sizeof(float)) != 0) return SL_ENOMEM;
-        free(c->xbuf);
-        c->xbuf = p;
-        c->xbuf_floats = n;
+    if (m->kernel == K_TILED) {
+        size_t per = (size_t)T * 4 * MR * 8;
+        if (grow(&c->accb, &c->accb_floats, per * (size_t)c->n_threads)) return SL_ENOMEM;
+        m->j.accb = c->accb;
+        m->j.accb_floats = per;
     }
-    float *xp = perm ? c->xbuf : NULL, *cs = c->xbuf + (perm ? T * cols : 0), *xg = cs + T * nc;
-    for (int64_t t = 0; t < T; t++)
-        sl__mm_prep_avx2(m->j.x + t * cols, cols, xp ? xp + t * cols : NULL, cs + t * nc);
+    if (w->fmt != SL_WF_QW4 || !sl__mm_avx2_covers(w)) return 0;
+    const int perm = m->kernel != K_SCALAR, sums = w->offsets != NULL, lanes = perm && !sums;
+    const int64_t ng = cols / w->group;
+    size_t need = (size_t)((perm ? T * cols : 0) + (sums ? T * ng : 0) + (lanes ? T * (cols / 8) : 0));
+    if (grow(&c->xbuf, &c->xbuf_floats, need)) return SL_ENOMEM;
+    float *xp = c->xbuf, *xg = xp + (perm ? T * cols : 0), *xl = xg + (sums ? T * ng : 0);
+    for (int64_t t = 0; t < T; t++) {
+        if (perm) sl__mm_prep_avx2(m->j.x + t * cols, cols, xp + t * cols, lanes ? xl + t * (cols / 8) : NULL);
+        if (sums) sl__mm_group_sums(m->j.x + t * cols, cols, w->group, xg + t * ng);
+    }
     if (perm) m->j.xp = xp;
-    if (lanes) m->j.xl = cs;
-    if (sums) {
-        const int64_t per = w->group / 8; /* chunks of 8 per group */
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t g = 0; g < ng; g++) {
-                double s = 0;
-                for (int64_t i = 0; i < per; i++) s += cs[t * nc + g * per + i];
-                xg[t * ng + g] = (float)s;
-            }
-        m->j.xg = xg;
-    }
+    if (sums) m->j.xg = xg;
+    if (lanes) m->j.xl = xl;
     return 0;
 }
 
@@ -179,11 +227,12 @@ void sl__cpu_matmul(sl_cpu *c, const sl_qw *w, const float *x, float *y, int T) 
                        .cols = w->cols, .kc = kc_for(w)}};
     size_t tf = sl__cpu_tile_floats(w);
     if (tf > c->tile_floats) SL_CHECK(sl__cpu_reserve_tiles(c, tf) == 0); /* normally done at weight_create */
+    m.j.wide = c->simd == 2;
     m.j.tiles = c->tiles;
     m.j.tile_floats = c->tile_floats;
     if (!c->simd || !sl__mm_avx2_covers(w)) m.kernel = K_SCALAR;
-    else m.kernel = T <= (is_q(w->fmt) ? SL_MM_FUSED_MAX_T : 2) ? K_FUSED : K_TILED;
-    if (m.kernel != K_SCALAR) SL_CHECK(prepare_x(c, &m) == 0);
+    else m.kernel = T <= (w->fmt == SL_WF_QW4 ? SL_MM_FUSED_MAX_T : 2) ? K_FUSED : K_TILED;
+    SL_CHECK(prepare_x(c, &m) == 0);
     int64_t ntiles = (w->rows + MR - 1) / MR;
     /* at least ~128K multiply-adds per thread, or waking a worker costs more than it saves */
     int64_t per_tile = (int64_t)MR * w->cols * T;

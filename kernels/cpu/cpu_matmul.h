@@ -1,4 +1,5 @@
-/* cpu_matmul.h — private to cpu_matmul*.c: one matmul call as the kernels see it. */
+/* cpu_matmul.h — private to cpu_matmul*.c: one matmul call as the kernels see it, and the one
+ * summation order every kernel follows (cpu_matmul.c describes it). */
 #ifndef SL_CPU_MATMUL_H
 #define SL_CPU_MATMUL_H
 
@@ -8,7 +9,8 @@
 #include "cpu_internal.h"
 
 #define SL_MM_MR 4          /* output rows per pool item (and per tiled-kernel tile) */
-#define SL_MM_FUSED_MAX_T 4 /* the fused kernel takes T <= this; the tiled kernel the rest */
+#define SL_MM_FUSED_MAX_T 4 /* the fused kernel takes T <= this for QW4 (2 for the other
+                             * formats); the tiled kernel the rest */
 
 typedef struct sl__mm_job {
     const sl_qw *w;
@@ -16,25 +18,31 @@ typedef struct sl__mm_job {
     const float *xp; /* [T][cols] as the SIMD kernels read it: for QW4 every full 64-element block
                       * is permuted so that element 8j + k sits at 8k + j (dword lane j of a
                       * 32-byte code load holds elements 8j .. 8j + 7); otherwise x itself */
-    const float *xg; /* fused kernel with offsets: [T][cols / group] group sums of x; else NULL */
-    const float *xl; /* fused QW4 kernel without offsets: [T][cols / 8] lane sums of xp's blocks
-                      * (lane j of block b: Σ_k xp[64b + 8k + j], the sum of x[64b + 8j ..][8]);
+    const float *xg; /* QW4 with offsets: [T][cols / group] group sums of x (sl__mm_group_sums);
                       * else NULL */
+    const float *xl; /* QW4 without offsets, SIMD kernels: [T][cols / 8] −8 × the lane sums of
+                      * xp's full blocks (lane j of block b: the sum of x[64b + 8j ..][8], summed
+                      * as in sl__mm_group_sums); else NULL */
     float *y;        /* [T][rows] */
     int T;
+    int wide;               /* 1: the CPU has AVX-512VL (32 vector registers; cpu->simd == 2) */
     int64_t rows, cols, kc; /* kc: columns per decoded tile */
-    float *tiles;           /* per thread: [SL_MM_MR][kc] */
+    float *tiles;           /* per thread: tile_floats (sl__cpu_tile_floats) */
     size_t tile_floats;
+    float *accb;            /* tiled kernel, per thread: [T][4][SL_MM_MR][8] lane accumulators */
+    size_t accb_floats;
 } sl__mm_job;
 
-/* For one token row x[cols] (cols % 8 == 0): xp (when not NULL) gets x with every full
- * 64-element block permuted as sl__mm_job.xp describes; cs[cols / 8] the sums of each 8
- * consecutive elements (which are the lane sums of xp's blocks, sl__mm_job.xl). */
-void sl__mm_prep_avx2(const float *x, int64_t cols, float *xp, float *cs);
+/* For one token row x[cols] (cols % 8 == 0): xp gets x with every full 64-element block
+ * permuted as sl__mm_job.xp describes; xl (when not NULL) −8 × its lane sums (sl__mm_job.xl). */
+void sl__mm_prep_avx2(const float *x, int64_t cols, float *xp, float *xl);
+/* xg[cols / G] = the sums of x over each group of G (G % 8 == 0): the runs of 8 summed
+ * ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)) in f32, those added in order in double. */
+void sl__mm_group_sums(const float *x, int64_t cols, int64_t G, float *xg);
 /* 1 when the AVX2 kernels cover w: cols % 8 == 0, and for QW8/QW4 a group that is a multiple
  * of 8 (QW4: 8, 16, 32 or a multiple of 64, so that scale lanes follow the permuted blocks). */
 int sl__mm_avx2_covers(const sl_qw *w);
-/* Rows [tb·MR, te·MR) for T <= SL_MM_FUSED_MAX_T: decode in registers, one row at a time (one memory stream). */
+/* Rows [tb·MR, te·MR) for T <= SL_MM_FUSED_MAX_T: decode in registers, a few rows at a time. */
 void sl__mm_fused_avx2(const sl__mm_job *j, int64_t tb, int64_t te);
 /* Tiles [tb, te) for any T: decode MR × kc tiles into thread tid's buffer, then FMA all tokens. */
 void sl__mm_tiled_avx2(const sl__mm_job *j, int64_t tb, int64_t te, int tid);

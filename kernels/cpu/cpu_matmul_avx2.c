@@ -1,17 +1,20 @@
-/* cpu_matmul_avx2.c — the AVX2/FMA/F16C matmul kernels (the plan is in cpu_matmul.c).
+/* cpu_matmul_avx2.c — the AVX2/FMA/F16C matmul kernels (the plan and the summation order they
+ * all follow are in cpu_matmul.c).
  *
  * Decode speed is uops per 8 weights, so the kernels keep decoding minimal:
- *  - QW4 loads 32 code bytes as 8 dwords; nibble k of every dword is one shift and a mask,
- *    which yields elements 8j + k of the block in lane j. x is permuted once per call to match
+ *  - QW4 loads 32 code bytes as 8 dwords; nibble k of every dword is a shift and a mask, which
+ *    yields elements 8j + k of the block in lane j. x is permuted once per call to match
  *    (sl__mm_job.xp), so no shuffles are needed.
- *  - Scales multiply per-group partial sums (Σ c·x over the group, kept per lane), not each
- *    weight. QW4's −8 is applied per block and lane, Σ (c − 8)·x = Σ c·x − 8·Σ x, from the
- *    precomputed lane sums of x (sl__mm_job.xl): one op per 64 weights, and the cancellation
- *    stays within 8 products. With offsets the fused kernel adds Σ_g o_g·(Σ x over g) from the
- *    precomputed group sums of x (sl__mm_job.xg).
+ *  - QW4 scales multiply per-block partial sums (Σ c·x over the block's 8 steps, per lane), not
+ *    each weight; the tiled kernel stores unscaled codes and applies the same scale per block.
+ *    QW4's −8 is applied per block and lane, Σ (c − 8)·x = Σ c·x − 8·Σ x, by starting the
+ *    even-step chain from −8·Σ x (precomputed, sl__mm_job.xl): no op at all.
+ *  - QW8 and the float formats form each weight (s·c, or s·c + o in one FMA) and FMA it into
+ *    one accumulator per (row, token); the fused kernel runs several rows at once for ILP.
  *  - F16 is one vcvtph2ps, BF16 a widen and a shift.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "../../base/base.h"
@@ -19,6 +22,10 @@
 
 #define MR SL_MM_MR
 #define INLINE inline __attribute__((always_inline))
+#define NOINLINE __attribute__((noinline))
+/* The same 256-bit code with AVX-512VL's 32 vector registers (no 512-bit op): same results. */
+#define SL_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl")))
+#define UNROLL _Pragma("GCC unroll 8")
 
 /* How the 8 lanes of a 64-element QW4 block map to groups (lane j holds elements 8j .. 8j+7). */
 enum { GM_8 = 8, GM_16 = 16, GM_32 = 32, GM_BIG = 64 /* group % 64 == 0: one per block */ };
@@ -35,26 +42,27 @@ int sl__mm_avx2_covers(const sl_qw *w) {
     return 1;
 }
 
-SL_AVX2 static INLINE float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-/* [Σa, Σb, Σc, Σd] */
+/* [Σa, Σb, Σc, Σd], each summed ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)): the one
+ * horizontal order of every kernel (cpu_matmul.c's hsum8). */
 SL_AVX2 static INLINE __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
     __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
     return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
 }
 
-SL_AVX2 static INLINE float dot(const float *a, const float *b, int64_t n) {
+SL_AVX2 static INLINE float hsum(__m256 v) {
+    __m256 s = _mm256_hadd_ps(v, v);
+    s = _mm256_hadd_ps(s, s);
+    return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+}
+
+/* Σ a·b as cpu_matmul.c's dot_off: one 8-lane FMA chain, hsum, then the tail by scalar FMAs. */
+SL_AVX2 static INLINE float dot_off(const float *a, const float *b, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
     float s = hsum(acc);
-    for (; i < n; i++) s += a[i] * b[i];
+    for (; i < n; i++) s = fmaf(a[i], b[i], s);
     return s;
 }
 
@@ -75,11 +83,17 @@ SL_AVX2 static INLINE __m256 lanes64(const float *p, int64_t k0, int gm, int64_t
     return _mm256_set1_ps(p[k0 / G]);
 }
 
-/* Nibble k (0..7) of every dword of v, as floats: one shift and one mask. */
-SL_AVX2 static INLINE __m256 nib(__m256i v, int k) {
+/* Nibble k (0..7) of every dword of v, the code c as floats: one shift and one mask. */
+SL_AVX2 static INLINE __m256 nib(__m256i v, int k, int off) {
+    (void)off;
     __m256i c = k == 7 ? _mm256_srli_epi32(v, 28)
                        : _mm256_and_si256(_mm256_srli_epi32(v, 4 * k), _mm256_set1_epi32(15));
     return _mm256_cvtepi32_ps(c);
+}
+
+SL_AVX2 static INLINE __m256i ld_codes4(const uint8_t *p, int off) {
+    (void)off;
+    return _mm256_loadu_si256((const __m256i *)p);
 }
 
 /* Eight QW4 codes of the plain (unpermuted) order from 4 bytes: lane i = element i, as
@@ -109,6 +123,12 @@ SL_AVX2 static INLINE __m256 ld_f(sl_wfmt fmt, const void *row, int64_t k) {
     return _mm256_loadu_ps((const float *)row + k);
 }
 
+/* QW8 weights s·c (or s·c + o, one rounding), as the tiled kernel's tile holds them. */
+SL_AVX2 static INLINE __m256 q8w(const int8_t *p, __m256 s, __m256 o, int off) {
+    __m256 c = ld_q8(p);
+    return off ? _mm256_fmadd_ps(c, s, o) : _mm256_mul_ps(c, s);
+}
+
 /* ---- activations ----------------------------------------------------------------------- */
 
 /* 8×8 transpose of the rows r0..r7. */
@@ -131,197 +151,148 @@ SL_AVX2 static INLINE void transpose8(__m256 *r) {
     r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-SL_AVX2 void sl__mm_prep_avx2(const float *x, int64_t cols, float *xp, float *cs) {
+SL_AVX2 void sl__mm_prep_avx2(const float *x, int64_t cols, float *xp, float *xl) {
     int64_t b = 0;
     for (; b + 64 <= cols; b += 64) {
         __m256 r[8];
         for (int l = 0; l < 8; l++) r[l] = _mm256_loadu_ps(x + b + 8 * l);
         transpose8(r); /* r[k] lane l = x[b + 8l + k] */
-        __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(r[0], r[1]), _mm256_add_ps(r[2], r[3])),
-                                 _mm256_add_ps(_mm256_add_ps(r[4], r[5]), _mm256_add_ps(r[6], r[7])));
-        _mm256_storeu_ps(cs + b / 8, s);
-        if (xp)
-            for (int k = 0; k < 8; k++) _mm256_storeu_ps(xp + b + 8 * k, r[k]);
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(xp + b + 8 * k, r[k]);
+        if (xl) { /* −8 × (the tree of sl__mm_group_sums' runs of 8): exact */
+            __m256 l = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(r[0], r[1]), _mm256_add_ps(r[2], r[3])),
+                                     _mm256_add_ps(_mm256_add_ps(r[4], r[5]), _mm256_add_ps(r[6], r[7])));
+            _mm256_storeu_ps(xl + b / 8, _mm256_mul_ps(l, _mm256_set1_ps(-8.0f)));
+        }
     }
-    for (; b < cols; b += 8) {
-        const float *p = x + b;
-        cs[b / 8] = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
-        if (xp) memcpy(xp + b, p, 8 * sizeof(float));
-    }
+    if (b < cols) memcpy(xp + b, x + b, (size_t)(cols - b) * sizeof(float));
 }
 
-/* ---- fused kernel: one row, nt <= 4 tokens, nothing stored but the results ------------- */
+/* ---- fused kernel: a few rows, nt <= 4 tokens, nothing stored but the results ----------- */
 
-/* Per token t < nt, up to four accumulator chains a<t>0 .. a<t>3; FMA into chain (q % CH)
- * (CH chains per token: 4, 2 or 1 as nt grows, to hide FMA latency without spilling). The
- * first use of a chain may be a multiply (then its zeroing is free). */
-#define FMA_CH(t, q, CH, first, wv, xv)                                                          \
-    do {                                                                                         \
-        if ((q) % (CH) == 0) a##t##0 = (first) ? _mm256_mul_ps(wv, xv) : _mm256_fmadd_ps(wv, xv, a##t##0); \
-        else if ((q) % (CH) == 1) a##t##1 = (first) ? _mm256_mul_ps(wv, xv) : _mm256_fmadd_ps(wv, xv, a##t##1); \
-        else if ((q) % (CH) == 2) a##t##2 = _mm256_fmadd_ps(wv, xv, a##t##2);                  \
-        else a##t##3 = _mm256_fmadd_ps(wv, xv, a##t##3);                                        \
-    } while (0)
-#define FOR_T(X) X(0) X(1) X(2) X(3)
-#define FOR_T3(X, a, b, c) X(0, a, b, c) X(1, a, b, c) X(2, a, b, c) X(3, a, b, c)
-#define DECL_T(t)                                                                                \
-    __m256 a##t##0 = _mm256_setzero_ps(), a##t##1 = a##t##0, a##t##2 = a##t##0, a##t##3 = a##t##0; \
-    __m256 acc##t = a##t##0;                                                                     \
-    const float *x##t = j->xp + (nt > t ? t : 0) * cols;                                         \
-    (void)acc##t;
-#define SUM_CH(t) _mm256_add_ps(_mm256_add_ps(a##t##0, a##t##1), _mm256_add_ps(a##t##2, a##t##3))
-
-SL_AVX2 static INLINE void row_qw4(const sl__mm_job *j, int64_t r, int off, int nt, int gm,
-                                   float *o) {
+/* One QW4 row: per block and token, chains over the even steps (from −8·Σx without offsets)
+ * and the odd steps, acc = fma(s, even + odd, acc). */
+SL_AVX2 static INLINE void row_qw4(const sl__mm_job *j, int64_t r, int off, const int nt, int gm) {
     const sl_qw *w = j->w;
     const int64_t cols = j->cols, G = w->group, ng = cols / G, nb = cols / 64;
     const uint8_t *cb = (const uint8_t *)w->codes + r * (cols / 2);
     const float *sc = w->scales + r * ng;
-    const int CH = nt <= 2 ? 2 : 1; /* the chains restart per block, so few suffice */
-    const __m256 eight = _mm256_set1_ps(8.0f);
-    FOR_T(DECL_T)
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(cb + b * 32));
-        __m256 c;
-        /* the chains restart every block (the scale differs per lane and block) */
-#define Q4T(t, k)                                                                                \
-    if (nt > t) FMA_CH(t, k, CH, (k) < CH, c, _mm256_loadu_ps(x##t + b * 64 + 8 * (k)));
-#define Q4STEP(k) c = nib(v, k); Q4T(0, k) Q4T(1, k) Q4T(2, k) Q4T(3, k)
-        Q4STEP(0) Q4STEP(1) Q4STEP(2) Q4STEP(3) Q4STEP(4) Q4STEP(5) Q4STEP(6) Q4STEP(7)
-#undef Q4STEP
-#undef Q4T
-        __m256 s = lanes64(sc, b * 64, gm, G);
-#define Q4END(t)                                                                                 \
-    if (nt > t) {                                                                                \
-        __m256 g = CH == 2 ? _mm256_add_ps(a##t##0, a##t##1) : a##t##0;                          \
-        if (!off) g = _mm256_fnmadd_ps(eight, _mm256_loadu_ps(j->xl + t * (cols / 8) + b * 8), g); \
-        acc##t = _mm256_fmadd_ps(s, g, acc##t);                                                  \
+    __m256 acc[4], p[2][4];
+    const float *x[4];
+    UNROLL for (int t = 0; t < 4; t++) {
+        x[t] = j->xp + (nt > t ? t : 0) * cols;
+        acc[t] = _mm256_setzero_ps();
     }
-        FOR_T(Q4END)
-#undef Q4END
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i v = ld_codes4(cb + b * 32, off);
+        UNROLL for (int k = 0; k < 8; k++) {
+            __m256 c = nib(v, k, off);
+            UNROLL for (int t = 0; t < nt; t++) {
+                __m256 xv = _mm256_loadu_ps(x[t] + b * 64 + 8 * k);
+                if (k >= 2) p[k & 1][t] = _mm256_fmadd_ps(c, xv, p[k & 1][t]);
+                else if (k == 1 || off) p[k][t] = _mm256_mul_ps(c, xv);
+                else p[0][t] = _mm256_fmadd_ps(c, xv, _mm256_loadu_ps(j->xl + t * (cols / 8) + b * 8));
+            }
+        }
+        __m256 s = lanes64(sc, b * 64, gm, G);
+        UNROLL for (int t = 0; t < nt; t++)
+            acc[t] = _mm256_fmadd_ps(s, _mm256_add_ps(p[0][t], p[1][t]), acc[t]);
     }
     for (int64_t k = nb * 64; k < cols; k += 8) { /* tail: plain order */
-        __m256 wv = _mm256_mul_ps(nib8(cb + k / 2, off), _mm256_set1_ps(sc[k / G]));
-#define Q4TAIL(t) if (nt > t) acc##t = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x##t + k), acc##t);
-        FOR_T(Q4TAIL)
-#undef Q4TAIL
+        __m256 c = nib8(cb + k / 2, off), s = _mm256_set1_ps(sc[k / G]);
+        UNROLL for (int t = 0; t < nt; t++)
+            acc[t] = _mm256_fmadd_ps(s, _mm256_mul_ps(c, _mm256_loadu_ps(x[t] + k)), acc[t]);
     }
-#define Q4OUT(t)                                                                                 \
-    if (nt > t) {                                                                                \
-        o[t] = hsum(acc##t);                                                                     \
-        if (off) o[t] += dot(w->offsets + r * ng, j->xg + t * ng, ng);                           \
+    UNROLL for (int t = 0; t < nt; t++) {
+        float o = hsum(acc[t]);
+        if (off) o += dot_off(w->offsets + r * ng, j->xg + t * ng, ng);
+        j->y[t * j->rows + r] = o;
     }
-    FOR_T(Q4OUT)
-#undef Q4OUT
 }
 
-SL_AVX2 static INLINE void row_qw8(const sl__mm_job *j, int64_t r, int off, int nt, float *o) {
+/* One step (8 columns at k) of a QW8 or float row into chain c of every token. */
+#define PRE_STEP(kk, c, s, o)                                                                     \
+    do {                                                                                          \
+        __m256 wv_ = fmt == SL_WF_QW8 ? q8w(cb + (kk), s, o, off) : ld_f(fmt, row, kk);           \
+        UNROLL for (int t = 0; t < nt; t++)                                                       \
+            acc[c][t] = _mm256_fmadd_ps(wv_, _mm256_loadu_ps(x[t] + (kk)), acc[c][t]);            \
+    } while (0)
+
+/* One row of QW8 or a float format, nt <= 2 tokens: step i (8 columns) goes to chain i % 4 of
+ * each token, y = hsum((acc0 + acc1) + (acc2 + acc3)). */
+SL_AVX2 static INLINE void row_pre(const sl__mm_job *j, int64_t r, sl_wfmt fmt, int off,
+                                   const int nt) {
     const sl_qw *w = j->w;
-    const int64_t cols = j->cols, G = w->group, ng = cols / G;
-    const int8_t *cb = (const int8_t *)w->codes + r * cols;
-    const float *sc = w->scales + r * ng;
-    const int CH = nt <= 2 ? 2 : 1;
-    FOR_T(DECL_T)
-    for (int64_t g = 0; g < ng; g++) {
-        const int8_t *cg = cb + g * G;
-        const int64_t k0 = g * G;
-        int64_t i = 0;
-        __m256 c0, c1;
-#define Q8T(t, q, c, first) if (nt > t) FMA_CH(t, q, CH, first, c, _mm256_loadu_ps(x##t + k0 + i + 8 * (q)));
-        c0 = ld_q8(cg);
-        FOR_T3(Q8T, 0, c0, 1)
-        if (G >= 16) {
-            c1 = ld_q8(cg + 8);
-            FOR_T3(Q8T, 1, c1, CH == 2)
-            for (i = 16; i + 16 <= G; i += 16) {
-                c0 = ld_q8(cg + i);
-                c1 = ld_q8(cg + i + 8);
-                FOR_T3(Q8T, 0, c0, 0)
-                FOR_T3(Q8T, 1, c1, 0)
-            }
-            if (i < G) {
-                c0 = ld_q8(cg + i);
-                FOR_T3(Q8T, 0, c0, 0)
-            }
-        } /* else (G == 8) chain 1 stays zero */
-#undef Q8T
-        __m256 s = _mm256_set1_ps(sc[g]);
-#define Q8END(t) if (nt > t) acc##t = _mm256_fmadd_ps(s, CH == 2 ? _mm256_add_ps(a##t##0, a##t##1) : a##t##0, acc##t);
-        FOR_T(Q8END)
-#undef Q8END
-    }
-#define Q8OUT(t)                                                                                 \
-    if (nt > t) {                                                                                \
-        o[t] = hsum(acc##t);                                                                     \
-        if (off) o[t] += dot(w->offsets + r * ng, j->xg + t * ng, ng);                           \
-    }
-    FOR_T(Q8OUT)
-#undef Q8OUT
-}
-
-SL_AVX2 static INLINE void row_f(const sl__mm_job *j, int64_t r, sl_wfmt fmt, int nt, float *o) {
     const int64_t cols = j->cols;
-    const void *row = (const char *)j->w->data + r * sl_qw_row_bytes(j->w);
-    const int CH = nt <= 2 ? 4 : nt == 3 ? 3 : 2; /* at least 8 chains */
-    FOR_T(DECL_T)
+    const int64_t G = fmt == SL_WF_QW8 ? w->group : 32, ng = cols / G;
+    const int8_t *cb = fmt == SL_WF_QW8 ? (const int8_t *)w->codes + r * cols : NULL;
+    const float *sc = fmt == SL_WF_QW8 ? w->scales + r * ng : NULL;
+    const float *of = off ? w->offsets + r * ng : NULL;
+    const void *row = fmt == SL_WF_QW8 ? NULL : (const char *)w->data + r * sl_qw_row_bytes(w);
+    __m256 acc[4][2], s = _mm256_setzero_ps(), o = s;
+    const float *x[2];
+    UNROLL for (int t = 0; t < 2; t++) {
+        x[t] = j->xp + (nt > t ? t : 0) * cols;
+        UNROLL for (int c = 0; c < 4; c++) acc[c][t] = _mm256_setzero_ps();
+    }
+#define SCALE(kk)                                                                                 \
+    if (fmt == SL_WF_QW8) {                                                                       \
+        s = _mm256_set1_ps(sc[(kk) / G]);                                                         \
+        o = off ? _mm256_set1_ps(of[(kk) / G]) : s;                                               \
+    }
     int64_t k = 0;
-#define FT(t, q, wv, unused) if (nt > t) FMA_CH(t, q, CH, 0, wv, _mm256_loadu_ps(x##t + k + 8 * (q)));
-    for (; k + 32 <= cols; k += 32) {
-        __m256 w0 = ld_f(fmt, row, k), w1 = ld_f(fmt, row, k + 8);
-        __m256 w2 = ld_f(fmt, row, k + 16), w3 = ld_f(fmt, row, k + 24);
-        FOR_T3(FT, 0, w0, 0) FOR_T3(FT, 1, w1, 0) FOR_T3(FT, 2, w2, 0) FOR_T3(FT, 3, w3, 0)
+    if (G % 32 == 0) { /* one scale per 4 steps */
+        for (; k + 32 <= cols; k += 32) {
+            SCALE(k)
+            UNROLL for (int c = 0; c < 4; c++) PRE_STEP(k + 8 * c, c, s, o);
+        }
+    } else {
+        for (; k + 32 <= cols; k += 32) {
+            UNROLL for (int c = 0; c < 4; c++) {
+                SCALE(k + 8 * c)
+                PRE_STEP(k + 8 * c, c, s, o);
+            }
+        }
     }
-    for (; k < cols; k += 8) {
-        __m256 w0 = ld_f(fmt, row, k);
-        FOR_T3(FT, 0, w0, 0)
+    for (int c = 0; k < cols; k += 8, c++) {
+        SCALE(k)
+        PRE_STEP(k, c, s, o);
     }
-#undef FT
-#define FOUT(t) if (nt > t) o[t] = hsum(SUM_CH(t));
-    FOR_T(FOUT)
-#undef FOUT
+#undef SCALE
+    UNROLL for (int t = 0; t < nt; t++)
+        j->y[t * j->rows + r] = hsum(_mm256_add_ps(_mm256_add_ps(acc[0][t], acc[1][t]),
+                                                   _mm256_add_ps(acc[2][t], acc[3][t])));
 }
 
-/* One function per (format, offsets, tokens, QW4 group mode): the traits are compile-time. */
-#define ROWS_FN(name, nt, call)                                                                  \
+/* One function per (format, offsets, tokens, QW4 group mode): the traits are compile-time.
+ * One row at a time, so that each thread reads one sequential stream. */
+#define Q4_FN(name, nt, off, gm)                                                                 \
     SL_AVX2 static void name(const sl__mm_job *j, int64_t r0, int64_t r1) {                      \
-        for (int64_t r = r0; r < r1; r++) {                                                      \
-            float o[4];                                                                          \
-            call;                                                                                \
-            for (int t = 0; t < nt; t++) j->y[t * j->rows + r] = o[t];                           \
-        }                                                                                        \
+        for (int64_t r = r0; r < r1; r++) row_qw4(j, r, off, nt, gm);                            \
     }
-#define NT_FNS(pre, ...)                                                                         \
-    ROWS_FN(pre##1, 1, __VA_ARGS__(1)) ROWS_FN(pre##2, 2, __VA_ARGS__(2))                        \
-    ROWS_FN(pre##3, 3, __VA_ARGS__(3)) ROWS_FN(pre##4, 4, __VA_ARGS__(4))
-#define Q4S8(nt) row_qw4(j, r, 0, nt, GM_8, o)
-#define Q4O8(nt) row_qw4(j, r, 1, nt, GM_8, o)
-#define Q4S16(nt) row_qw4(j, r, 0, nt, GM_16, o)
-#define Q4O16(nt) row_qw4(j, r, 1, nt, GM_16, o)
-#define Q4S32(nt) row_qw4(j, r, 0, nt, GM_32, o)
-#define Q4O32(nt) row_qw4(j, r, 1, nt, GM_32, o)
-#define Q4SB(nt) row_qw4(j, r, 0, nt, GM_BIG, o)
-#define Q4OB(nt) row_qw4(j, r, 1, nt, GM_BIG, o)
-#define Q8S(nt) row_qw8(j, r, 0, nt, o)
-#define Q8O(nt) row_qw8(j, r, 1, nt, o)
-#define F16R(nt) row_f(j, r, SL_WF_F16, nt, o)
-#define BF16R(nt) row_f(j, r, SL_WF_BF16, nt, o)
-#define F32R(nt) row_f(j, r, SL_WF_F32, nt, o)
-NT_FNS(q4s8_, Q4S8)
-NT_FNS(q4o8_, Q4O8)
-NT_FNS(q4s16_, Q4S16)
-NT_FNS(q4o16_, Q4O16)
-NT_FNS(q4s32_, Q4S32)
-NT_FNS(q4o32_, Q4O32)
-NT_FNS(q4sb_, Q4SB)
-NT_FNS(q4ob_, Q4OB)
-NT_FNS(q8s_, Q8S)
-NT_FNS(q8o_, Q8O)
-NT_FNS(f16_, F16R)
-NT_FNS(bf16_, BF16R)
-NT_FNS(f32_, F32R)
+#define PRE_FN(name, nt, fmt, off)                                                               \
+    SL_AVX2 static void name(const sl__mm_job *j, int64_t r0, int64_t r1) {                      \
+        for (int64_t r = r0; r < r1; r++) row_pre(j, r, fmt, off, nt);                           \
+    }
+#define NT_FNS(pre, M, ...) M(pre##1, 1, __VA_ARGS__) M(pre##2, 2, __VA_ARGS__) \
+    M(pre##3, 3, __VA_ARGS__) M(pre##4, 4, __VA_ARGS__)
+#define NT_FNS2(pre, M, ...) M(pre##1, 1, __VA_ARGS__) M(pre##2, 2, __VA_ARGS__)
+NT_FNS(q4s8_, Q4_FN, 0, GM_8)
+NT_FNS(q4o8_, Q4_FN, 1, GM_8)
+NT_FNS(q4s16_, Q4_FN, 0, GM_16)
+NT_FNS(q4o16_, Q4_FN, 1, GM_16)
+NT_FNS(q4s32_, Q4_FN, 0, GM_32)
+NT_FNS(q4o32_, Q4_FN, 1, GM_32)
+NT_FNS(q4sb_, Q4_FN, 0, GM_BIG)
+NT_FNS(q4ob_, Q4_FN, 1, GM_BIG)
+NT_FNS2(q8s_, PRE_FN, SL_WF_QW8, 0)
+NT_FNS2(q8o_, PRE_FN, SL_WF_QW8, 1)
+NT_FNS2(f16_, PRE_FN, SL_WF_F16, 0)
+NT_FNS2(bf16_, PRE_FN, SL_WF_BF16, 0)
+NT_FNS2(f32_, PRE_FN, SL_WF_F32, 0)
 
 typedef void (*rows_fn)(const sl__mm_job *j, int64_t r0, int64_t r1);
 #define NT4(pre) {pre##1, pre##2, pre##3, pre##4}
+#define NT2(pre) {pre##1, pre##2}
 
 void sl__mm_fused_avx2(const sl__mm_job *j, int64_t tb, int64_t te) {
     static const rows_fn q4[4][2][4] = {
@@ -330,9 +301,9 @@ void sl__mm_fused_avx2(const sl__mm_job *j, int64_t tb, int64_t te) {
         {NT4(q4s32_), NT4(q4o32_)},
         {NT4(q4sb_), NT4(q4ob_)},
     };
-    static const rows_fn q8[2][4] = {NT4(q8s_), NT4(q8o_)};
-    static const rows_fn f[3][4] = {NT4(f32_), NT4(f16_), NT4(bf16_)};
-    SL_CHECK(j->T >= 1 && j->T <= SL_MM_FUSED_MAX_T);
+    static const rows_fn q8[2][2] = {NT2(q8s_), NT2(q8o_)};
+    static const rows_fn f[3][2] = {NT2(f32_), NT2(f16_), NT2(bf16_)};
+    SL_CHECK(j->T >= 1 && j->T <= (j->w->fmt == SL_WF_QW4 ? SL_MM_FUSED_MAX_T : 2));
     const int off = j->w->offsets != NULL, t = j->T - 1;
     rows_fn fn;
     switch (j->w->fmt) {
@@ -350,37 +321,35 @@ void sl__mm_fused_avx2(const sl__mm_job *j, int64_t tb, int64_t te) {
 
 /* ---- tiled kernel ----------------------------------------------------------------------- */
 
-/* Dequantizes columns [k0, k0 + n) of QW4 row r into dst, in xp's order (k0 % 64 == 0). */
+/* QW4 columns [k0, k0 + n) of row r (k0 % 64 == 0): dst gets the codes (c − 8 without
+ * offsets) as floats in xp's order, sv one scale vector per full block and then one per
+ * 8-column step of the tail, as the fused kernel applies them. */
 SL_AVX2 static INLINE void dec_qw4(const sl_qw *w, int64_t r, int64_t k0, int64_t n, float *dst,
-                                   int off, int gm) {
+                                   float *sv, int off, int gm) {
     const int64_t cols = w->cols, G = w->group, ng = cols / G, e = k0 + n;
     const uint8_t *cb = (const uint8_t *)w->codes + r * (cols / 2);
-    const float *sc = w->scales + r * ng, *of = off ? w->offsets + r * ng : NULL;
+    const float *sc = w->scales + r * ng;
     int64_t k = k0;
-    for (; k + 64 <= e; k += 64) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(cb + k / 2));
-        /* s·c + o, or s·c − 8s = s·(c − 8) (one rounding either way) */
-        __m256 s = lanes64(sc, k, gm, G);
-        __m256 o = off ? lanes64(of, k, gm, G) : _mm256_mul_ps(s, _mm256_set1_ps(-8.0f));
+    for (; k + 64 <= e; k += 64, sv += 8) {
+        __m256i v = ld_codes4(cb + k / 2, off);
         float *d = dst + (k - k0);
-#define DSTEP(q) _mm256_storeu_ps(d + 8 * (q), _mm256_fmadd_ps(nib(v, q), s, o));
-        DSTEP(0) DSTEP(1) DSTEP(2) DSTEP(3) DSTEP(4) DSTEP(5) DSTEP(6) DSTEP(7)
-#undef DSTEP
+        UNROLL for (int q = 0; q < 8; q++) _mm256_storeu_ps(d + 8 * q, nib(v, q, off));
+        _mm256_storeu_ps(sv, lanes64(sc, k, gm, G));
     }
-    for (; k < e; k += 8) {
-        __m256 s = _mm256_set1_ps(sc[k / G]), c = nib8(cb + k / 2, off);
-        _mm256_storeu_ps(dst + (k - k0),
-                         off ? _mm256_fmadd_ps(c, s, _mm256_set1_ps(of[k / G])) : _mm256_mul_ps(c, s));
+    for (; k < e; k += 8, sv += 8) {
+        _mm256_storeu_ps(dst + (k - k0), nib8(cb + k / 2, off));
+        _mm256_storeu_ps(sv, _mm256_set1_ps(sc[k / G]));
     }
 }
 
-SL_AVX2 static void dec_qw4_any(const sl_qw *w, int64_t r, int64_t k0, int64_t n, float *dst) {
+SL_AVX2 static void dec_qw4_any(const sl_qw *w, int64_t r, int64_t k0, int64_t n, float *dst,
+                                float *sv) {
     const int off = w->offsets != NULL;
     switch (qw4_gm(w->group)) {
-    case GM_8: off ? dec_qw4(w, r, k0, n, dst, 1, GM_8) : dec_qw4(w, r, k0, n, dst, 0, GM_8); return;
-    case GM_16: off ? dec_qw4(w, r, k0, n, dst, 1, GM_16) : dec_qw4(w, r, k0, n, dst, 0, GM_16); return;
-    case GM_32: off ? dec_qw4(w, r, k0, n, dst, 1, GM_32) : dec_qw4(w, r, k0, n, dst, 0, GM_32); return;
-    default: off ? dec_qw4(w, r, k0, n, dst, 1, GM_BIG) : dec_qw4(w, r, k0, n, dst, 0, GM_BIG); return;
+    case GM_8: off ? dec_qw4(w, r, k0, n, dst, sv, 1, GM_8) : dec_qw4(w, r, k0, n, dst, sv, 0, GM_8); return;
+    case GM_16: off ? dec_qw4(w, r, k0, n, dst, sv, 1, GM_16) : dec_qw4(w, r, k0, n, dst, sv, 0, GM_16); return;
+    case GM_32: off ? dec_qw4(w, r, k0, n, dst, sv, 1, GM_32) : dec_qw4(w, r, k0, n, dst, sv, 0, GM_32); return;
+    default: off ? dec_qw4(w, r, k0, n, dst, sv, 1, GM_BIG) : dec_qw4(w, r, k0, n, dst, sv, 0, GM_BIG); return;
     }
 }
 
@@ -399,11 +368,9 @@ SL_AVX2 static void dec_plain(const sl_qw *w, int64_t r, int64_t k0, int64_t n, 
         const float *sc = w->scales + r * ng, *of = w->offsets ? w->offsets + r * ng : NULL;
         for (int64_t k = k0; k < k0 + n; k += G) {
             __m256 s = _mm256_set1_ps(sc[k / G]);
-            __m256 o = of ? _mm256_set1_ps(of[k / G]) : _mm256_setzero_ps();
-            for (int64_t i = k; i < k + G; i += 8) {
-                __m256 c = ld_q8((const int8_t *)row + i);
-                _mm256_storeu_ps(dst + (i - k0), of ? _mm256_fmadd_ps(c, s, o) : _mm256_mul_ps(c, s));
-            }
+            __m256 o = of ? _mm256_set1_ps(of[k / G]) : s;
+            for (int64_t i = k; i < k + G; i += 8)
+                _mm256_storeu_ps(dst + (i - k0), q8w((const int8_t *)row + i, s, o, of != NULL));
         }
         return;
     }
@@ -411,93 +378,204 @@ SL_AVX2 static void dec_plain(const sl_qw *w, int64_t r, int64_t k0, int64_t n, 
     }
 }
 
-/* y[t][r0 .. r0 + nr) (+)= tile rows w0..w3 · x rows t = 0 .. nt − 1 (xs floats apart) over n
- * columns (a multiple of 8). nt is a constant after inlining: 12 accumulators at nt = 3. */
-SL_AVX2 static INLINE void mk(const float *const *wr, const float *x, int64_t xs, int nt, int64_t n,
-                              float *y, int64_t ys, int64_t k0, int nr) {
-    const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3];
-    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-    __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-    __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-    for (int64_t k = 0; k < n; k += 8) {
-        __m256 v0 = _mm256_loadu_ps(w0 + k), v1 = _mm256_loadu_ps(w1 + k);
-        __m256 v2 = _mm256_loadu_ps(w2 + k), v3 = _mm256_loadu_ps(w3 + k);
-        __m256 xv = _mm256_loadu_ps(x + k);
-        a00 = _mm256_fmadd_ps(v0, xv, a00);
-        a01 = _mm256_fmadd_ps(v1, xv, a01);
-        a02 = _mm256_fmadd_ps(v2, xv, a02);
-        a03 = _mm256_fmadd_ps(v3, xv, a03);
-        if (nt >= 2) {
-            xv = _mm256_loadu_ps(x + xs + k);
-            a10 = _mm256_fmadd_ps(v0, xv, a10);
-            a11 = _mm256_fmadd_ps(v1, xv, a11);
-            a12 = _mm256_fmadd_ps(v2, xv, a12);
-            a13 = _mm256_fmadd_ps(v3, xv, a13);
+/* Weights already formed (F32/F16/BF16/QW8): tile rows wr[0..3] · x rows t < nt (xs floats
+ * apart) over the n columns from k0 on. Step i (8 columns, counted from column 0) belongs to
+ * chain i % 4 of each (row, token), as in row_pre; the chains run one after the other, each
+ * a pass with 12 accumulators at nt = 3, kept in ab ([nt][4][MR][8]) between passes and column
+ * tiles. The last tile sums them into y[t][r] (ys floats apart). */
+SL_AVX2 static INLINE void mk(const float *const *wr, const float *x, int64_t xs, const int nt,
+                              int64_t n, int64_t k0, float *y, int64_t ys, int nr, float *ab,
+                              int first, int last) {
+    _Pragma("GCC unroll 1") for (int c = 0; c < 4; c++) {
+        __m256 a[3][MR];
+        UNROLL for (int t = 0; t < 3; t++) UNROLL for (int i = 0; i < MR; i++)
+            a[t][i] = first || t >= nt ? _mm256_setzero_ps()
+                                       : _mm256_loadu_ps(ab + ((t * 4 + c) * MR + i) * 8);
+        for (int64_t k = 8 * ((c - k0 / 8) & 3); k < n; k += 32) {
+            __m256 v[MR];
+            UNROLL for (int i = 0; i < MR; i++) v[i] = _mm256_loadu_ps(wr[i] + k);
+            UNROLL for (int t = 0; t < nt; t++) {
+                __m256 xv = _mm256_loadu_ps(x + t * xs + k);
+                UNROLL for (int i = 0; i < MR; i++) a[t][i] = _mm256_fmadd_ps(v[i], xv, a[t][i]);
+            }
         }
-        if (nt >= 3) {
-            xv = _mm256_loadu_ps(x + 2 * xs + k);
-            a20 = _mm256_fmadd_ps(v0, xv, a20);
-            a21 = _mm256_fmadd_ps(v1, xv, a21);
-            a22 = _mm256_fmadd_ps(v2, xv, a22);
-            a23 = _mm256_fmadd_ps(v3, xv, a23);
-        }
+        UNROLL for (int t = 0; t < nt; t++) UNROLL for (int i = 0; i < MR; i++)
+            _mm256_storeu_ps(ab + ((t * 4 + c) * MR + i) * 8, a[t][i]);
     }
-    __m128 s[3] = {hsum4(a00, a01, a02, a03), hsum4(a10, a11, a12, a13), hsum4(a20, a21, a22, a23)};
-    for (int t = 0; t < nt; t++) {
+    if (!last) return;
+    UNROLL for (int t = 0; t < nt; t++) {
+        __m256 v[MR];
+        UNROLL for (int i = 0; i < MR; i++) {
+            const float *a = ab + (t * 4 * MR + i) * 8;
+            v[i] = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(a + MR * 8)),
+                                 _mm256_add_ps(_mm256_loadu_ps(a + 2 * MR * 8), _mm256_loadu_ps(a + 3 * MR * 8)));
+        }
+        __m128 s = hsum4(v[0], v[1], v[2], v[3]);
         float *yt = y + t * ys;
         if (nr == MR) {
-            _mm_storeu_ps(yt, k0 ? _mm_add_ps(s[t], _mm_loadu_ps(yt)) : s[t]);
+            _mm_storeu_ps(yt, s);
         } else {
             float o[4];
-            _mm_storeu_ps(o, s[t]);
-            for (int r = 0; r < nr; r++) yt[r] = k0 ? yt[r] + o[r] : o[r];
+            _mm_storeu_ps(o, s);
+            for (int i = 0; i < nr; i++) yt[i] = o[i];
         }
     }
 }
 
-SL_AVX2 static void mk1(const float *const *wr, const float *x, int64_t xs, int64_t n, float *y,
-                        int64_t ys, int64_t k0, int nr) {
-    mk(wr, x, xs, 1, n, y, ys, k0, nr);
-}
-SL_AVX2 static void mk2(const float *const *wr, const float *x, int64_t xs, int64_t n, float *y,
-                        int64_t ys, int64_t k0, int nr) {
-    mk(wr, x, xs, 2, n, y, ys, k0, nr);
-}
-SL_AVX2 static void mk3(const float *const *wr, const float *x, int64_t xs, int64_t n, float *y,
-                        int64_t ys, int64_t k0, int nr) {
-    mk(wr, x, xs, 3, n, y, ys, k0, nr);
+/* QW4: tile rows wr[0..R) of codes with their scale vectors sv[0..R) (dec_qw4) · x rows t < nt
+ * over n columns, as row_qw4 sums: per block, chains over the even and the odd steps for the
+ * R × nt (row, token) pairs, 2·R·nt accumulators in registers (R = 2 fits AVX2's 16; R = 4,
+ * with 24, needs AVX-512VL's 32 and halves the loads of x); then ab[t][i] = fma(scale, even + odd,
+ * ab[t][i]) ([nt][MR][8]). xl: −8·lane sums of token 0 (xls floats per token), NULL with
+ * offsets. The step loop is not unrolled: unrolled, GCC orders each chain's steps one after
+ * the other and the chains no longer overlap. */
+SL_AVX2 static INLINE void mkq(const float *const *wr, const float *const *sv, const float *x,
+                               int64_t xs, const float *xl, int64_t xls, const int nt, int64_t n,
+                               float *ab, const int R) {
+    const int64_t nb = n / 64;
+    for (int64_t b = 0; b < nb; b++) {
+        __m256 pe[3][MR], po[3][MR];
+        {
+            const int64_t k = b * 64;
+            __m256 ve[MR], vo[MR];
+            UNROLL for (int i = 0; i < R; i++) {
+                ve[i] = _mm256_loadu_ps(wr[i] + k);
+                vo[i] = _mm256_loadu_ps(wr[i] + k + 8);
+            }
+            UNROLL for (int t = 0; t < nt; t++) {
+                __m256 xe = _mm256_loadu_ps(x + t * xs + k), xo = _mm256_loadu_ps(x + t * xs + k + 8);
+                __m256 l = xl ? _mm256_loadu_ps(xl + t * xls + b * 8) : _mm256_setzero_ps();
+                UNROLL for (int i = 0; i < R; i++) {
+                    pe[t][i] = xl ? _mm256_fmadd_ps(ve[i], xe, l) : _mm256_mul_ps(ve[i], xe);
+                    po[t][i] = _mm256_mul_ps(vo[i], xo);
+                }
+            }
+        }
+        UNROLL for (int64_t k = b * 64 + 16; k < b * 64 + 64; k += 16) {
+            __m256 ve[MR], vo[MR];
+            UNROLL for (int i = 0; i < R; i++) {
+                ve[i] = _mm256_loadu_ps(wr[i] + k);
+                vo[i] = _mm256_loadu_ps(wr[i] + k + 8);
+            }
+            UNROLL for (int t = 0; t < nt; t++) {
+                __m256 xe = _mm256_loadu_ps(x + t * xs + k), xo = _mm256_loadu_ps(x + t * xs + k + 8);
+                UNROLL for (int i = 0; i < R; i++) {
+                    pe[t][i] = _mm256_fmadd_ps(ve[i], xe, pe[t][i]);
+                    po[t][i] = _mm256_fmadd_ps(vo[i], xo, po[t][i]);
+                }
+            }
+        }
+        UNROLL for (int i = 0; i < R; i++) {
+            __m256 s = _mm256_loadu_ps(sv[i] + b * 8);
+            UNROLL for (int t = 0; t < nt; t++) {
+                float *a = ab + (t * MR + i) * 8;
+                _mm256_storeu_ps(a, _mm256_fmadd_ps(s, _mm256_add_ps(pe[t][i], po[t][i]), _mm256_loadu_ps(a)));
+            }
+        }
+    }
+    for (int64_t k = nb * 64, u = nb; k < n; k += 8, u++) {
+        UNROLL for (int i = 0; i < R; i++) {
+            __m256 v = _mm256_loadu_ps(wr[i] + k), s = _mm256_loadu_ps(sv[i] + u * 8);
+            UNROLL for (int t = 0; t < nt; t++) {
+                float *a = ab + (t * MR + i) * 8;
+                __m256 pv = _mm256_mul_ps(v, _mm256_loadu_ps(x + t * xs + k));
+                _mm256_storeu_ps(a, _mm256_fmadd_ps(s, pv, _mm256_loadu_ps(a)));
+            }
+        }
+    }
 }
 
-void sl__mm_tiled_avx2(const sl__mm_job *j, int64_t tb, int64_t te, int tid) {
+#define MK_FNS(n_)                                                                                \
+    SL_AVX2 static NOINLINE void mk##n_(const float *const *wr, const float *x, int64_t xs,       \
+                                        int64_t n, int64_t k0, float *y, int64_t ys, int nr,      \
+                                        float *ab, int first, int last) {                         \
+        mk(wr, x, xs, n_, n, k0, y, ys, nr, ab, first, last);                                     \
+    }                                                                                             \
+    SL_AVX2 static NOINLINE void mkq##n_(const float *const *wr, const float *const *sv,          \
+                                         const float *x, int64_t xs, const float *xl,             \
+                                         int64_t xls, int64_t n, float *ab) {                     \
+        mkq(wr, sv, x, xs, xl, xls, n_, n, ab, 2);                                                \
+        mkq(wr + 2, sv + 2, x, xs, xl, xls, n_, n, ab + 16, 2);                                   \
+    }                                                                                             \
+    SL_AVX512 static NOINLINE void mkqw##n_(const float *const *wr, const float *const *sv,       \
+                                            const float *x, int64_t xs, const float *xl,          \
+                                            int64_t xls, int64_t n, float *ab) {                  \
+        mkq(wr, sv, x, xs, xl, xls, n_, n, ab, 4);                                                \
+    }
+MK_FNS(1)
+MK_FNS(2)
+MK_FNS(3)
+
+
+SL_AVX2 void sl__mm_tiled_avx2(const sl__mm_job *j, int64_t tb, int64_t te, int tid) {
     const sl_qw *w = j->w;
     const int64_t rows = j->rows, cols = j->cols, kc = j->kc;
-    const int T = j->T;
+    const int T = j->T, q4 = w->fmt == SL_WF_QW4;
+    const int64_t ng = q4 ? cols / w->group : 0, svs = kc / 8 + 64; /* scale floats per row */
     float *tile = j->tiles ? j->tiles + (size_t)tid * j->tile_floats : NULL;
+    float *ab = j->accb + (size_t)tid * j->accb_floats;
+    /* tokens in threes; a remainder of one after threes becomes 2 + 2 (mk1 is the least
+     * efficient: 5 loads per 4 FMAs) */
+    const int t3 = T % 3 == 1 && T >= 4 ? T - 4 : T - T % 3;
     for (int64_t i = tb; i < te; i++) {
         int64_t r0 = i * MR;
         int nr = rows - r0 < MR ? (int)(rows - r0) : MR;
+        if (q4) memset(ab, 0, (size_t)T * MR * 8 * sizeof(float));
         for (int64_t k0 = 0; k0 < cols; k0 += kc) {
             int64_t n = cols - k0 < kc ? cols - k0 : kc;
-            const float *wr[MR];
+            const int first = k0 == 0, last = k0 + n == cols;
+            const float *wr[MR], *sv[MR] = {NULL};
             for (int r = 0; r < MR; r++) {
-                if (r >= nr) {
-                    wr[r] = wr[nr - 1]; /* computed, not stored */
+                if (r >= nr) { /* computed, not stored */
+                    wr[r] = wr[nr - 1];
+                    sv[r] = sv[nr - 1];
                 } else if (w->fmt == SL_WF_F32) {
                     wr[r] = (const float *)w->data + (r0 + r) * cols + k0;
+                } else if (q4) {
+                    float *svr = tile + MR * kc + r * svs;
+                    dec_qw4_any(w, r0 + r, k0, n, tile + r * kc, svr);
+                    wr[r] = tile + r * kc;
+                    sv[r] = svr;
                 } else {
-                    if (w->fmt == SL_WF_QW4) dec_qw4_any(w, r0 + r, k0, n, tile + r * kc);
-                    else dec_plain(w, r0 + r, k0, n, tile + r * kc);
+                    dec_plain(w, r0 + r, k0, n, tile + r * kc);
                     wr[r] = tile + r * kc;
                 }
             }
             const float *x = j->xp + k0;
             float *y = j->y + r0;
-            /* tokens in threes; a remainder of one after threes becomes 2 + 2 (mk1 is the
-             * least efficient: 5 loads per 4 FMAs) */
-            int t = 0, t3 = T % 3 == 1 && T >= 4 ? T - 4 : T - T % 3;
-            for (; t < t3; t += 3) mk3(wr, x + t * cols, cols, n, y + t * rows, rows, k0, nr);
-            for (; t + 2 <= T; t += 2) mk2(wr, x + t * cols, cols, n, y + t * rows, rows, k0, nr);
-            if (t < T) mk1(wr, x + t * cols, cols, n, y + t * rows, rows, k0, nr);
+            int t = 0;
+            if (q4) {
+                const float *xl = j->xl ? j->xl + k0 / 8 : NULL;
+#define XL(t) (xl ? xl + (t) * (cols / 8) : NULL)
+                if (j->wide) {
+                    for (; t < t3; t += 3) mkqw3(wr, sv, x + t * cols, cols, XL(t), cols / 8, n, ab + t * MR * 8);
+                    for (; t + 2 <= T; t += 2) mkqw2(wr, sv, x + t * cols, cols, XL(t), cols / 8, n, ab + t * MR * 8);
+                    if (t < T) mkqw1(wr, sv, x + t * cols, cols, XL(t), cols / 8, n, ab + t * MR * 8);
+                    continue;
+                }
+                for (; t < t3; t += 3) mkq3(wr, sv, x + t * cols, cols, XL(t), cols / 8, n, ab + t * MR * 8);
+                for (; t + 2 <= T; t += 2) mkq2(wr, sv, x + t * cols, cols, XL(t), cols / 8, n, ab + t * MR * 8);
+                if (t < T) mkq1(wr, sv, x + t * cols, cols, XL(t), cols / 8, n, ab + t * MR * 8);
+#undef XL
+                continue;
+            }
+            for (; t < t3; t += 3)
+                mk3(wr, x + t * cols, cols, n, k0, y + t * rows, rows, nr, ab + t * 4 * MR * 8, first, last);
+            for (; t + 2 <= T; t += 2)
+                mk2(wr, x + t * cols, cols, n, k0, y + t * rows, rows, nr, ab + t * 4 * MR * 8, first, last);
+            if (t < T) mk1(wr, x + t * cols, cols, n, k0, y + t * rows, rows, nr, ab + t * 4 * MR * 8, first, last);
+        }
+        if (!q4) continue;
+        for (int t = 0; t < T; t++) {
+            const float *a = ab + t * MR * 8;
+            float o[4];
+            _mm_storeu_ps(o, hsum4(_mm256_loadu_ps(a), _mm256_loadu_ps(a + 8), _mm256_loadu_ps(a + 16),
+                                   _mm256_loadu_ps(a + 24)));
+            for (int r = 0; r < nr; r++) {
+                float v = o[r];
+                if (w->offsets) v += dot_off(w->offsets + (r0 + r) * ng, j->xg + t * ng, ng);
+                j->y[t * rows + r0 + r] = v;
+            }
         }
     }
 }
