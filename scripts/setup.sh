@@ -98,16 +98,30 @@ if [ -z "$model" ]; then
   fi
   serve_args+=(--served-model-name demo --max-model-len 2048 --kv-cache-space 0.5)
 fi
-build/sluice info --model "$model"
+info=$(build/sluice info --model "$model")
+echo "$info"
 port=${SLUICE_PORT:-8000}
 host=${SLUICE_HOST:-127.0.0.1}
 case "$host" in 0.0.0.0 | :: | "[::]") host=127.0.0.1 ;; esac
 url="http://$host:$port"
-echo "setup: starting sluice serve on $url (on the CPU; Ctrl-C stops it)"
-build/sluice serve --model "$model" "${serve_args[@]}" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true' INT TERM
-while kill -0 $pid 2>/dev/null && ! curl -fs "$url/health" >/dev/null 2>&1; do sleep 0.5; done
+# on the GPU when the build has CUDA and sees a device (SLUICE_DEVICE=cpu keeps the CPU), else
+# on the CPU; if the CUDA backend does not come up, the CPU serves instead
+device=${SLUICE_DEVICE:-}
+if [ -z "$device" ]; then
+  device=cpu
+  [ "$(printf '%s\n' "$info" | sed -n 's/^CUDA devices: \([0-9][0-9]*\).*/\1/p')" -gt 0 ] 2>/dev/null && device=cuda
+fi
+pid=
+trap '[ -n "$pid" ] && kill -TERM $pid 2>/dev/null || true' INT TERM
+for dev in $device cpu; do
+  echo "setup: starting sluice serve on $url (--device $dev; Ctrl-C stops it)"
+  build/sluice serve --model "$model" --device "$dev" "${serve_args[@]}" &
+  pid=$!
+  while kill -0 $pid 2>/dev/null && ! curl -fs "$url/health" >/dev/null 2>&1; do sleep 0.5; done
+  kill -0 $pid 2>/dev/null && break
+  [ "$dev" = cpu ] && break
+  echo "setup: the server did not start on $dev: serving on the CPU instead"
+done
 if kill -0 $pid 2>/dev/null; then
   auth=
   [ -n "${SLUICE_API_KEY:-}" ] && auth=" -H \"Authorization: Bearer \$SLUICE_API_KEY\""
