@@ -688,6 +688,23 @@ static void end_tag(parser *p, const char *want) {
     expect_block_end(p);
 }
 
+/* After a block's body, at the tag that ended it: an optional {% else %} body (named what in
+ * errors), then {% end %} — "endif" or "endfor". */
+static void else_and_end(parser *p, sl__jnode *x, const char *end, const char *what, int line) {
+    if (eat_name(p, "else")) {
+        const char *const e2[] = {end, NULL};
+        expect_block_end(p);
+        x->else_body = body(p, e2, what, line);
+        adv(p);
+    }
+    if (!eat_name(p, end)) {
+        char quoted[16];
+        snprintf(quoted, sizeof quoted, "'%s'", end);
+        unexpected(p, quoted);
+    }
+    expect_block_end(p);
+}
+
 static sl__jnode *stmt_if(parser *p) {
     static const char *const ends[] = {"elif", "else", "endif", NULL};
     sl__jnode *x = node(p, JN_IF);
@@ -700,14 +717,7 @@ static sl__jnode *stmt_if(parser *p) {
         x->else_body = stmt_if(p); /* consumes through endif */
         return x;
     }
-    if (eat_name(p, "else")) {
-        static const char *const e2[] = {"endif", NULL};
-        expect_block_end(p);
-        x->else_body = body(p, e2, "else", line);
-        adv(p);
-    }
-    if (!eat_name(p, "endif")) unexpected(p, "'endif'");
-    expect_block_end(p);
+    else_and_end(p, x, "endif", "else", line);
     return x;
 }
 
@@ -745,14 +755,7 @@ static sl__jnode *stmt_for(parser *p) {
     expect_block_end(p);
     x->body = body(p, ends, "for", line);
     adv(p);
-    if (eat_name(p, "else")) {
-        static const char *const e2[] = {"endfor", NULL};
-        expect_block_end(p);
-        x->else_body = body(p, e2, "for", line);
-        adv(p);
-    }
-    if (!eat_name(p, "endfor")) unexpected(p, "'endfor'");
-    expect_block_end(p);
+    else_and_end(p, x, "endfor", "for", line);
     return x;
 }
 
