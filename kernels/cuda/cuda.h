@@ -21,6 +21,10 @@
 extern "C" {
 #endif
 
+/* Opens cuBLAS (kernels/cuda/blas.cuh: loaded at first use, not linked) without needing a
+ * device: NULL when its entry points are found, else why not. */
+const char *sl_cuda_blas_open(void);
+
 /* Number of usable CUDA devices; 0 when there is no driver or no device (never aborts). */
 int sl_cuda_device_count(void);
 /* Fills name/cc/memory for device i; returns 0, or -1 if it cannot be queried. */

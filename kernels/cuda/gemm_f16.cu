@@ -2,9 +2,9 @@
  * the quantized kernels are measured against. One cuBLAS handle and one f16 staging buffer for
  * x (shared with sl_cuda_qmm), created on first use; one stream at a time (the engine
  * thread's). */
-#include <cublas_v2.h>
 #include <cuda_fp16.h>
 
+#include "blas.cuh"
 #include "common.cuh"
 #include "matmul.h"
 
@@ -14,17 +14,9 @@ cublasHandle_t g_handle;
 __half *g_x16;
 size_t g_x16_n;
 
-#define SL_BLAS_CHECK(call)                                                                      \
-    do {                                                                                         \
-        cublasStatus_t st_ = (call);                                                             \
-        if (st_ != CUBLAS_STATUS_SUCCESS)                                                        \
-            sl__cuda_fail(#call " == CUBLAS_STATUS_SUCCESS", -1, __func__, __FILE__,          \
-                          __LINE__);                                                             \
-    } while (0)
-
 cublasHandle_t handle(cudaStream_t stream) {
-    if (!g_handle) SL_BLAS_CHECK(cublasCreate(&g_handle));
-    SL_BLAS_CHECK(cublasSetStream(g_handle, stream));
+    if (!g_handle) SL_BLAS_CHECK(sl_blas_required().create(&g_handle));
+    SL_BLAS_CHECK(sl_blas_required().set_stream(g_handle, stream));
     return g_handle;
 }
 
@@ -42,7 +34,7 @@ extern "C" void sl_cuda_gemm_f16(const uint16_t *w, const uint16_t *x16, float *
                     K <= INT32_MAX);
     const float one = 1.0f, zero = 0.0f;
     /* column-major view: Yᵀ (N×T) = W (K×N, transposed) · Xᵀ (K×T) */
-    SL_BLAS_CHECK(cublasGemmEx(handle(reinterpret_cast<cudaStream_t>(stream)), CUBLAS_OP_T,
+    SL_BLAS_CHECK(sl_blas_required().gemm_ex(handle(reinterpret_cast<cudaStream_t>(stream)), CUBLAS_OP_T,
                                CUBLAS_OP_N, (int)N, T, (int)K, &one, w, CUDA_R_16F, (int)K, x16,
                                CUDA_R_16F, (int)K, &zero, y, CUDA_R_32F, (int)N,
                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));

@@ -370,6 +370,10 @@ static void test_models(void) {
 }
 
 int main(void) {
+    /* cuBLAS is opened at first use, not linked: it must be found with or without a device */
+    const char *blas_err = sl_cuda_blas_open();
+    if (blas_err) fprintf(stderr, "test_cuda_backend: cuBLAS: %s\n", blas_err);
+    ASSERT(blas_err == NULL);
     int skip = harness_begin("test_cuda_backend", 20250601);
     if (skip) return skip;
     double t0 = sl_time_s();

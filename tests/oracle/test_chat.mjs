@@ -10,7 +10,10 @@
 //     models/templates/*.jinja (real templates of Llama 3.x, Qwen 2.5/3, Mistral, Gemma, Phi,
 //     DeepSeek, Granite, Command R, ...) and the template strings of tests/test-chat-template.cpp,
 //     whose expected outputs of llama.cpp's built-in formats also check sluice's built-ins
-//     (`--chat-template NAME` with the family sluice detects).
+//     (`--chat-template NAME` with the family sluice detects);
+//   - @huggingface/ollama-utils: the GGUF chat templates of ~100 models of the Ollama library
+//     (Zephyr's as TinyLlama ships it, Gemma 3, Llama 2/3.x, Mistral, Phi-3/4, Qwen, SmolLM2, ...);
+//     the Zephyr and Gemma built-ins are checked against the real templates of their families.
 // Also: the rendered Llama 3 prompt tokenized with the real vocabulary against llama.cpp.
 //
 //   node tests/oracle/test_chat.mjs build/sluice [--only SUBSTRING] [--verbose]
@@ -178,6 +181,18 @@ function collectTemplates() {
     const [bos, eos] = bosEosFor(f, src);
     out.push({ name: `llama.cpp models/templates/${f}`, src, bos, eos, required: REQUIRED.some((r) => f.startsWith(r)) });
   }
+  // @huggingface/ollama-utils: the GGUF chat templates of ~100 models (its table pairs each with
+  // an Ollama template; only the GGUF side is used). The package does not export the table, so
+  // the array literal is read out of its module file.
+  const ou = fs.readFileSync(path.join(ORACLE_DIR, 'node_modules/@huggingface/ollama-utils/dist/index.mjs'), 'utf8');
+  const at = ou.indexOf('[', ou.indexOf('var OLLAMA_CHAT_TEMPLATE_MAPPING = ['));
+  const table = new Function(`return ${ou.slice(at, ou.indexOf('\n];', at) + 2)}`)();
+  if (!Array.isArray(table) || table.length < 50) throw new Error('@huggingface/ollama-utils: template table not found');
+  for (const [k, e] of table.entries()) {
+    if (typeof e.gguf !== 'string' || !e.model.startsWith('library/')) continue;
+    const [bos, eos] = bosEosFor(e.model, e.gguf);
+    out.push({ name: `ollama-utils #${k} ${e.model}`, src: e.gguf, bos, eos, required: REQUIRED_OU.includes(e.model) });
+  }
   const tc = testCases(bundle.read('tests/test-chat-template.cpp'));
   for (const c of tc.cases)
     out.push({ name: `llama.cpp test-chat-template: ${c.name}`, src: c.template_str, bos: c.bos_token || '<s>', eos: c.eos_token || '</s>',
@@ -190,6 +205,19 @@ const REQUIRED = ['meta-llama-Llama-3', 'Qwen-Qwen2.5', 'Qwen-Qwen3-0.6B', 'Qwen
   'Mistral-Small-3.2', 'google-gemma-2', 'microsoft-Phi-3.5', 'deepseek-ai-DeepSeek-R1-Distill', 'deepseek-ai-DeepSeek-V3.1',
   'HuggingFaceTB-SmolLM3', 'NousResearch-Hermes', 'fireworks-ai-llama-3-firefunction', 'ibm-granite-granite-3.3',
   'CohereForAI-c4ai-command-r-plus', 'llama-cpp-deepseek-r1'];
+
+// From @huggingface/ollama-utils: the families llama.cpp's own files lack (Zephyr, as TinyLlama
+// ships it; Gemma 3) and more real templates of the common ones.
+const REQUIRED_OU = ['library/tinyllama:1.1b', 'library/gemma3:1b', 'library/gemma3:270m', 'library/llama2:7b',
+  'library/llama3:8b', 'library/llama3.1:8b', 'library/llama3.2:3b', 'library/mistral:7b-instruct-fp16',
+  'library/qwen2.5:0.5b', 'library/qwen3:0.6b', 'library/smollm2:135m', 'library/phi3:3.8b', 'library/gemma2:2b'];
+
+// Built-in formats (`--chat-template NAME`) that must render what a real template of the family
+// renders, for the conversations named (llama.cpp's test file has no expected output for these).
+const BUILTIN_VS_REAL = [
+  { model: 'library/tinyllama:1.1b', builtin: 'zephyr', eos: '<|endoftext|>', conversations: ['user', 'system+user', 'multi-turn', 'llama.cpp conversation'] },
+  { model: 'library/gemma3:270m', builtin: 'gemma', conversations: ['user', 'system+user', 'multi-turn', 'llama.cpp conversation'] },
+];
 
 const CONVERSATIONS = [
   { name: 'user', msgs: [{ role: 'user', content: 'Hello' }] },
@@ -290,6 +318,25 @@ async function main() {
       const got = await sluiceRender(bm, t.builtin.conversation, ['--chat-template', family]);
       if (got.ok && got.prompt === t.builtin.expected) { builtinOk++; builtinNote = `, built-in '${family}' ok`; }
       else problems.push(`built-in '${family}' (llama_chat_apply_template):${describe(t.builtin.expected, null, got)}`);
+    }
+    // a built-in format against the real template it stands for, rendered by llama.cpp
+    const bi = BUILTIN_VS_REAL.find((b) => t.name.endsWith(` ${b.model}`));
+    if (bi && native) {
+      builtinN++;
+      const bm = path.join(tmp, `r${i}.gguf`);
+      templateGguf(bm, { ...t, eos: bi.eos ?? t.eos });
+      let ok = 0;
+      for (const conv of CONVERSATIONS.filter((c) => bi.conversations.includes(c.name))) {
+        let want = native.render({ messages: conv.msgs, add_generation_prompt: true, bos_token: t.bos, eos_token: bi.eos ?? t.eos });
+        const got = await sluiceRender(bm, conv.msgs, ['--chat-template', bi.builtin]);
+        // a built-in format leaves BOS to the tokenizer, as llama.cpp's do: the template's BOS
+        // text must then come out as the prompt's first token
+        let bosOk = true;
+        if (want.startsWith(t.bos)) want = want.slice(t.bos.length), bosOk = got.ok && got.prompt_tokens?.[0] === 1;
+        if (got.ok && got.prompt === want && bosOk) ok++;
+        else problems.push(`built-in '${bi.builtin}' vs ${bi.model}'s template (${conv.name}):${describe(want, null, got)}`);
+      }
+      if (ok === bi.conversations.length) { builtinOk++; builtinNote += `, built-in '${bi.builtin}' = this template on ${ok} conversations`; }
     }
     const key = family ?? '(unrecognized)';
     families.set(key, (families.get(key) ?? 0) + 1);
