@@ -11,7 +11,10 @@
  * reads from memory is in flight at once (a scale read from global memory in the inner loop
  * cost one memory latency per tile: 6× slower on an H100). The codes turn into f16 in
  * registers (mask, OR 0x6400, one subtract: exact), one mma.m16n8k16 per 16 columns and 8
- * tokens, and the scales (offsets with the per-16-column sums of x) apply in f32 after it.
+ * tokens; the steps of one group within a tile add up in the tensor core, and the group's
+ * scales (offsets with the sums of x over its columns) apply in f32 once after them. A warp's
+ * loads come in two halves of QMM_U / 2 tiles: the next batch's half is loaded as soon as the
+ * current one is multiplied, so that loads stay in flight while the warp computes.
  *
  * Splits over blocks: with more than one, each block writes its partial sums to the launcher's
  * workspace; the last block of a row block to finish (an atomic count per row block) adds the
@@ -57,7 +60,7 @@ inline size_t qmm_smem(int NT, bool offs, int kw, int group_log2) {
            tiles * qmm_sc_groups(group_log2) * 16 * 4 * (offs ? 2 : 1);
 }
 
-template <bool Q4, int NT, bool OFFS>
+template <bool Q4, int NT, bool OFFS, int SC>
 __global__ void __launch_bounds__(QMM_THREADS)
     qmm_kernel(const uint4 *__restrict__ codes, const float *__restrict__ scales,
                const float *__restrict__ offsets, const __half *__restrict__ x,
@@ -65,6 +68,7 @@ __global__ void __launch_bounds__(QMM_THREADS)
                int T, int N, int K, int row_tiles, int k_tiles, int g_pad, int group_log2,
                int tiles_per_split, int kw) {
     constexpr int KT = ktile(Q4), STEPS = KT / 16, TP = 8 * NT, CT = QMM_KC / KT;
+    constexpr int SPA = 1 << SC; /* 16-column steps per scale application (qmm_sc) */
     constexpr int XSUM = QMM_KC / 16; /* per-16-column sums per staged token row */
     const int tiles_per_block = QMM_WARPS / kw, scg = qmm_sc_groups(group_log2);
     SL_DYNAMIC_SHARED(__half, xs); /* the layout of qmm_smem */
@@ -134,18 +138,21 @@ __global__ void __launch_bounds__(QMM_THREADS)
         if (!active) continue;
         /* 3. the products */
         const float *scl = sc_s + lt * scg * 16, *ofl = of_s + lt * scg * 16;
-        for (int kt = w0; kt < w1; kt += QMM_U) {
-            if (kt != w0)
+        /* one tile's products: v holds the lane's 16 bytes of tile `ktile` */
+        auto product = [&](const uint4 v, const int ktile) {
+            const uint32_t wq[4] = {v.x, v.y, v.z, v.w};
+            const int kc0 = ktile * KT, kl0 = kc0 - kbase;
+            /* the scales of the tile's first group; the j-th application uses group + j */
+            const int gt = ((kc0 >> group_log2) - g_first) * 16;
 #pragma unroll
-                for (int u = 0; u < QMM_U; u++)
-                    wv[u] = sl_ldg_nc_v4(tiles + (size_t)min(kt + u, w1 - 1) * 32);
+            for (int j = 0; j < STEPS / SPA; j++) {
+                /* SPA steps share a scale: their products add up in the tensor core */
+                float d[NT][4];
 #pragma unroll
-            for (int u = 0; u < QMM_U; u++) {
-                if (kt + u >= w1) break;
-                const uint32_t wq[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+                for (int n = 0; n < NT; n++) d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.0f;
 #pragma unroll
-                for (int s = 0; s < STEPS; s++) {
-                    const int kcol = (kt + u) * KT + s * 16, kl = kcol - kbase;
+                for (int ss = 0; ss < SPA; ss++) {
+                    const int s = j * SPA + ss, kl = kl0 + s * 16;
                     uint32_t a[4];
                     if (Q4) {
 #pragma unroll
@@ -160,10 +167,6 @@ __global__ void __launch_bounds__(QMM_THREADS)
                     }
 #pragma unroll
                     for (int i = 0; i < 4; i++) a[i] = hsub2_u32(a[i], bias);
-                    const int gl = ((kcol >> group_log2) - g_first) * 16;
-                    const float s0 = scl[gl + g], s1 = scl[gl + g + 8];
-                    float o0 = 0.0f, o1 = 0.0f;
-                    if (OFFS) o0 = ofl[gl + g], o1 = ofl[gl + g + 8];
 #pragma unroll
                     for (int n = 0; n < NT; n++) {
                         /* two halves at an even index: one 32-bit load each (a memcpy of
@@ -171,23 +174,54 @@ __global__ void __launch_bounds__(QMM_THREADS)
                         const uint32_t *xr = reinterpret_cast<const uint32_t *>(xs) +
                                              ((n * 8 + g) * QMM_XS + kl) / 2 + t;
                         const uint32_t b[2] = {xr[0], xr[4]};
-                        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                        sl_mma_m16n8k16_f16(d, a, b, d);
-                        acc[n][0] += s0 * d[0];
-                        acc[n][1] += s0 * d[1];
-                        acc[n][2] += s1 * d[2];
-                        acc[n][3] += s1 * d[3];
-                        if (OFFS) {
-                            const float x0 = xsum[(n * 8 + 2 * t) * XSUM + kl / 16];
-                            const float x1 = xsum[(n * 8 + 2 * t + 1) * XSUM + kl / 16];
-                            acc[n][0] += o0 * x0;
-                            acc[n][1] += o0 * x1;
-                            acc[n][2] += o1 * x0;
-                            acc[n][3] += o1 * x1;
-                        }
+                        sl_mma_m16n8k16_f16(d[n], a, b, d[n]);
+                    }
+                }
+                const int gl = gt + j * 16;
+                const float s0 = scl[gl + g], s1 = scl[gl + g + 8];
+#pragma unroll
+                for (int n = 0; n < NT; n++) {
+                    acc[n][0] += s0 * d[n][0];
+                    acc[n][1] += s0 * d[n][1];
+                    acc[n][2] += s1 * d[n][2];
+                    acc[n][3] += s1 * d[n][3];
+                }
+                if (OFFS) {
+                    const float o0 = ofl[gl + g], o1 = ofl[gl + g + 8];
+#pragma unroll
+                    for (int n = 0; n < NT; n++) {
+                        /* Σ x over the SPA steps' columns, per 16 in step order */
+                        const float *xs0 = xsum + (n * 8 + 2 * t) * XSUM + kl0 / 16 + j * SPA;
+                        float x0 = 0.0f, x1 = 0.0f;
+#pragma unroll
+                        for (int ss = 0; ss < SPA; ss++) x0 += xs0[ss], x1 += xs0[XSUM + ss];
+                        acc[n][0] += o0 * x0;
+                        acc[n][1] += o0 * x1;
+                        acc[n][2] += o1 * x0;
+                        acc[n][3] += o1 * x1;
                     }
                 }
             }
+        };
+        /* two halves of QMM_U loads: the next batch's first half is in flight while the second
+         * half of this one is multiplied, and its second half while the next first half is */
+        constexpr int H = QMM_U / 2;
+        for (int kt = w0; kt < w1; kt += QMM_U) {
+            const bool more = kt + QMM_U < w1;
+#pragma unroll
+            for (int u = 0; u < H; u++)
+                if (kt + u < w1) product(wv[u], kt + u);
+            if (more)
+#pragma unroll
+                for (int u = 0; u < H; u++)
+                    wv[u] = sl_ldg_nc_v4(tiles + (size_t)min(kt + QMM_U + u, w1 - 1) * 32);
+#pragma unroll
+            for (int u = H; u < QMM_U; u++)
+                if (kt + u < w1) product(wv[u], kt + u);
+            if (more)
+#pragma unroll
+                for (int u = H; u < QMM_U; u++)
+                    wv[u] = sl_ldg_nc_v4(tiles + (size_t)min(kt + QMM_U + u, w1 - 1) * 32);
         }
     }
 
@@ -249,7 +283,14 @@ int ilog2(int v) {
     return l;
 }
 
-template <bool Q4, int NT, bool OFFS>
+/* log2 of the 16-column steps per scale application: a group's steps within one tile (all of
+ * the tile's when the group is as long as the tile or longer) */
+int qmm_sc(bool q4, int group) {
+    const int spg = group / 16, steps = ktile(q4) / 16;
+    return ilog2(spg < steps ? spg : steps);
+}
+
+template <bool Q4, int NT, bool OFFS, int SC>
 void launch(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
             float *part, unsigned *counters, cudaStream_t stream) {
     const int lg = ilog2(w->group);
@@ -258,25 +299,36 @@ void launch(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan
      * buffer) plus dynamic shared memory pass 48 KiB */
     static size_t smem_set;
     if (smem > smem_set) {
-        SL_CUDA_CHECK(cudaFuncSetAttribute(qmm_kernel<Q4, NT, OFFS>,
+        SL_CUDA_CHECK(cudaFuncSetAttribute(qmm_kernel<Q4, NT, OFFS, SC>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         smem_set = smem;
     }
     const int tps = (int)sl_div_up(w->k_tiles, plan.splits);
     const dim3 grid(sl_div_up(w->row_tiles, QMM_WARPS / plan.warps_per_tile),
                     (unsigned)plan.splits);
-    SL_LAUNCH((qmm_kernel<Q4, NT, OFFS>), grid, QMM_THREADS, smem, stream,
+    SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC>), grid, QMM_THREADS, smem, stream,
               static_cast<const uint4 *>(w->codes), w->scales, w->offsets, x, y, part, counters,
               T, (int)w->rows, (int)w->cols, (int)w->row_tiles, (int)w->k_tiles, (int)w->g_pad,
               lg, tps, plan.warps_per_tile);
     SL_CUDA_CHECK(cudaGetLastError());
 }
 
+template <bool Q4, int NT, bool OFFS>
+void launch_sc(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
+               float *part, unsigned *counters, cudaStream_t stream) {
+    switch (qmm_sc(Q4, (int)w->group)) {
+    case 0: launch<Q4, NT, OFFS, 0>(w, x, y, T, plan, part, counters, stream); break;
+    case 1: launch<Q4, NT, OFFS, 1>(w, x, y, T, plan, part, counters, stream); break;
+    default: /* QW4 only: 4 steps per tile */
+        launch<Q4, NT, OFFS, Q4 ? 2 : 1>(w, x, y, T, plan, part, counters, stream);
+    }
+}
+
 template <bool Q4, int NT>
 void launch_offs(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
                  float *part, unsigned *counters, cudaStream_t stream) {
-    if (w->offsets) launch<Q4, NT, true>(w, x, y, T, plan, part, counters, stream);
-    else launch<Q4, NT, false>(w, x, y, T, plan, part, counters, stream);
+    if (w->offsets) launch_sc<Q4, NT, true>(w, x, y, T, plan, part, counters, stream);
+    else launch_sc<Q4, NT, false>(w, x, y, T, plan, part, counters, stream);
 }
 
 /* the launcher's workspace: partial sums and per-row-block counters (zero between launches) */
