@@ -59,6 +59,18 @@ benches=$(cd benchmarks && ls bench_cuda_$only.c 2>/dev/null | sed 's/\.c$//')
 e2e=; [ -z "${GPU_CHECK_ONLY:-}" ] && e2e=sluice
 step build 240 ninja -C build-gpu -j16 $gpu_tests $benches $e2e || tail -40 "$logs/build.log"
 
+# static cost of the matmul kernels: SASS instructions per tensor-core mma and registers, per
+# instantiation (the instruction count per tile is what the last profile found the kernel
+# bound by); cuobjdump comes with the toolkit
+qmm_o=build-gpu/CMakeFiles/sluice_cuda.dir/kernels/cuda/qmm.cu.o
+if command -v cuobjdump >/dev/null && [ -f "$qmm_o" ]; then
+    step sass 60 sh -c "cuobjdump -sass $qmm_o | awk '/Function :/{f=\$3; sub(/.*qmm_kernel/,\"\",f)}
+        /^ +\/\*[0-9a-f]+\*\/ /{n[f]++} /HMMA/{h[f]++}
+        END{for (k in n) printf \"%6d SASS %4d HMMA %6.1f per HMMA  %s\\n\", n[k], h[k], h[k] ? n[k] / h[k] : 0, k}' | sort -k7;
+        cuobjdump -res-usage $qmm_o | grep -A1 qmm_kernel | grep -o 'REG:[0-9]*' | tr '\\n' ' '"
+    cp "$logs/sass.log" "$out/sass.txt"
+fi
+
 step ctest_gpu 120 ctest --test-dir build-gpu -L gpu --output-on-failure
 tail -15 "$logs/ctest_gpu.log"
 for b in $benches; do
