@@ -51,6 +51,38 @@ typedef struct sl_attn_batch {
     const int32_t *block_tables; /* backend buffer [n_seqs][max_blocks] */
 } sl_attn_batch;
 
+/* Sampling on the backend (the optional `sample` op), with scheduler/sampling.h's semantics
+ * for one row: the host keeps each sequence's RNG and passes its draw u for this token, and the
+ * adjustments (the request's logit_bias and the sequence's penalty history) as one list with
+ * one entry per distinct token. */
+#define SL_BSAMPLE_PROMPT 0x80000000u /* sl_bsample_adj.count: seen in the prompt */
+#define SL_BSAMPLE_MAX_LOGPROBS 20
+typedef struct sl_bsample_adj {
+    int32_t token;
+    float bias;     /* the token's logit_bias, 0 when none */
+    uint32_t count; /* bits 0-30: times generated so far; SL_BSAMPLE_PROMPT: seen in the prompt */
+} sl_bsample_adj;
+
+typedef struct sl_bsample_row {
+    double u;                 /* in [0, 1) */
+    float temperature;        /* below 1e-5: greedy */
+    float top_p, min_p;
+    int32_t top_k;            /* <= 0: off */
+    float repetition_penalty, frequency_penalty, presence_penalty;
+    const sl_bsample_adj *adj; /* host [n_adj] */
+    int n_adj;
+    int logprobs;             /* nonzero: the sampled token's raw logprob (and the top ones) */
+    int top_logprobs;         /* 0 .. SL_BSAMPLE_MAX_LOGPROBS */
+} sl_bsample_row;
+
+typedef struct sl_bsample_out { /* also the host sampler's result (sl_sample_result) */
+    int32_t token;
+    float logprob;            /* raw log-softmax at token (when logprobs) */
+    int n_top;                /* top_logprobs when logprobs, else 0 */
+    int32_t top_ids[SL_BSAMPLE_MAX_LOGPROBS];
+    float top_lps[SL_BSAMPLE_MAX_LOGPROBS];
+} sl_bsample_out;
+
 typedef struct sl_bweight sl_bweight; /* a weight in the backend's physical layout */
 typedef struct sl_backend sl_backend;
 
@@ -100,6 +132,11 @@ struct sl_backend {
     /* y[n][D] = x[idx[i]][D] (logits only at sampling positions) */
     void (*gather_rows)(sl_backend *be, const float *x, const int32_t *idx, float *y, int n,
                         int D);
+    /* Optional (NULL: the caller downloads the logits and samples on the host): one token from
+     * each row of logits[B][V] (a backend buffer; modified) with rows[b], out[b] (both host
+     * memory); returns when out is written. */
+    void (*sample)(sl_backend *be, float *logits, int B, int V, const sl_bsample_row *rows,
+                   sl_bsample_out *out);
 };
 
 #ifdef __cplusplus

@@ -130,23 +130,31 @@ void sl_kv_cache_deinit(sl_kv_cache *kv, const sl_model *m) {
     memset(kv, 0, sizeof *kv);
 }
 
-int sl_forward(sl_model *m, sl_kv_cache *kv, const sl_batch *b, float *logits) {
+/* the batch's shape against the reserve and the cache, and its token ids and slots (they come
+ * from users: an out-of-range id would read past the embedding table) */
+static int check_batch(const sl_model *m, const sl_kv_cache *kv, const sl_batch *b) {
+    const sl_fwd_ws *w = m->ws;
+    const int T = b->n_tokens;
+    if (!w || T < 1 || T > w->max_tokens || b->n_seqs < 1 || b->n_seqs > w->max_seqs ||
+        b->max_blocks > w->max_blocks || b->n_logits < 0 || b->n_logits > w->max_logits)
+        return SL_EINVAL;
+    if (kv->kv_dim != m->hp.n_head_kv * m->hp.head_dim || kv->n_layer != m->hp.n_layer) return SL_EINVAL;
+    const int64_t n_slots = (int64_t)kv->n_blocks * kv->block_size;
+    for (int t = 0; t < T; t++)
+        if (b->tokens[t] < 0 || b->tokens[t] >= m->hp.n_vocab || b->slot_mapping[t] < kv->block_size ||
+            b->slot_mapping[t] >= n_slots)
+            return SL_ERANGE;
+    return 0;
+}
+
+/* The forward pass up to the logits, left in the workspace's backend buffer (w->logits):
+ * 0, or 1 when there is nothing more to do (no logit rows); errors as sl_forward. */
+static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
     sl_backend *be = m->be;
     const sl_hparams *hp = &m->hp;
     sl_fwd_ws *w = m->ws;
     const int T = b->n_tokens, E = hp->n_embd, F = hp->n_ff, H = hp->n_head, Hkv = hp->n_head_kv;
     const int Dk = hp->head_dim, QD = H * Dk, KD = Hkv * Dk;
-    if (!w || T < 1 || T > w->max_tokens || b->n_seqs < 1 || b->n_seqs > w->max_seqs ||
-        b->max_blocks > w->max_blocks || b->n_logits < 0 || b->n_logits > w->max_logits)
-        return SL_EINVAL;
-    if (kv->kv_dim != KD || kv->n_layer != hp->n_layer) return SL_EINVAL;
-    /* token ids come from users: an out-of-range id would read past the embedding table */
-    const int64_t n_slots = (int64_t)kv->n_blocks * kv->block_size;
-    for (int t = 0; t < T; t++)
-        if (b->tokens[t] < 0 || b->tokens[t] >= hp->n_vocab || b->slot_mapping[t] < kv->block_size ||
-            b->slot_mapping[t] >= n_slots)
-            return SL_ERANGE;
-    if (m->fake) return sl__fake_logits(m, b, logits);
 
     be->upload(be, w->tokens, b->tokens, (size_t)T * 4);
     be->upload(be, w->pos, b->pos, (size_t)T * 4);
@@ -192,13 +200,36 @@ int sl_forward(sl_model *m, sl_kv_cache *kv, const sl_batch *b, float *logits) {
     }
     if (b->n_logits == 0) {
         be->sync(be);
-        return 0;
+        return 1;
     }
     /* logits only at sampling positions */
     be->gather_rows(be, w->x, w->logit_idx, w->xo, b->n_logits, E);
     be->rmsnorm(be, w->xo, m->output_norm, w->xo, b->n_logits, E, hp->eps);
     be->matmul(be, m->output, w->xo, w->logits, b->n_logits);
-    be->download(be, logits, w->logits, (size_t)b->n_logits * hp->n_vocab * sizeof(float));
+    return 0;
+}
+
+int sl_forward(sl_model *m, sl_kv_cache *kv, const sl_batch *b, float *logits) {
+    int rc = check_batch(m, kv, b);
+    if (rc) return rc;
+    if (m->fake) return sl__fake_logits(m, b, logits);
+    rc = forward_to_logits(m, kv, b);
+    if (rc) return rc < 0 ? rc : 0;
+    sl_backend *be = m->be;
+    be->download(be, logits, m->ws->logits, (size_t)b->n_logits * m->hp.n_vocab * sizeof(float));
     be->sync(be);
+    return 0;
+}
+
+bool sl_model_device_sampling(const sl_model *m) { return !m->fake && m->be->sample; }
+
+int sl_forward_sample(sl_model *m, sl_kv_cache *kv, const sl_batch *b, const sl_bsample_row *rows,
+                      sl_bsample_out *out) {
+    if (!sl_model_device_sampling(m)) return SL_EINVAL;
+    int rc = check_batch(m, kv, b);
+    if (rc) return rc;
+    rc = forward_to_logits(m, kv, b);
+    if (rc) return rc < 0 ? rc : 0;
+    m->be->sample(m->be, m->ws->logits, b->n_logits, m->hp.n_vocab, rows, out);
     return 0;
 }

@@ -118,6 +118,14 @@ int sl_model_reserve(sl_model *m, int max_tokens, int max_seqs, int max_blocks, 
 /* Runs one step; writes logits (host [n_logits][n_vocab]). The batch must fit the reserve. */
 int sl_forward(sl_model *m, sl_kv_cache *kv, const sl_batch *b, float *logits);
 
+/* Whether the model's backend samples on its own (backend.h's `sample` op: the CUDA backend),
+ * so that only token ids and the requested logprobs cross to the host, never the logits. */
+bool sl_model_device_sampling(const sl_model *m);
+/* Runs one step and samples one token per logit row on the backend: rows[l] (host) for logit
+ * row l, results in out[l]. SL_EINVAL when the backend cannot sample; else as sl_forward. */
+int sl_forward_sample(sl_model *m, sl_kv_cache *kv, const sl_batch *b, const sl_bsample_row *rows,
+                      sl_bsample_out *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -52,9 +52,15 @@ struct sl_engine {
     int V;
     int32_t *eos;                /* [n_eos] */
     int n_eos;
-    float *logits;               /* host [max_num_seqs][V] */
+    float *logits;               /* host [max_num_seqs][V], when the host samples */
     int32_t *sampled;            /* [max_num_seqs] */
     sl_sample_ws ws;
+    /* sampling on the backend (sl_model_device_sampling): the logits stay there */
+    bool dev_sample;
+    sl_bsample_row *rows;        /* [max_num_seqs] */
+    sl_bsample_out *outs;        /* [max_num_seqs] */
+    sl_bsample_adj *adj;         /* [adj_cap] the rows' adjustment lists */
+    size_t adj_cap;
 
     pthread_t th;
     bool th_started, joining, joined;
@@ -346,9 +352,35 @@ static void step(sl_engine *e) {
     const sl_sched_plan *p = sl_sched_step(e->s, t0);
     const int L = p->batch.n_logits;
     if (p->batch.n_tokens) {
-        int rc = sl_forward(e->m, &e->kv, &p->batch, e->logits);
-        double t1 = sl_time_s();
-        e->acc.forward_s += t1 - t0;
+        int rc;
+        double t1;
+        if (e->dev_sample) {
+            /* each row draws its u now, advancing the sequence's RNG as the host sampler would */
+            size_t need = 0, at = 0;
+            for (int l = 0; l < L; l++) {
+                const eseq *q = p->logit_user[l];
+                need += (size_t)sl_sampler_adj_max(&q->smp);
+            }
+            if (need > e->adj_cap) {
+                free(e->adj);
+                e->adj_cap = 2 * need;
+                e->adj = sl_xmalloc(e->adj_cap * sizeof *e->adj);
+            }
+            for (int l = 0; l < L; l++) {
+                eseq *q = p->logit_user[l];
+                sl_sampler_device_row(&q->smp, e->adj + at, &e->rows[l]);
+                at += (size_t)e->rows[l].n_adj;
+            }
+            double tr = sl_time_s();
+            e->acc.sample_s += tr - t0;
+            rc = sl_forward_sample(e->m, &e->kv, &p->batch, e->rows, e->outs);
+            t1 = sl_time_s();
+            e->acc.forward_s += t1 - tr; /* sampling included */
+        } else {
+            rc = sl_forward(e->m, &e->kv, &p->batch, e->logits);
+            t1 = sl_time_s();
+            e->acc.forward_s += t1 - t0;
+        }
         if (rc) {
             char msg[SL_ERRMSG];
             snprintf(msg, sizeof msg, "the forward pass failed: %s", sl_strerror(rc));
@@ -358,7 +390,8 @@ static void step(sl_engine *e) {
         } else {
             for (int l = 0; l < L; l++) {
                 eseq *q = p->logit_user[l];
-                sl_sampler_sample(&q->smp, e->logits + (size_t)l * e->V, &e->ws, &q->res);
+                if (e->dev_sample) q->res = e->outs[l];
+                else sl_sampler_sample(&q->smp, e->logits + (size_t)l * e->V, &e->ws, &q->res);
                 e->sampled[l] = q->res.token;
             }
             e->acc.sample_s += sl_time_s() - t1;
@@ -463,9 +496,15 @@ int sl_engine_create(sl_engine **out, const sl_engine_config *c, char err[SL_ERR
             e->eos[e->n_eos++] = t;
         }
     }
-    e->logits = sl_xmalloc((size_t)sc->max_num_seqs * (size_t)e->V * sizeof *e->logits);
+    e->dev_sample = sl_model_device_sampling(e->m) && !c->host_sampling;
+    if (e->dev_sample) {
+        e->rows = sl_xcalloc((size_t)sc->max_num_seqs, sizeof *e->rows);
+        e->outs = sl_xcalloc((size_t)sc->max_num_seqs, sizeof *e->outs);
+    } else {
+        e->logits = sl_xmalloc((size_t)sc->max_num_seqs * (size_t)e->V * sizeof *e->logits);
+        sl_sample_ws_init(&e->ws, e->V);
+    }
     e->sampled = sl_xcalloc((size_t)sc->max_num_seqs, sizeof *e->sampled);
-    sl_sample_ws_init(&e->ws, e->V);
     sl_idmap_init(&e->map);
     e->cap_ab = e->cap_ab_work = 16;
     e->ab = sl_xmalloc((size_t)e->cap_ab * sizeof *e->ab);
@@ -537,6 +576,9 @@ void sl_engine_destroy(sl_engine *e) {
     sl_sched_destroy(e->s);
     sl_sample_ws_deinit(&e->ws);
     free(e->logits);
+    free(e->rows);
+    free(e->outs);
+    free(e->adj);
     free(e->sampled);
     free(e->eos);
     sl_idmap_free(&e->map);

@@ -71,6 +71,8 @@ typedef struct sl_engine_config {
                                     eot (and, with a tokenizer, every end-of-generation token) */
     int n_eos;
     uint64_t seed;               /* seeds of requests that bring none derive from it */
+    bool host_sampling;          /* sample on the host even where the backend could (the
+                                    logits then cross to the host every step) */
     void (*notify)(void *ctx);   /* may be NULL (then poll when convenient) */
     void *notify_ctx;
 } sl_engine_config;

@@ -79,6 +79,9 @@ uint64_t sl_sampling_seed(const sl_sampling_params *p, uint64_t base, uint64_t i
     return mix64(mix64(base ^ 0x73616d706c657221ull) + mix64(id) * 31 + (uint64_t)k);
 }
 
+/* the draw of one token: a uniform double in [0, 1) from the top 53 bits */
+static double uniform01(sl_rng *r) { return (double)(sl_rng_u64(r) >> 11) * 0x1.0p-53; }
+
 /* ---- penalty history ------------------------------------------------------------------ */
 static uint32_t h_slot(const sl_sampler *s, int32_t t) {
     return (uint32_t)(mix64((uint64_t)(uint32_t)t) & (uint64_t)s->h_mask);
@@ -91,6 +94,7 @@ static uint32_t h_get(sl_sampler *s, int32_t t) {
     while (s->h_tok[i] != t) {
         if (s->h_tok[i] < 0) {
             s->h_tok[i] = t;
+            s->h_pos[i] = s->h_n;
             s->h_list[s->h_n++] = (int32_t)i;
             return i;
         }
@@ -116,6 +120,7 @@ void sl_sampler_init(sl_sampler *s, const sl_sampling_params *p, uint64_t seed, 
     s->h_count = sl_xcalloc((size_t)cap, sizeof *s->h_count);
     s->h_prompt = sl_xcalloc((size_t)cap, sizeof *s->h_prompt);
     s->h_list = sl_xmalloc((size_t)cap * sizeof *s->h_list);
+    s->h_pos = sl_xmalloc((size_t)cap * sizeof *s->h_pos);
     for (int i = 0; i < n_prompt; i++) s->h_prompt[h_get(s, prompt[i])] = 1;
 }
 
@@ -124,6 +129,7 @@ void sl_sampler_deinit(sl_sampler *s) {
     free(s->h_count);
     free(s->h_prompt);
     free(s->h_list);
+    free(s->h_pos);
     memset(s, 0, sizeof *s);
 }
 
@@ -131,14 +137,55 @@ void sl_sampler_accept(sl_sampler *s, int32_t token) {
     if (s->penalties) s->h_count[h_get(s, token)]++;
 }
 
-int sl_sampler_count(const sl_sampler *s, int32_t token) {
-    if (!s->penalties) return 0;
-    uint32_t i = h_slot(s, token);
+/* The slot of token t, or -1 when it is not in the history. */
+static int32_t h_find(const sl_sampler *s, int32_t t) {
+    if (!s->penalties) return -1;
+    uint32_t i = h_slot(s, t);
     while (s->h_tok[i] >= 0) {
-        if (s->h_tok[i] == token) return (int)s->h_count[i];
+        if (s->h_tok[i] == t) return (int32_t)i;
         i = (i + 1) & (uint32_t)s->h_mask;
     }
-    return 0;
+    return -1;
+}
+
+int sl_sampler_count(const sl_sampler *s, int32_t token) {
+    int32_t i = h_find(s, token);
+    return i < 0 ? 0 : (int)s->h_count[i];
+}
+
+int sl_sampler_adj_max(const sl_sampler *s) { return s->h_n + s->p->n_logit_bias; }
+
+void sl_sampler_device_row(sl_sampler *s, sl_bsample_adj *adj, sl_bsample_row *row) {
+    const sl_sampling_params *p = s->p;
+    int n = 0;
+    for (int j = 0; j < s->h_n; j++) { /* the history, in h_list order: entry j is slot h_list[j] */
+        int32_t slot = s->h_list[j];
+        adj[n++] = (sl_bsample_adj){s->h_tok[slot], 0.0f, s->h_count[slot] | (s->h_prompt[slot] ? SL_BSAMPLE_PROMPT : 0u)};
+    }
+    const int n_hist = n;
+    for (int i = 0; i < p->n_logit_bias; i++) { /* at most 300 entries: a search among the biased */
+        const sl_logit_bias *lb = &p->logit_bias[i];
+        int32_t slot = h_find(s, lb->token);
+        int at = slot >= 0 ? s->h_pos[slot] : n_hist;
+        if (slot < 0)
+            while (at < n && adj[at].token != lb->token) at++;
+        if (at == n) adj[n++] = (sl_bsample_adj){lb->token, 0.0f, 0u};
+        adj[at].bias += lb->bias;
+    }
+    *row = (sl_bsample_row){
+        .u = uniform01(&s->rng), /* once per token, as sl_sampler_sample */
+        .temperature = p->temperature,
+        .top_p = p->top_p,
+        .min_p = p->min_p,
+        .top_k = p->top_k,
+        .repetition_penalty = s->penalties ? p->repetition_penalty : 1.0f,
+        .frequency_penalty = s->penalties ? p->frequency_penalty : 0.0f,
+        .presence_penalty = s->penalties ? p->presence_penalty : 0.0f,
+        .adj = adj,
+        .n_adj = n,
+        .logprobs = p->logprobs,
+        .top_logprobs = p->logprobs ? p->top_logprobs : 0,
+    };
 }
 
 /* ---- selection ------------------------------------------------------------------------ */
@@ -223,7 +270,6 @@ static int select_mass(uint64_t *a, int m, const float *prob, double need) {
 #define SL_VECTORIZE
 #endif
 
-static double uniform01(sl_rng *r) { return (double)(sl_rng_u64(r) >> 11) * 0x1.0p-53; }
 
 /* The largest value (NaN ignored). Eight independent lanes so the compiler can vectorize:
  * this and the exponentials are the whole cost of sampling a row. */

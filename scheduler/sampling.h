@@ -34,12 +34,13 @@
 #include <stdint.h>
 
 #include "../base/base.h"
+#include "../kernels/backend.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SL_MAX_LOGPROBS 20       /* top_logprobs at most (OpenAI's and vLLM's default cap) */
+#define SL_MAX_LOGPROBS SL_BSAMPLE_MAX_LOGPROBS /* top_logprobs at most: 20 (OpenAI's and vLLM's cap) */
 #define SL_MAX_STOP_STRINGS 16
 #define SL_MAX_STOP_LEN 256      /* bytes per stop string */
 #define SL_SAMPLING_EPS 1e-5f    /* temperatures below this are greedy */
@@ -101,6 +102,7 @@ typedef struct sl_sampler {
     uint32_t *h_count;           /* [h_mask + 1] times generated */
     uint8_t *h_prompt;           /* [h_mask + 1] seen in the prompt */
     int32_t *h_list;             /* [h_n] occupied slots */
+    int32_t *h_pos;              /* [h_mask + 1] a slot's index in h_list */
     int h_n, h_mask;
 } sl_sampler;
 
@@ -111,17 +113,20 @@ void sl_sampler_init(sl_sampler *s, const sl_sampling_params *p, uint64_t seed, 
                      int n_prompt, int n_vocab);
 void sl_sampler_deinit(sl_sampler *s);
 
-typedef struct sl_sample_result {
-    int32_t token;
-    float logprob;               /* raw log-softmax at token (when p->logprobs) */
-    int n_top;                   /* p->top_logprobs when p->logprobs, else 0 */
-    int32_t top_ids[SL_MAX_LOGPROBS];
-    float top_lps[SL_MAX_LOGPROBS];
-} sl_sample_result;
+/* token; logprob: raw log-softmax at token (when p->logprobs); n_top: p->top_logprobs when
+ * p->logprobs, else 0; top_ids/top_lps: the best n_top — the same record a backend's
+ * device sampling returns */
+typedef sl_bsample_out sl_sample_result;
 
 /* Samples one token from logits (host [ws->n_vocab], not modified) as the header describes,
  * advancing the RNG once. Does not record the token: call sl_sampler_accept for that. */
 void sl_sampler_sample(sl_sampler *s, const float *logits, sl_sample_ws *ws, sl_sample_result *out);
+/* The next token as a row for a backend's `sample` op (kernels/backend.h): draws u, advancing
+ * the RNG once exactly as sl_sampler_sample does, and writes the adjustments — logit_bias and
+ * the penalty history merged per token — to adj, which needs room for sl_sampler_adj_max(s).
+ * The row points at adj. */
+int sl_sampler_adj_max(const sl_sampler *s);
+void sl_sampler_device_row(sl_sampler *s, sl_bsample_adj *adj, sl_bsample_row *row);
 /* Records a generated token in the penalty history (no-op without penalties). */
 void sl_sampler_accept(sl_sampler *s, int32_t token);
 /* How often token was generated so far (0 without penalties); for tests. */

@@ -82,10 +82,13 @@ done
 if [ -n "$e2e" ]; then
     step mkmodel 120 build-gpu/sluice mkmodel --out /tmp/e2e.gguf --arch llama --type Q4_0 --dim 4096 \
         --layers 4 --heads 32 --kv-heads 8 --ff 14336 --vocab 32000
-    for mode in "" --sequential; do
-        step "e2e${mode:+_seq}" 120 build-gpu/sluice bench throughput --model /tmp/e2e.gguf --device cuda \
+    # batched (sampling on the device), batched with the logits downloaded to the host
+    # sampler, one request at a time
+    for mode in "" --host-sampling --sequential; do
+        name=e2e${mode:+_${mode#--}}
+        step "$name" 120 build-gpu/sluice bench throughput --model /tmp/e2e.gguf --device cuda \
             --num-prompts 32 --input-len 128 --output-len 128 $mode
-        tail -4 "$logs/e2e${mode:+_seq}.log"
+        tail -4 "$logs/$name.log"
     done
 fi
 [ -n "${GPU_CHECK_ONLY:-}" ] && gpu_tests=  # no sanitizers on a quick run

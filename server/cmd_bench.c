@@ -59,7 +59,7 @@ static void drain(sl_engine *e, totals *t) {
 static int bench_throughput(int argc, char **argv) {
     const char *model_path, *json_path, *quant, *device;
     int num_prompts, input_len, output_len, sequential, threads, max_num_seqs, max_batched, block_size, no_cache,
-        num_blocks, max_model_len, seed;
+        num_blocks, max_model_len, seed, host_sampling;
     const cli_opt opts[] = {
         {"model", 'm', CLI_STR, NULL, "GGUF model file (required)", &model_path},
         {"num-prompts", 0, CLI_INT, "64", "number of requests", &num_prompts},
@@ -77,6 +77,8 @@ static int bench_throughput(int argc, char **argv) {
         {"no-prefix-cache", 0, CLI_BOOL, NULL, "turn automatic prefix caching off", &no_cache},
         {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &quant},
         {"seed", 0, CLI_INT, "0", "seed of the random prompts and of sampling", &seed},
+        {"host-sampling", 0, CLI_BOOL, NULL,
+         "sample on the host even on a GPU (the logits cross to the host each step; for comparison)", &host_sampling},
     };
     int rc = cli_parse("bench throughput", opts, sizeof opts / sizeof opts[0], argc, argv);
     if (rc) return rc > 0 ? 0 : 2;
@@ -132,7 +134,8 @@ static int bench_throughput(int argc, char **argv) {
         prompts[i] = t;
     }
 
-    sl_engine_config ec = {.model = m, .seed = (uint64_t)seed, .notify = on_events, .notify_ctx = &w};
+    sl_engine_config ec = {.model = m, .seed = (uint64_t)seed, .host_sampling = host_sampling, .notify = on_events,
+                           .notify_ctx = &w};
     sl_sched_config_defaults(&ec.sched);
     ec.sched.n_blocks = num_blocks;
     ec.sched.block_size = block_size;
@@ -151,9 +154,9 @@ static int bench_throughput(int argc, char **argv) {
     req.sp.temperature = 1.0f;
     req.sp.top_p = 1.0f;
 
-    fprintf(stderr, "sluice bench: %s; %d prompts of %d tokens, %d output tokens each, %s, %d KV blocks of %d\n",
-            m->desc, num_prompts, input_len, output_len, sequential ? "one at a time" : "batched", num_blocks,
-            block_size);
+    fprintf(stderr, "sluice bench: %s; %d prompts of %d tokens, %d output tokens each, %s, %d KV blocks of %d, "
+            "sampling on the %s\n", m->desc, num_prompts, input_len, output_len, sequential ? "one at a time" : "batched",
+            num_blocks, block_size, sl_model_device_sampling(m) && !host_sampling ? "device" : "host");
     totals t = {0};
     double t0 = sl_time_s();
     int submitted = 0;

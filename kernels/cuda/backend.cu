@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include <map>
+#include <vector>
 
 #include "attention.h"
 #include "blas.cuh"
@@ -18,6 +19,7 @@
 #include "cuda_backend.h"
 #include "matmul.h"
 #include "ops.h"
+#include "sample.h"
 
 /* The error codes of base/base.h, a C11 header whose one C-only keyword gets its C++ spelling
  * here. Only declarations are used: sluice_cuda links below the library that holds base.c (as
@@ -26,7 +28,6 @@
 #define _Noreturn [[noreturn]]
 #include "../../base/base.h"
 #undef _Noreturn
-
 
 /* A weight in its physical layout: the tiled QW matrix, or a dense [rows][cols] device copy. */
 struct sl_bweight {
@@ -51,6 +52,9 @@ struct cuda_be {
     __nv_bfloat16 *x16;          /* device, [x16_n] activations rounded for BF16 weights */
     size_t x16_n;
     std::map<uintptr_t, size_t> allocs; /* every buffer of alloc: start → bytes */
+    void *smp_dev;               /* device, cb_sample's rows, adjustments and results */
+    size_t smp_dev_bytes;
+    std::vector<unsigned char> smp_host; /* their host staging */
     bool warned_group;
 };
 
@@ -183,6 +187,86 @@ void cb_download(sl_backend *be, void *dst, const void *src, size_t bytes) {
 
 void cb_sync(sl_backend *be) { SL_CUDA_CHECK(cudaStreamSynchronize(impl(be)->stream)); }
 
+/* ---- sampling ------------------------------------------------------------------------- */
+
+/* sample.h's kernel on the logits where they are: the rows and their adjustment lists go up in
+ * one copy, the tokens and logprobs come back in one (the top ones only when a row asks). */
+void cb_sample(sl_backend *be, float *logits, int B, int V, const sl_bsample_row *rows,
+               sl_bsample_out *out) {
+    SL_CUDA_REQUIRE(logits && B >= 0 && V >= 1 && (B == 0 || (rows && out)));
+    if (B == 0) return;
+    static_assert(SL_BSAMPLE_MAX_LOGPROBS == SL_CUDA_MAX_LOGPROBS, "one logprob cap");
+    constexpr int NL = SL_CUDA_MAX_LOGPROBS;
+    cuda_be *c = impl(be);
+    size_t n_adj = 0;
+    bool top = false;
+    for (int b = 0; b < B; b++) {
+        n_adj += (size_t)rows[b].n_adj;
+        top = top || (rows[b].logprobs && rows[b].top_logprobs > 0);
+    }
+    /* device: rows [B] | adjustments [n_adj] | (256-aligned) tokens [B] | logprobs [B] |
+     * top ids [B][NL] | top logprobs [B][NL] */
+    const size_t rows_b = (size_t)B * sizeof(sl_cuda_sample_row);
+    const size_t in_b = rows_b + n_adj * sizeof(sl_cuda_sample_adj);
+    const size_t res_at = (in_b + 255) / 256 * 256;
+    const size_t res_b = (size_t)B * 8 + (top ? (size_t)B * NL * 8 : 0);
+    if (res_at + res_b > c->smp_dev_bytes) {
+        SL_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+        SL_CUDA_CHECK(cudaFree(c->smp_dev));
+        c->smp_dev_bytes = (res_at + res_b) * 2;
+        SL_CUDA_CHECK(cudaMalloc(&c->smp_dev, c->smp_dev_bytes));
+    }
+    unsigned char *dev = static_cast<unsigned char *>(c->smp_dev);
+    if (c->smp_host.size() < in_b || c->smp_host.size() < res_b)
+        c->smp_host.resize(in_b > res_b ? in_b : res_b);
+    sl_cuda_sample_row *hr = reinterpret_cast<sl_cuda_sample_row *>(c->smp_host.data());
+    sl_cuda_sample_adj *ha = reinterpret_cast<sl_cuda_sample_adj *>(c->smp_host.data() + rows_b);
+    sl_cuda_sample_adj *da = reinterpret_cast<sl_cuda_sample_adj *>(dev + rows_b);
+    size_t at = 0;
+    for (int b = 0; b < B; b++) {
+        const sl_bsample_row *r = &rows[b];
+        sl_cuda_sample_row *d = &hr[b];
+        *d = sl_cuda_sample_row{};
+        d->u = r->u;
+        d->temperature = r->temperature;
+        d->top_p = r->top_p;
+        d->min_p = r->min_p;
+        d->top_k = r->top_k;
+        d->repetition_penalty = r->repetition_penalty;
+        d->frequency_penalty = r->frequency_penalty;
+        d->presence_penalty = r->presence_penalty;
+        d->n_adj = r->n_adj;
+        d->adj = r->n_adj ? da + at : nullptr;
+        d->logprobs = r->logprobs;
+        d->top_logprobs = r->logprobs ? r->top_logprobs : 0;
+        for (int j = 0; j < r->n_adj; j++, at++)
+            ha[at] = sl_cuda_sample_adj{r->adj[j].token, r->adj[j].bias, r->adj[j].count, 0.0f};
+    }
+    SL_CUDA_CHECK(cudaMemcpyAsync(dev, c->smp_host.data(), in_b, cudaMemcpyHostToDevice, c->stream));
+    int32_t *tokens = reinterpret_cast<int32_t *>(dev + res_at);
+    float *lps = reinterpret_cast<float *>(tokens + B);
+    int32_t *top_ids = top ? reinterpret_cast<int32_t *>(lps + B) : nullptr;
+    float *top_lps = top ? reinterpret_cast<float *>(top_ids + (size_t)B * NL) : nullptr;
+    sl_cuda_sample(logits, B, V, reinterpret_cast<const sl_cuda_sample_row *>(dev), tokens, lps,
+                   top_ids, top_lps, reinterpret_cast<sl_cuda_stream>(c->stream));
+    SL_CUDA_CHECK(cudaMemcpyAsync(c->smp_host.data(), tokens, res_b, cudaMemcpyDeviceToHost, c->stream));
+    SL_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    const int32_t *h_tok = reinterpret_cast<const int32_t *>(c->smp_host.data());
+    const float *h_lp = reinterpret_cast<const float *>(h_tok + B);
+    const int32_t *h_ids = reinterpret_cast<const int32_t *>(h_lp + B);
+    const float *h_tlp = reinterpret_cast<const float *>(h_ids + (size_t)B * NL);
+    for (int b = 0; b < B; b++) {
+        sl_bsample_out *o = &out[b];
+        o->token = h_tok[b];
+        o->logprob = rows[b].logprobs ? h_lp[b] : 0.0f;
+        o->n_top = rows[b].logprobs ? (rows[b].top_logprobs < V ? rows[b].top_logprobs : V) : 0;
+        for (int j = 0; j < o->n_top; j++) {
+            o->top_ids[j] = h_ids[(size_t)b * NL + j];
+            o->top_lps[j] = h_tlp[(size_t)b * NL + j];
+        }
+    }
+}
+
 /* Rows of `row_bytes` bytes from p to the end of the backend buffer that holds p. */
 int64_t rows_left(cuda_be *c, const void *p, int64_t row_bytes) {
     auto it = c->allocs.upper_bound((uintptr_t)p);
@@ -305,6 +389,7 @@ void cb_matmul(sl_backend *be, const sl_bweight *w, const float *x, float *y, in
         if ((size_t)n > c->x16_n) { /* grows on first need, as the other launchers' staging */
             SL_CUDA_CHECK(cudaStreamSynchronize(c->stream));
             SL_CUDA_CHECK(cudaFree(c->x16));
+    SL_CUDA_CHECK(cudaFree(c->smp_dev));
             c->x16 = nullptr, c->x16_n = 0;
             SL_CUDA_CHECK(cudaMalloc(&c->x16, (size_t)n * sizeof(__nv_bfloat16)));
             c->x16_n = (size_t)n;
@@ -474,6 +559,7 @@ extern "C" sl_backend *sl_cuda_backend_create(int device) {
     be->kv_write = cb_kv_write;
     be->attention = cb_attention;
     be->gather_rows = cb_gather_rows;
+    be->sample = cb_sample;
     return be;
 fail:
     cudaGetLastError();

@@ -21,10 +21,14 @@
  * saw against its tol: 1/7 to 1/20 of it in the emulator. The activations' rounding, the bulk of
  * the error, is the same on a GPU (round to nearest even); only the f32 sums' order differs.
  */
+#include <unistd.h>
+
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/qw.h"
 #include "models/mkmodel.h"
 #include "models/model.h"
+#include "scheduler/engine.h"
+#include "scheduler/sampling.h"
 #include "tests/kernels/test_cuda_harness.h"
 
 static sl_backend *g_cpu, *g_gpu;
@@ -369,6 +373,209 @@ static void test_models(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_model(&cases[i], (int)i);
 }
 
+/* ---- sampling on the backend (sl_forward_sample) ------------------------------------------ */
+
+/* Decode steps of NSEQ sequences, each sampled twice from the same GPU logits: by the host
+ * sampler on the downloaded row (sl_forward) and on the device (sl_forward_sample, the same
+ * step again: the same logits), from twin samplers with one seed. Tokens must be equal and
+ * logprobs agree; both samplers take the token, so histories and RNGs stay in step. */
+static void test_device_sampling(void) {
+    double t0 = sl_time_s();
+    sl_mkmodel_opts o;
+    sl_mkmodel_defaults(&o);
+    o.arch = SL_ARCH_LLAMA, o.type = SL_GGML_Q8_0, o.dim = 128, o.heads = 2, o.kv_heads = 1;
+    o.head_dim = 64, o.ff = 192, o.vocab = 320, o.seed = 77;
+    char err[SL_ERRMSG] = "";
+    const char *path = "test_cuda_backend_sample.gguf";
+    ASSERT_EQ(sl_mkmodel(&o, path, err), 0);
+    sl_model_opts mo = {.quant_to = -1};
+    side g;
+    side_open(&g, g_gpu, path, &mo);
+    remove(path);
+    ASSERT(sl_model_device_sampling(g.m));
+    const int V = g.m->hp.n_vocab;
+    float *logits = sl_xmalloc((size_t)NSEQ * V * 4);
+    sl_sample_ws ws;
+    sl_sample_ws_init(&ws, V);
+
+    /* temperature, top_k, top_p, min_p, repetition, frequency, presence, logprobs, top */
+    static const sl_logit_bias bias[] = {{5, 3.0f}, {7, -100.0f}, {5, 1.5f}, {300, 8.0f}};
+    struct { float temp, top_p, min_p; int top_k; float rep, freq, pres; int nb, lp, top; } set[] = {
+        {0.0f, 1.0f, 0.0f, 0, 1.0f, 0.0f, 0.0f, 0, 1, 5},    /* greedy, logprobs */
+        {0.8f, 1.0f, 0.0f, 20, 1.0f, 0.0f, 0.0f, 0, 0, 0},   /* top_k */
+        {1.2f, 0.9f, 0.05f, 0, 1.0f, 0.0f, 0.0f, 0, 1, 3},   /* top_p + min_p */
+        {1.0f, 1.0f, 0.0f, 0, 1.3f, 0.5f, 0.3f, 4, 1, 20},   /* penalties + bias (a token twice) */
+        {0.7f, 0.95f, 0.0f, 40, 1.1f, 0.0f, 0.8f, 0, 0, 0},  /* penalties, truncation */
+        {0.0f, 1.0f, 0.0f, 0, 1.5f, 0.0f, 0.0f, 3, 1, 1},    /* greedy over penalties + bias */
+    };
+    const int n_set = (int)(sizeof set / sizeof *set);
+    int draws = 0;
+    for (int round = 0; round < n_set / NSEQ; round++) {
+        sl_sampling_params sp[NSEQ];
+        sl_sampler host[NSEQ], dev[NSEQ];
+        int32_t hist[NSEQ][MAXB * BS];
+        int done[NSEQ] = {0}, len[NSEQ];
+        for (int s = 0; s < NSEQ; s++) {
+            const int k = round * NSEQ + s;
+            sl_sampling_params_defaults(&sp[s]);
+            sp[s].temperature = set[k].temp, sp[s].top_p = set[k].top_p, sp[s].min_p = set[k].min_p;
+            sp[s].top_k = set[k].top_k, sp[s].repetition_penalty = set[k].rep;
+            sp[s].frequency_penalty = set[k].freq, sp[s].presence_penalty = set[k].pres;
+            sp[s].logit_bias = bias, sp[s].n_logit_bias = set[k].nb;
+            sp[s].logprobs = set[k].lp, sp[s].top_logprobs = set[k].top;
+            sp[s].max_tokens = 40;
+            len[s] = 5 + 3 * s;
+            for (int i = 0; i < len[s]; i++) hist[s][i] = (int32_t)(3 + (s * 37 + i * 11) % (V - 3));
+            sl_sampler_init(&host[s], &sp[s], 900 + (uint64_t)k, hist[s], len[s], V);
+            sl_sampler_init(&dev[s], &sp[s], 900 + (uint64_t)k, hist[s], len[s], V);
+        }
+        for (int step = 0; step < 24; step++) {
+            /* the step: each sequence's tokens not yet run, one logit row at its last */
+            int32_t tok[MAXT], pos[MAXT], slot[MAXT], lidx[NSEQ], qs[NSEQ], ql[NSEQ], cl[NSEQ];
+            int32_t tabs[NSEQ * MAXB];
+            int T = 0;
+            for (int s = 0; s < NSEQ; s++) {
+                qs[s] = T, ql[s] = len[s] - done[s], cl[s] = len[s];
+                for (int b = 0; b < MAXB; b++) tabs[s * MAXB + b] = 1 + s + b * NSEQ;
+                for (int p = done[s]; p < len[s]; p++, T++)
+                    tok[T] = hist[s][p], pos[T] = p, slot[T] = (1 + s + (p / BS) * NSEQ) * BS + p % BS;
+                lidx[s] = T - 1;
+            }
+            sl_batch b = {.n_tokens = T, .tokens = tok, .pos = pos, .slot_mapping = slot,
+                          .n_seqs = NSEQ, .max_blocks = MAXB, .q_start = qs, .q_len = ql,
+                          .ctx_len = cl, .block_tables = tabs, .n_logits = NSEQ, .logit_idx = lidx};
+            ASSERT_EQ(sl_forward(g.m, &g.kv, &b, logits), 0);
+            sl_sample_result want[NSEQ];
+            for (int s = 0; s < NSEQ; s++) sl_sampler_sample(&host[s], logits + (size_t)s * V, &ws, &want[s]);
+            sl_bsample_row rows[NSEQ];
+            sl_bsample_adj adj[NSEQ][160];
+            for (int s = 0; s < NSEQ; s++) {
+                ASSERT(sl_sampler_adj_max(&dev[s]) <= 160);
+                sl_sampler_device_row(&dev[s], adj[s], &rows[s]);
+            }
+            sl_bsample_out got[NSEQ];
+            ASSERT_EQ(sl_forward_sample(g.m, &g.kv, &b, rows, got), 0);
+            for (int s = 0; s < NSEQ; s++, draws++) {
+                if (got[s].token != want[s].token)
+                    fprintf(stderr, "setting %d step %d: device token %d, host %d\n",
+                            round * NSEQ + s, step, got[s].token, want[s].token);
+                ASSERT_EQ(got[s].token, want[s].token);
+                ASSERT_EQ(got[s].n_top, want[s].n_top);
+                ASSERT_NEAR(got[s].logprob, want[s].logprob, 2e-5, 1e-5);
+                for (int j = 0; j < got[s].n_top; j++) {
+                    ASSERT_EQ(got[s].top_ids[j], want[s].top_ids[j]);
+                    ASSERT_NEAR(got[s].top_lps[j], want[s].top_lps[j], 2e-5, 1e-5);
+                }
+                sl_sampler_accept(&host[s], want[s].token);
+                sl_sampler_accept(&dev[s], got[s].token);
+                done[s] = len[s];
+                hist[s][len[s]++] = got[s].token;
+            }
+        }
+        for (int s = 0; s < NSEQ; s++) sl_sampler_deinit(&host[s]), sl_sampler_deinit(&dev[s]);
+    }
+    printf("device sampling: %d draws over %d settings identical to the host sampler's (%.1f s)\n",
+           draws, n_set, sl_time_s() - t0);
+    sl_sample_ws_deinit(&ws);
+    free(logits);
+    side_close(&g);
+}
+
+/* The engine on the CUDA backend, sampling on the device and (host_sampling) on the host:
+ * seeded requests of every kind of sampling give the same tokens and logprobs. The per-token
+ * logits do not depend on the batch (qmm's plan never depends on T), so how the engine happens
+ * to batch the requests in either run does not matter. */
+enum { ENG_REQ = 6, ENG_GEN = 12 };
+typedef struct eng_out {
+    int32_t tok[ENG_REQ][ENG_GEN];
+    float lp[ENG_REQ][ENG_GEN];
+    int n[ENG_REQ];
+} eng_out;
+
+static void engine_run(sl_model *m, bool host_sampling, eng_out *r) {
+    sl_engine_config c = {.model = m, .seed = 5, .host_sampling = host_sampling};
+    sl_sched_config_defaults(&c.sched);
+    c.sched.n_blocks = 64, c.sched.block_size = BS, c.sched.max_num_seqs = 4;
+    c.sched.max_num_batched_tokens = 24, c.sched.max_model_len = 256;
+    sl_engine *e;
+    char err[SL_ERRMSG] = "";
+    int rc = sl_engine_create(&e, &c, err);
+    if (rc) fprintf(stderr, "engine: %s\n", err);
+    ASSERT_EQ(rc, 0);
+    static const sl_logit_bias bias[] = {{11, 4.0f}, {12, -100.0f}};
+    int32_t prompt[ENG_REQ][40];
+    memset(r, 0, sizeof *r);
+    for (int i = 0; i < ENG_REQ; i++) {
+        const int np = 7 + 5 * i;
+        for (int j = 0; j < np; j++) prompt[i][j] = (int32_t)(3 + (i * 53 + j * 29) % 300);
+        sl_engine_req q = {.prompt = prompt[i], .n_prompt = np, .user = (void *)(intptr_t)i};
+        sl_sampling_params_defaults(&q.sp);
+        q.sp.max_tokens = ENG_GEN, q.sp.ignore_eos = true, q.sp.has_seed = true, q.sp.seed = 40 + (uint64_t)i;
+        q.sp.temperature = i == 0 ? 0.0f : 0.6f + 0.2f * (float)i;
+        q.sp.top_k = i == 2 ? 30 : 0, q.sp.top_p = i == 3 ? 0.85f : 1.0f, q.sp.min_p = i == 4 ? 0.02f : 0.0f;
+        q.sp.repetition_penalty = i == 5 ? 1.2f : 1.0f, q.sp.presence_penalty = i == 5 ? 0.4f : 0.0f;
+        q.sp.logit_bias = bias, q.sp.n_logit_bias = i == 4 ? 2 : 0;
+        q.sp.logprobs = i % 2 == 0, q.sp.top_logprobs = i % 2 == 0 ? 2 : 0;
+        uint64_t id;
+        ASSERT_EQ(sl_engine_submit(e, &q, &id), 0);
+    }
+    int finished = 0;
+    double t_end = sl_time_s() + 120;
+    while (finished < ENG_REQ) {
+        ASSERT(sl_time_s() < t_end);
+        sl_engine_event *list = sl_engine_poll(e);
+        if (!list) {
+            usleep(1000);
+            continue;
+        }
+        for (sl_engine_event *ev = list; ev; ev = ev->next) {
+            const int i = (int)(intptr_t)ev->user;
+            ASSERT(ev->finish != SL_FINISH_ERROR && ev->finish != SL_FINISH_ABORT);
+            if (ev->token >= 0) {
+                ASSERT(r->n[i] < ENG_GEN);
+                r->tok[i][r->n[i]] = ev->token, r->lp[i][r->n[i]] = ev->logprob;
+                r->n[i]++;
+            }
+            if (ev->done) finished++;
+        }
+        sl_engine_release(e, list);
+    }
+    sl_engine_destroy(e);
+}
+
+static void test_engine_sampling(void) {
+    double t0 = sl_time_s();
+    sl_mkmodel_opts o;
+    sl_mkmodel_defaults(&o);
+    o.arch = SL_ARCH_LLAMA, o.type = SL_GGML_Q8_0, o.dim = 128, o.heads = 2, o.kv_heads = 1;
+    o.head_dim = 64, o.ff = 192, o.vocab = 320, o.seed = 78;
+    char err[SL_ERRMSG] = "";
+    const char *path = "test_cuda_backend_engine.gguf";
+    ASSERT_EQ(sl_mkmodel(&o, path, err), 0);
+    sl_model *m;
+    sl_model_opts mo = {.quant_to = -1};
+    ASSERT_EQ(sl_model_load(&m, path, g_gpu, &mo, err), 0);
+    remove(path);
+    static eng_out dev, host;
+    engine_run(m, false, &dev);
+    engine_run(m, true, &host);
+    int n = 0;
+    for (int i = 0; i < ENG_REQ; i++) {
+        ASSERT_EQ(dev.n[i], ENG_GEN);
+        ASSERT_EQ(host.n[i], ENG_GEN);
+        for (int k = 0; k < ENG_GEN; k++, n++) {
+            if (dev.tok[i][k] != host.tok[i][k])
+                fprintf(stderr, "engine: request %d token %d: %d sampled on the device, %d on the host\n",
+                        i, k, dev.tok[i][k], host.tok[i][k]);
+            ASSERT_EQ(dev.tok[i][k], host.tok[i][k]);
+            ASSERT_NEAR(dev.lp[i][k], host.lp[i][k], 2e-5, 1e-5);
+        }
+    }
+    sl_model_free(m);
+    printf("engine: %d tokens of %d seeded requests the same sampled on the device and on the host (%.1f s)\n",
+           n, ENG_REQ, sl_time_s() - t0);
+}
+
 int main(void) {
     /* cuBLAS is opened at first use, not linked: it must be found with or without a device */
     const char *blas_err = sl_cuda_blas_open();
@@ -384,6 +591,8 @@ int main(void) {
     test_elementwise();
     test_embed_matmul();
     test_models();
+    test_device_sampling();
+    test_engine_sampling();
     g_gpu->destroy(g_gpu);
     g_cpu->destroy(g_cpu);
     printf("test_cuda_backend: ok (%ld checks, %.1f s)\n", g_checks, sl_time_s() - t0);

@@ -577,8 +577,81 @@ static void test_stop_strings(void) {
     printf("test_sampling: stop strings cut across token and UTF-8 boundaries, held-back text released at the end\n");
 }
 
+/* sl_sampler_device_row: the adjustment list (logit_bias merged into the penalty history, one
+ * entry per distinct token), the parameters, and the RNG advanced exactly as by one sample. */
+static void test_device_row(void) {
+    const int V = 320;
+    vocab(V);
+    static const sl_logit_bias bias[] = {{5, 2.0f}, {9, -1.0f}, {5, 0.5f}, {200, 3.0f}};
+    const int32_t prompt[] = {5, 7, 7, 100};
+    sl_sampling_params p;
+    sl_sampling_params_defaults(&p);
+    p.temperature = 0.7f, p.top_k = 12, p.top_p = 0.8f, p.min_p = 0.1f;
+    p.repetition_penalty = 1.2f, p.frequency_penalty = 0.5f, p.presence_penalty = 0.25f;
+    p.logit_bias = bias, p.n_logit_bias = 4, p.logprobs = true, p.top_logprobs = 3, p.max_tokens = 8;
+    sl_sampler a, b;
+    sl_sampler_init(&a, &p, 31, prompt, 4, V);
+    sl_sampler_init(&b, &p, 31, prompt, 4, V);
+    const int32_t gen[] = {7, 7, 42};
+    for (int i = 0; i < 3; i++) sl_sampler_accept(&a, gen[i]), sl_sampler_accept(&b, gen[i]);
+    ASSERT_EQ(sl_sampler_adj_max(&a), 4 + 4); /* history 5, 7, 100, 42; four bias entries */
+    sl_bsample_adj adj[8];
+    sl_bsample_row row;
+    sl_sampler_device_row(&a, adj, &row);
+    ASSERT(row.adj == adj);
+    ASSERT_EQ(row.n_adj, 6);
+    static const struct { int32_t tok; float bias; uint32_t count; } want[] = {
+        {5, 2.5f, SL_BSAMPLE_PROMPT}, {7, 0.0f, 2u | SL_BSAMPLE_PROMPT}, {100, 0.0f, SL_BSAMPLE_PROMPT},
+        {42, 0.0f, 1u}, {9, -1.0f, 0u}, {200, 3.0f, 0u}};
+    for (int w = 0; w < 6; w++) {
+        int found = 0;
+        for (int j = 0; j < row.n_adj; j++) {
+            if (adj[j].token != want[w].tok) continue;
+            found++;
+            ASSERT_EQ(adj[j].bias, want[w].bias);
+            ASSERT_EQ(adj[j].count, want[w].count);
+        }
+        ASSERT_EQ(found, 1);
+    }
+    ASSERT_EQ(row.temperature, 0.7f);
+    ASSERT_EQ(row.top_k, 12);
+    ASSERT_EQ(row.top_p, 0.8f);
+    ASSERT_EQ(row.min_p, 0.1f);
+    ASSERT_EQ(row.repetition_penalty, 1.2f);
+    ASSERT_EQ(row.frequency_penalty, 0.5f);
+    ASSERT_EQ(row.presence_penalty, 0.25f);
+    ASSERT(row.logprobs && row.top_logprobs == 3);
+    /* u is the sampler's next draw, and the RNG moves as one sample moves it */
+    sl_rng r;
+    sl_rng_seed(&r, 31);
+    ASSERT_EQ(row.u, (double)(sl_rng_u64(&r) >> 11) * 0x1.0p-53);
+    float *l = sl_xmalloc((size_t)V * sizeof *l);
+    for (int i = 0; i < V; i++) l[i] = (float)(i % 17) * 0.1f;
+    sl_sample_result res;
+    sl_sampler_sample(&b, l, &ws, &res);
+    ASSERT_EQ(sl_rng_u64(&a.rng), sl_rng_u64(&b.rng));
+    free(l);
+    sl_sampler_deinit(&a);
+    sl_sampler_deinit(&b);
+
+    /* no penalties: the bias list alone (merged), neutral penalty parameters, no logprobs */
+    p.repetition_penalty = 1.0f, p.frequency_penalty = 0.0f, p.presence_penalty = 0.0f;
+    p.logprobs = false;
+    sl_sampler_init(&a, &p, 32, prompt, 4, V);
+    ASSERT_EQ(sl_sampler_adj_max(&a), 4);
+    sl_sampler_device_row(&a, adj, &row);
+    ASSERT_EQ(row.n_adj, 3);
+    ASSERT(adj[0].token == 5 && adj[0].bias == 2.5f && adj[0].count == 0);
+    ASSERT(adj[1].token == 9 && adj[1].bias == -1.0f);
+    ASSERT(adj[2].token == 200 && adj[2].bias == 3.0f);
+    ASSERT(row.repetition_penalty == 1.0f && row.frequency_penalty == 0.0f && row.presence_penalty == 0.0f);
+    ASSERT(!row.logprobs && row.top_logprobs == 0);
+    sl_sampler_deinit(&a);
+}
+
 int main(void) {
     test_params();
+    test_device_row();
     test_greedy_and_top_k_1();
     test_distributions();
     test_penalties();
