@@ -40,6 +40,10 @@
  * are those of attention.h, 64, 128 or 256: another one aborts at the model's first forward
  * (the loader does not ask the backend what it supports).
  *
+ * Sampling (the optional `sample` op): sample.cu's kernel on the logits where the forward pass
+ * left them; the rows' parameters and adjustment lists go up in one copy, the tokens and
+ * logprobs come back in one, so the logits never cross to the host (sl_forward_sample).
+ *
  * Not thread-safe: one thread drives it (as every backend). Only one CUDA backend per process:
  * the matmul launchers keep process-wide staging buffers (matmul.h).
  */
