@@ -46,7 +46,7 @@ typedef struct acase {
 static void attn_fn(void *arg, int i, cudaStream_t s) {
     acase *c = arg;
     const int k = i % c->sets;
-    sl_attn_batch b = {c->batch, c->max_blocks, c->q_start, c->q_len, c->ctx_len, c->bt[k]};
+    sl_attn_batch b = {c->batch, c->max_blocks, c->q_start, c->q_len, c->ctx_len, c->bt[k], 0, 0};
     sl_cuda_attention_f16(c->q[k], c->k, c->v, c->out, &b, c->batch, c->ctx, H, HKV, HEAD_DIM, BS,
                           1.0f / sqrtf((float)HEAD_DIM), c->ws, c->ws_bytes, (sl_cuda_stream)s);
 }

@@ -49,6 +49,8 @@ typedef struct sl_attn_batch {
     const int32_t *q_len;        /* backend buffer [n_seqs] */
     const int32_t *ctx_len;      /* backend buffer [n_seqs] */
     const int32_t *block_tables; /* backend buffer [n_seqs][max_blocks] */
+    int n_tokens;                /* rows of q in this step; 0: not given (a backend bounds it) */
+    int max_ctx;                 /* an upper bound of every ctx_len (the longest); 0: not given */
 } sl_attn_batch;
 
 /* Sampling on the backend (the optional `sample` op), with scheduler/sampling.h's semantics

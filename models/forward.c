@@ -164,8 +164,11 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
     be->upload(be, w->ctx_len, b->ctx_len, (size_t)b->n_seqs * 4);
     be->upload(be, w->block_tables, b->block_tables, (size_t)b->n_seqs * b->max_blocks * 4);
     if (b->n_logits) be->upload(be, w->logit_idx, b->logit_idx, (size_t)b->n_logits * 4);
+    int max_ctx = 0;
+    for (int s = 0; s < b->n_seqs; s++) max_ctx = b->ctx_len[s] > max_ctx ? b->ctx_len[s] : max_ctx;
     sl_attn_batch ab = {.n_seqs = b->n_seqs, .max_blocks = b->max_blocks, .q_start = w->q_start,
-                        .q_len = w->q_len, .ctx_len = w->ctx_len, .block_tables = w->block_tables};
+                        .q_len = w->q_len, .ctx_len = w->ctx_len, .block_tables = w->block_tables,
+                        .n_tokens = T, .max_ctx = max_ctx};
     const float scale = 1.0f / sqrtf((float)Dk);
 
     be->embed(be, m->tok_embd, w->tokens, w->x, T);

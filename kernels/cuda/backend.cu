@@ -477,11 +477,14 @@ void cb_attention(sl_backend *be, const float *q, const float *k_cache, const fl
                   int block_size, float scale) {
     SL_CUDA_REQUIRE(q && out && b && H > 0 && head_dim > 0 && block_size > 0);
     cuda_be *c = impl(be);
-    /* the bounds backend.h does not pass (see cuda_backend.h): q's and out's rows as allocated,
-     * and the longest context a block table row can hold */
+    /* the step's bounds when the caller gives them (forward.c does), else sound ones (see
+     * cuda_backend.h): q's and out's rows as allocated, the longest context a block table row
+     * can hold */
     const int64_t row = (int64_t)H * head_dim * (int64_t)sizeof(float);
-    const int64_t n_tok = sl_min64(rows_left(c, q, row), rows_left(c, out, row));
-    const int64_t max_ctx = (int64_t)b->max_blocks * block_size;
+    int64_t n_tok = sl_min64(rows_left(c, q, row), rows_left(c, out, row));
+    if (b->n_tokens > 0) n_tok = sl_min64(n_tok, b->n_tokens);
+    int64_t max_ctx = (int64_t)b->max_blocks * block_size;
+    if (b->max_ctx > 0) max_ctx = sl_min64(max_ctx, b->max_ctx);
     sl_cuda_attention(q, k_cache, v_cache, out, b, (int)sl_min64(n_tok, INT32_MAX),
                       (int)sl_min64(max_ctx, INT32_MAX), H, Hkv, head_dim, block_size, scale,
                       c->attn_ws, c->attn_ws_bytes, c->stream);

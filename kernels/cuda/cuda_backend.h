@@ -29,13 +29,13 @@
  * Embedding gathers (embed) are exact for every format (bit-identical to the CPU backend),
  * except the dequantized-to-F16 fallback (its rows are the f16-rounded weights).
  *
- * Attention (sl_cuda_attention, f32 cache as backend.h lays it out) needs two host-side bounds
- * the backend interface does not carry: the rows of q (n_tok) and the longest context
- * (max_ctx). It uses sound ones: n_tok = the rows of q's allocation from q on (the backend
- * records the size of every buffer it hands out; the forward workspace holds max_tokens rows),
- * max_ctx = max_blocks · block_size. Both are correct for any batch but cost speed: the grid
- * has max_tokens rows (the extra blocks find no sequence and exit) and the split-K heuristic
- * sees the longest possible context. Adding n_tokens and max_ctx to sl_attn_batch removes both.
+ * Attention (sl_cuda_attention, f32 cache as backend.h lays it out) takes two host-side bounds:
+ * the rows of q (n_tok) and the longest context (max_ctx), which sl_attn_batch carries as
+ * n_tokens and max_ctx (forward.c fills them: the step's tokens, its longest ctx_len). A caller
+ * that leaves them 0 gets sound ones: the rows of q's allocation from q on (the backend
+ * records the size of every buffer it hands out) and max_blocks · block_size — correct for
+ * any batch but slower (a grid of the reserve's rows, the split-K heuristic seeing the longest
+ * possible context).
  * The split-K workspace belongs to the backend (sized at creation for head_dim 256). Head sizes
  * are those of attention.h, 64, 128 or 256: another one aborts at the model's first forward
  * (the loader does not ask the backend what it supports).

@@ -589,7 +589,7 @@ static void test_attention_case(int H, int Hkv, int D, int bs, float qscale) {
         int32_t *qsb = to_be(be, q_start, (size_t)S * 4), *qlb = to_be(be, q_len, (size_t)S * 4);
         int32_t *clb = to_be(be, ctx_len, (size_t)S * 4);
         int32_t *btb = to_be(be, bt, (size_t)S * max_blocks * 4);
-        sl_attn_batch ab = {S, max_blocks, qsb, qlb, clb, btb};
+        sl_attn_batch ab = {S, max_blocks, qsb, qlb, clb, btb, 0, 0};
         be->attention(be, qb, kb, vb, ob, &ab, H, Hkv, D, bs, (float)scale);
         be->download(be, out, ob, (size_t)n_tok * H * D * 4);
         for (int64_t i = 0; i < (int64_t)n_tok * H * D; i++) {

@@ -81,7 +81,7 @@ static void attn_case(int f16, int H, int Hkv, int D, int bs, const seq_spec *se
     float *q = rnd_vec(n_q, qmag), *ref = sl_xmalloc((size_t)n_q * 4);
     memset(ref, 0xff, (size_t)n_q * 4);
     const float scale = 1.0f / sqrtf((float)D);
-    sl_attn_batch hb = {n_seqs, max_blocks, q_start, q_len, ctx_len, bt};
+    sl_attn_batch hb = {n_seqs, max_blocks, q_start, q_len, ctx_len, bt, 0, 0};
     g_cpu->attention(g_cpu, q, kref, vref, ref, &hb, H, Hkv, D, bs, scale);
 
     /* device */
@@ -95,7 +95,7 @@ static void attn_case(int f16, int H, int Hkv, int D, int bs, const seq_spec *se
     dbuf dws = {0};
     if (ws_bytes) dws = dev_alloc((int64_t)(ws_bytes / 4), 0);
     sl_attn_batch db = {n_seqs, max_blocks, (const int32_t *)dqs.p, (const int32_t *)dql.p,
-                        (const int32_t *)dcl.p, (const int32_t *)dbt.p};
+                        (const int32_t *)dcl.p, (const int32_t *)dbt.p, 0, 0};
     sl__cuda_attention_force_splits(forced);
     if (f16)
         sl_cuda_attention_f16(dq.p, (const uint16_t *)dk.p, (const uint16_t *)dv.p, dout.p, &db,
@@ -214,9 +214,9 @@ static void test_empty(void) {
     dbuf dq = dev_alloc(256, 0), dk = dev_alloc(256, 0), dout = dev_alloc(256, 0);
     dbuf di = dev_alloc(4, 0);
     const int32_t *ip = (const int32_t *)di.p;
-    sl_attn_batch none = {0, 1, ip, ip, ip, ip};
+    sl_attn_batch none = {0, 1, ip, ip, ip, ip, 0, 0};
     sl_cuda_attention(dq.p, dk.p, dk.p, dout.p, &none, 4, 16, 2, 1, 64, 16, 0.125f, NULL, 0, NULL);
-    sl_attn_batch one = {1, 1, ip, ip, ip, ip};
+    sl_attn_batch one = {1, 1, ip, ip, ip, ip, 0, 0};
     sl_cuda_attention_f16(dq.p, (const uint16_t *)dk.p, (const uint16_t *)dk.p, dout.p, &one, 0,
                           16, 2, 1, 64, 16, 0.125f, NULL, 0, NULL);
     uint32_t h[256];
