@@ -11,8 +11,10 @@
  * Its KV lives in blocks block_tables[s * max_blocks + b] of block_size tokens each. Token t
  * writes its K/V to slot_mapping[t] = block * block_size + offset.
  *
- * KV cache layout (per layer): K and V each [n_blocks][block_size][n_kv_heads][head_dim].
- * Block 0 is the null block (never written by real tokens).
+ * KV cache layout (per layer): K and V each [n_blocks][block_size][n_kv_heads][head_dim], f32,
+ * or IEEE binary16 bits where the backend's kv_f16 is set (the CUDA backend's default: half
+ * the bytes per token read by every decode step). Block 0 is the null block (never written by
+ * real tokens).
  *
  * Not thread-safe: one thread drives a backend (the engine thread). Ops never fail on valid
  * arguments; invalid ones are programming errors (SL_CHECK).
@@ -91,6 +93,11 @@ typedef struct sl_backend sl_backend;
 struct sl_backend {
     const char *name;
     void *impl;
+    /* The KV cache's element: 0 f32, 1 f16 (kv_write rounds to nearest even, attention reads
+     * halves; the cache pointers of those ops then point at uint16_t). Set at creation; the
+     * owner may change it only while no cache exists (the CUDA backend supports both; the CPU
+     * backend f32 only). */
+    int kv_f16;
 
     void (*destroy)(sl_backend *be);
 

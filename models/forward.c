@@ -108,7 +108,7 @@ int sl_kv_cache_init(sl_kv_cache *kv, const sl_model *m, int n_blocks, int block
     kv->kv_dim = m->hp.n_head_kv * m->hp.head_dim;
     kv->k = sl_xcalloc((size_t)kv->n_layer, sizeof(float *));
     kv->v = sl_xcalloc((size_t)kv->n_layer, sizeof(float *));
-    size_t bytes = (size_t)n_blocks * block_size * kv->kv_dim * sizeof(float);
+    size_t bytes = (size_t)n_blocks * block_size * kv->kv_dim * (m->be->kv_f16 ? 2 : sizeof(float));
     for (int l = 0; l < kv->n_layer; l++) {
         kv->k[l] = m->be->alloc(m->be, bytes);
         kv->v[l] = m->be->alloc(m->be, bytes);

@@ -460,7 +460,10 @@ void cb_embed(sl_backend *be, const sl_bweight *table, const int32_t *tok, float
 
 void cb_kv_write(sl_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
                  const int32_t *slot_mapping, int T, int kv_dim) {
-    sl_cuda_kv_write(k_cache, v_cache, k, v, slot_mapping, T, kv_dim, impl(be)->stream);
+    if (be->kv_f16)
+        sl_cuda_kv_write_f16(reinterpret_cast<uint16_t *>(k_cache), reinterpret_cast<uint16_t *>(v_cache),
+                             k, v, slot_mapping, T, kv_dim, impl(be)->stream);
+    else sl_cuda_kv_write(k_cache, v_cache, k, v, slot_mapping, T, kv_dim, impl(be)->stream);
 }
 
 void cb_gather_rows(sl_backend *be, const float *x, const int32_t *idx, float *y, int n, int D) {
@@ -485,9 +488,13 @@ void cb_attention(sl_backend *be, const float *q, const float *k_cache, const fl
     if (b->n_tokens > 0) n_tok = sl_min64(n_tok, b->n_tokens);
     int64_t max_ctx = (int64_t)b->max_blocks * block_size;
     if (b->max_ctx > 0) max_ctx = sl_min64(max_ctx, b->max_ctx);
-    sl_cuda_attention(q, k_cache, v_cache, out, b, (int)sl_min64(n_tok, INT32_MAX),
-                      (int)sl_min64(max_ctx, INT32_MAX), H, Hkv, head_dim, block_size, scale,
-                      c->attn_ws, c->attn_ws_bytes, c->stream);
+    const int nt = (int)sl_min64(n_tok, INT32_MAX), mc = (int)sl_min64(max_ctx, INT32_MAX);
+    if (be->kv_f16)
+        sl_cuda_attention_f16(q, reinterpret_cast<const uint16_t *>(k_cache),
+                              reinterpret_cast<const uint16_t *>(v_cache), out, b, nt, mc, H, Hkv,
+                              head_dim, block_size, scale, c->attn_ws, c->attn_ws_bytes, c->stream);
+    else sl_cuda_attention(q, k_cache, v_cache, out, b, nt, mc, H, Hkv, head_dim, block_size, scale,
+                           c->attn_ws, c->attn_ws_bytes, c->stream);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -544,6 +551,7 @@ extern "C" sl_backend *sl_cuda_backend_create(int device) {
     if (!c->attn_ws) goto fail;
 
     be->name = "cuda";
+    be->kv_f16 = 1; /* half the KV bytes of every step; attention.h's fp16 path */
     be->destroy = cb_destroy;
     be->alloc = cb_alloc;
     be->free = cb_free;

@@ -29,7 +29,11 @@
  * Embedding gathers (embed) are exact for every format (bit-identical to the CPU backend),
  * except the dequantized-to-F16 fallback (its rows are the f16-rounded weights).
  *
- * Attention (sl_cuda_attention, f32 cache as backend.h lays it out) takes two host-side bounds:
+ * KV cache: fp16 (backend.h's kv_f16, set at creation; sl_cuda_kv_write_f16 rounds to nearest
+ * even, sl_cuda_attention_f16 reads it: half the bytes of an f32 cache per step and per token
+ * held). Its owner may clear kv_f16 before making a cache to keep f32 (the F32 test twins do).
+ *
+ * Attention (sl_cuda_attention(_f16)) takes two host-side bounds:
  * the rows of q (n_tok) and the longest context (max_ctx), which sl_attn_batch carries as
  * n_tokens and max_ctx (forward.c fills them: the step's tokens, its longest ctx_len). A caller
  * that leaves them 0 gets sound ones: the rows of q's allocation from q on (the backend
