@@ -99,6 +99,12 @@ int sl_model_reserve(sl_model *m, int max_tokens, int max_seqs, int max_blocks, 
     return 0;
 }
 
+size_t sl_kv_cache_block_bytes(const sl_model *m, int block_size) {
+    if (m->fake) return 0;
+    return 2 * (size_t)m->hp.n_layer * (size_t)m->hp.n_head_kv * (size_t)m->hp.head_dim * (size_t)block_size *
+           (m->be->kv_f16 ? 2 : sizeof(float));
+}
+
 int sl_kv_cache_init(sl_kv_cache *kv, const sl_model *m, int n_blocks, int block_size) {
     memset(kv, 0, sizeof *kv);
     if (n_blocks < 2 || block_size < 1) return SL_EINVAL;
@@ -108,7 +114,8 @@ int sl_kv_cache_init(sl_kv_cache *kv, const sl_model *m, int n_blocks, int block
     kv->kv_dim = m->hp.n_head_kv * m->hp.head_dim;
     kv->k = sl_xcalloc((size_t)kv->n_layer, sizeof(float *));
     kv->v = sl_xcalloc((size_t)kv->n_layer, sizeof(float *));
-    size_t bytes = (size_t)n_blocks * block_size * kv->kv_dim * (m->be->kv_f16 ? 2 : sizeof(float));
+    /* (the fake model has no layers and no backend) */
+    size_t bytes = (size_t)n_blocks * block_size * kv->kv_dim * (m->be && m->be->kv_f16 ? 2 : sizeof(float));
     for (int l = 0; l < kv->n_layer; l++) {
         kv->k[l] = m->be->alloc(m->be, bytes);
         kv->v[l] = m->be->alloc(m->be, bytes);

@@ -97,6 +97,9 @@ typedef struct sl_kv_cache {
 } sl_kv_cache;
 
 int sl_kv_cache_init(sl_kv_cache *kv, const sl_model *m, int n_blocks, int block_size);
+/* Bytes of one block of block_size tokens over every layer, K and V, in the backend's KV
+ * element (f32, or f16 where be->kv_f16); 0 for the fake model (it keeps no cache). */
+size_t sl_kv_cache_block_bytes(const sl_model *m, int block_size);
 void sl_kv_cache_deinit(sl_kv_cache *kv, const sl_model *m);
 
 /* ---- forward over a ragged batch (host arrays; see kernels/backend.h for the meaning) ---- */

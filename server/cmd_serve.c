@@ -86,9 +86,8 @@ static void load_work(uv_work_t *w) {
     g = NULL;
     if (rc) goto fail;
     const sl_hparams *hp = &s->model->hp;
-    /* KV cache: f32 on either backend, two tensors per layer (none for the fake model) */
-    size_t per_block = 2 * (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)hp->head_dim * (size_t)o->block_size *
-                       sizeof(float);
+    /* KV cache: f32 on the CPU, f16 on the GPU, two tensors per layer (none for the fake model) */
+    size_t per_block = sl_kv_cache_block_bytes(s->model, o->block_size);
     size_t budget = (size_t)((double)o->kv_space_gib * (double)(1ull << 30));
     size_t fit_z = per_block ? budget / per_block : (size_t)1 << 30;
     int fit = (int)(fit_z > (size_t)1 << 30 ? 1 << 30 : fit_z);
