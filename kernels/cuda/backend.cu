@@ -42,6 +42,8 @@ constexpr int THREADS = 256;
 constexpr int MAX_BLOCKS = 1024;
 constexpr int MAX_SLICES = 16; /* blocks per row of the row gathers */
 constexpr int MAX_HEAD_DIM = 256; /* attention.h: 64, 128 or 256 */
+constexpr int DEFAULT_GEMM_MIN_T = 64;  /* where f16 GEMM beats qmm's launches of 16 (DESIGN.md) */
+constexpr int64_t GEMM_SCRATCH_HALVES = 16 << 20; /* 32 MiB of dequantized rows */
 
 struct cuda_be {
     int device;
@@ -52,6 +54,10 @@ struct cuda_be {
     __nv_bfloat16 *x16;          /* device, [x16_n] activations rounded for BF16 weights */
     size_t x16_n;
     std::map<uintptr_t, size_t> allocs; /* every buffer of alloc: start → bytes */
+    int gemm_min_t;              /* QW matmuls of at least this many tokens: qmat_gemm (0: never) */
+    int gemm_block_rows;         /* rows dequantized per GEMM (0: GEMM_SCRATCH_HALVES / K) */
+    __half *deq;                 /* device, [deq_n] qmat_gemm's dequantized rows */
+    size_t deq_n;
     void *smp_dev;               /* device, cb_sample's rows, adjustments and results */
     size_t smp_dev_bytes;
     std::vector<unsigned char> smp_host; /* their host staging */
@@ -98,37 +104,59 @@ __device__ __forceinline__ float dequant(float s, float c, const float *o, int64
     return o ? __fadd_rn(v, o[at]) : v;
 }
 
-/* Row tok[t] of a tiled QW matrix (matmul.h), dequantized exactly as sl_qw_dequant_row:
- * blockIdx.x the token, blockIdx.y a slice of the row. The inverse of qmm.cu's tile_pos. */
+/* Element (r, c) of a tiled QW matrix (matmul.h), dequantized exactly as sl_qw_dequant_row:
+ * the inverse of qmm.cu's tile_pos. */
+template <bool Q4>
+__device__ __forceinline__ float qmat_at(const uint8_t *__restrict__ codes,
+                                         const float *__restrict__ scales,
+                                         const float *__restrict__ offsets, int64_t k_tiles,
+                                         int64_t g_pad, int group, int64_t r, int64_t c) {
+    constexpr int KT = Q4 ? 64 : 32;
+    const int64_t rt = r / 16;
+    const int rr = (int)(r % 16);
+    const int cc = (int)(c % KT), s = cc / 16, c16 = cc % 16;
+    const int v = (c16 >= 8 ? 4 : 0) + (rr >= 8 ? 2 : 0) + c16 % 2; /* fragment order */
+    const int lane = 4 * (rr % 8) + (c16 % 8) / 2;
+    const uint8_t *lb = codes + ((size_t)rt * k_tiles + c / KT) * 512 + lane * 16;
+    float code;
+    if (Q4) {
+        const int j = s * 8 + v / 2 + (v % 2) * 4; /* nibble j: word j / 8, nibble j % 8 */
+        const int nib = j % 8;
+        const unsigned q = (lb[(j / 8) * 4 + nib / 2] >> (4 * (nib % 2))) & 15;
+        code = (float)(offsets ? (int)q : (int)q - 8);
+    } else {
+        code = (float)((int)lb[s * 8 + v] - 128);
+    }
+    const int64_t at = ((int64_t)rt * g_pad + c / group) * 16 + rr;
+    return dequant(scales[at], code, offsets, at);
+}
+
+/* Row tok[t] of a tiled QW matrix: blockIdx.x the token, blockIdx.y a slice of the row. */
 template <bool Q4>
 __global__ void embed_qmat_kernel(const uint8_t *__restrict__ codes,
                                   const float *__restrict__ scales,
                                   const float *__restrict__ offsets, int64_t rows, int64_t cols,
                                   int64_t k_tiles, int64_t g_pad, int group,
                                   const int32_t *__restrict__ tok, float *__restrict__ y) {
-    constexpr int KT = Q4 ? 64 : 32;
     const int64_t t = blockIdx.x;
     const int64_t r = tok[t];
     if (r < 0 || r >= rows) __trap();
-    const int64_t rt = r / 16;
-    const int rr = (int)(r % 16);
     for (int64_t c = (int64_t)blockIdx.y * blockDim.x + threadIdx.x; c < cols;
-         c += (int64_t)gridDim.y * blockDim.x) {
-        const int cc = (int)(c % KT), s = cc / 16, c16 = cc % 16;
-        const int v = (c16 >= 8 ? 4 : 0) + (rr >= 8 ? 2 : 0) + c16 % 2; /* fragment order */
-        const int lane = 4 * (rr % 8) + (c16 % 8) / 2;
-        const uint8_t *lb = codes + ((size_t)rt * k_tiles + c / KT) * 512 + lane * 16;
-        float code;
-        if (Q4) {
-            const int j = s * 8 + v / 2 + (v % 2) * 4; /* nibble j: word j / 8, nibble j % 8 */
-            const int nib = j % 8;
-            const unsigned q = (lb[(j / 8) * 4 + nib / 2] >> (4 * (nib % 2))) & 15;
-            code = (float)(offsets ? (int)q : (int)q - 8);
-        } else {
-            code = (float)((int)lb[s * 8 + v] - 128);
-        }
-        const int64_t at = ((int64_t)rt * g_pad + c / group) * 16 + rr;
-        y[t * cols + c] = dequant(scales[at], code, offsets, at);
+         c += (int64_t)gridDim.y * blockDim.x)
+        y[t * cols + c] = qmat_at<Q4>(codes, scales, offsets, k_tiles, g_pad, group, r, c);
+}
+
+/* Rows [r0, r0 + nr) of a tiled QW matrix, dequantized and rounded to f16: out [nr][cols] */
+template <bool Q4>
+__global__ void qmat_rows_f16_kernel(const uint8_t *__restrict__ codes,
+                                     const float *__restrict__ scales,
+                                     const float *__restrict__ offsets, int64_t cols,
+                                     int64_t k_tiles, int64_t g_pad, int group, int64_t r0,
+                                     int64_t nr, __half *__restrict__ out) {
+    GRID_STRIDE(i, nr * cols) {
+        const float v = qmat_at<Q4>(codes, scales, offsets, k_tiles, g_pad, group, r0 + i / cols,
+                                    i % cols);
+        out[i] = __float2half_rn(v);
     }
 }
 
@@ -369,12 +397,49 @@ void blas_gemm(cuda_be *c, const void *w, cudaDataType wt, const void *x, float 
                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+/* A step of gemm_min_t tokens or more (prefill): the QW weight dequantized to f16 a block of
+ * rows at a time into the backend's scratch, each block through cuBLAS (f32 accumulation), so
+ * that each weight byte is read once per step instead of once per 16 tokens (qmm's launches);
+ * products then carry w's rounding to f16 as well as x's. */
+void qmat_gemm(cuda_be *c, const sl_cuda_qmat &q, const float *x, float *y, int T) {
+    const int64_t N = q.rows, K = q.cols;
+    SL_CUDA_REQUIRE(N <= INT32_MAX && K <= INT32_MAX);
+    int64_t br = c->gemm_block_rows > 0 ? c->gemm_block_rows : GEMM_SCRATCH_HALVES / K;
+    br = sl_min64(N, br < 16 ? 16 : br);
+    if ((size_t)(br * K) > c->deq_n) {
+        SL_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+        SL_CUDA_CHECK(cudaFree(c->deq));
+        c->deq = nullptr, c->deq_n = 0;
+        SL_CUDA_CHECK(cudaMalloc(&c->deq, (size_t)(br * K) * sizeof(__half)));
+        c->deq_n = (size_t)(br * K);
+    }
+    const uint16_t *x16 = sl__cuda_to_f16(x, (size_t)T * (size_t)K, reinterpret_cast<sl_cuda_stream>(c->stream));
+    const uint8_t *codes = static_cast<const uint8_t *>(q.codes);
+    const float one = 1.0f, zero = 0.0f;
+    for (int64_t r0 = 0; r0 < N; r0 += br) {
+        const int64_t nr = sl_min64(br, N - r0);
+        if (q.fmt == SL_WF_QW4)
+            SL_LAUNCH(qmat_rows_f16_kernel<true>, grid_for(nr * K), THREADS, 0, c->stream, codes,
+                      q.scales, q.offsets, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
+        else
+            SL_LAUNCH(qmat_rows_f16_kernel<false>, grid_for(nr * K), THREADS, 0, c->stream, codes,
+                      q.scales, q.offsets, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
+        SL_CUDA_CHECK(cudaGetLastError());
+        /* column-major view: Y[:, r0:r0+nr]ᵀ (nr×T, ld N) = Wbᵀ (K×nr, transposed) · Xᵀ (K×T) */
+        SL_BLAS_CHECK(sl_blas_required().gemm_ex(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, T, (int)K,
+                                                 &one, c->deq, CUDA_R_16F, (int)K, x16, CUDA_R_16F,
+                                                 (int)K, &zero, y + r0, CUDA_R_32F, (int)N,
+                                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+}
+
 void cb_matmul(sl_backend *be, const sl_bweight *w, const float *x, float *y, int T) {
     SL_CUDA_REQUIRE(w && x && y && T >= 0);
     if (T == 0) return;
     cuda_be *c = impl(be);
     if (w->qmat) {
-        sl_cuda_qmm(&w->q, x, y, T, c->stream);
+        if (c->gemm_min_t > 0 && T >= c->gemm_min_t) qmat_gemm(c, w->q, x, y, T);
+        else sl_cuda_qmm(&w->q, x, y, T, c->stream);
         return;
     }
     const sl_cuda_weight &d = w->d;
@@ -389,7 +454,6 @@ void cb_matmul(sl_backend *be, const sl_bweight *w, const float *x, float *y, in
         if ((size_t)n > c->x16_n) { /* grows on first need, as the other launchers' staging */
             SL_CUDA_CHECK(cudaStreamSynchronize(c->stream));
             SL_CUDA_CHECK(cudaFree(c->x16));
-    SL_CUDA_CHECK(cudaFree(c->smp_dev));
             c->x16 = nullptr, c->x16_n = 0;
             SL_CUDA_CHECK(cudaMalloc(&c->x16, (size_t)n * sizeof(__nv_bfloat16)));
             c->x16_n = (size_t)n;
@@ -508,6 +572,8 @@ void cb_destroy(sl_backend *be) {
              c->allocs.size());
     SL_CUDA_CHECK(cudaFree(c->attn_ws));
     SL_CUDA_CHECK(cudaFree(c->x16));
+    SL_CUDA_CHECK(cudaFree(c->smp_dev));
+    SL_CUDA_CHECK(cudaFree(c->deq));
     if (c->blas) SL_BLAS_CHECK(sl_blas_required().destroy(c->blas));
     if (c->stream) SL_CUDA_CHECK(cudaStreamDestroy(c->stream));
     delete c;
@@ -550,6 +616,7 @@ extern "C" sl_backend *sl_cuda_backend_create(int device) {
     c->attn_ws = sl_cuda_malloc(c->attn_ws_bytes);
     if (!c->attn_ws) goto fail;
 
+    c->gemm_min_t = DEFAULT_GEMM_MIN_T;
     be->name = "cuda";
     be->kv_f16 = 1; /* half the KV bytes of every step; attention.h's fp16 path */
     be->destroy = cb_destroy;
@@ -577,4 +644,10 @@ fail:
     fprintf(stderr, "sluice error [cuda] device %d: cannot create %s\n", device, what);
     cb_destroy(be);
     return nullptr;
+}
+
+extern "C" void sl_cuda_backend_set_gemm(sl_backend *be, int min_tokens, int block_rows) {
+    SL_CUDA_REQUIRE(be && be->impl && min_tokens >= 0 && block_rows >= 0);
+    impl(be)->gemm_min_t = min_tokens;
+    impl(be)->gemm_block_rows = block_rows;
 }

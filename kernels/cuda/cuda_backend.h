@@ -13,10 +13,12 @@
  *
  * Weights (weight_create; `alias` is ignored: weights are always copied to the device):
  *   QW8/QW4, group a power of 2 >= 16  → sl_cuda_qmat (matmul.h), matmul by sl_cuda_qmm:
- *       activations rounded to f16 (each product within 2^-11 relative of the f32 one);
- *       more than SL_QMM_MAX_T (16) tokens run in launches of 16: correct but slow for a
- *       prefill (a tensor-core GEMM for large T is still to come). The embedding gather reads
- *       the tiled layout directly (no second, logical copy of the table is kept).
+ *       activations rounded to f16 (each product within 2^-11 relative of the f32 one), up
+ *       to 16 tokens a launch. Steps of 64 tokens or more (sl_cuda_backend_set_gemm) dequantize
+ *       the weight to f16 a block of rows at a time and multiply through cuBLAS: weights
+ *       rounded to f16 as well, each byte read once per step (a GEMM dequantizing in shared
+ *       memory is still to come). The embedding gather reads the tiled layout directly (no
+ *       second, logical copy of the table is kept).
  *   QW8/QW4, any other group           → dequantized on the device to F16 at load (one
  *       warning per backend), then as F16: weights rounded to f16 as well as activations.
  *   F16                                 → device copy, cuBLAS GemmEx f16 × f16 → f32
@@ -64,6 +66,14 @@ extern "C" {
  * device (no driver, no GPU, an index out of range) or it cannot be set up. Free it with
  * be->destroy(be), after every buffer and weight made on it. */
 sl_backend *sl_cuda_backend_create(int device);
+
+/* Steps of at least min_tokens tokens (prefill chunks) multiply QW weights in f16 through
+ * cuBLAS — the weight dequantized block_rows rows at a time (0: 32 MiB of f16 per block) —
+ * instead of qmm's launches of 16 tokens, which read the whole weight once per 16 tokens.
+ * Default 64 tokens; min_tokens 0 keeps qmm for every step. A token's result then depends on
+ * whether its step reached min_tokens (qmm's never depends on the batch): with 0, a token's
+ * logits are the same in any batch. */
+void sl_cuda_backend_set_gemm(sl_backend *be, int min_tokens, int block_rows);
 
 #ifdef __cplusplus
 }

@@ -125,7 +125,10 @@ static const wcase g_wcases[] = {
 static void test_embed_matmul(void) {
     /* rows not a multiple of 16 and columns not of the 64/32-column tiles: the padding */
     static const int shapes[][2] = {{37, 96}, {16, 256}, {70, 160}};
-    static const int Ts[] = {1, 5, 17, 35}; /* 17, 35: qmm's launches of 16 */
+    /* 17, 35: qmm's launches of 16; 70: the f16 GEMM of prefill-sized steps (dequantized 16
+     * rows at a time here, so that most weights take several blocks, the last one short) */
+    static const int Ts[] = {1, 5, 17, 35, 70};
+    sl_cuda_backend_set_gemm(g_gpu, 64, 16);
     int cases = 0;
     for (size_t c = 0; c < sizeof g_wcases / sizeof *g_wcases; c++)
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
@@ -177,8 +180,10 @@ static void test_embed_matmul(void) {
                             double p = (double)wf[r * cols + k] * x[(int64_t)t * cols + k];
                             ref += p, mag += fabs(p);
                         }
-                        /* + the f16 subnormal floor, 2^-25 per product (|w|, |x| < 1 here) */
-                        double tol = (wc->u_in + 2.0 * cols / 16777216.0) * mag + cols * 3e-8;
+                        /* + the f16 subnormal floor, 2^-25 per product (|w|, |x| < 1 here);
+                         * the GEMM path rounds a QW weight to f16 too */
+                        const double u_in = wc->group && T >= 64 ? 2 * U16 : wc->u_in;
+                        double tol = (u_in + 2.0 * cols / 16777216.0) * mag + cols * 3e-8;
                         float got = ygot[t * rows + r];
                         g_checks++;
                         if (!(fabs((double)got - ref) <= tol)) {
@@ -196,6 +201,7 @@ static void test_embed_matmul(void) {
             g_gpu->weight_destroy(g_gpu, bg);
             sl_qw_free(&w);
         }
+    sl_cuda_backend_set_gemm(g_gpu, 64, 0);
     printf("embed, matmul: %d cases ok (every weight path)\n", cases);
 }
 
@@ -304,6 +310,9 @@ static void check_model(const mcase *mc, int idx) {
      * on the backend's default fp16 cache, whose rounding the f16 tolerance covers */
     const bool kv32 = mc->type == SL_GGML_F32 && mc->quant_to < 0;
     g_gpu->kv_f16 = !kv32;
+    /* odd cases: steps of 17 tokens and more (19 and 26 here) through the f16 GEMM of QW weights */
+    const bool gemm = idx % 2 == 1;
+    sl_cuda_backend_set_gemm(g_gpu, gemm ? 17 : 64, 0);
     side_open(&g, g_gpu, path, &mo);
     remove(path);
     const int V = c.m->hp.n_vocab;
@@ -356,13 +365,14 @@ static void check_model(const mcase *mc, int idx) {
         hist[0][++done[0]] = a; /* the next step feeds it */
         agreed++;
     }
-    printf("%s, %s KV: %d logit rows, worst error %.3g of tol %.3g; greedy %d/%d tokens agree (%.1f s)\n",
-           mc->name, kv32 ? "f32" : "f16", rows, worst, mc->tol, agreed, mc->greedy, sl_time_s() - t0);
+    printf("%s, %s KV%s: %d logit rows, worst error %.3g of tol %.3g; greedy %d/%d tokens agree (%.1f s)\n",
+           mc->name, kv32 ? "f32" : "f16", gemm ? ", GEMM from 17 tokens" : "", rows, worst, mc->tol, agreed, mc->greedy, sl_time_s() - t0);
     if (mc->greedy && mc->type == SL_GGML_F32) ASSERT_EQ(agreed, mc->greedy);
     free(lc), free(lg);
     side_close(&c);
     side_close(&g);
     g_gpu->kv_f16 = 1;
+    sl_cuda_backend_set_gemm(g_gpu, 64, 0);
 }
 
 static void test_models(void) {
