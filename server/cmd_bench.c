@@ -59,7 +59,7 @@ static void drain(sl_engine *e, totals *t) {
 static int bench_throughput(int argc, char **argv) {
     const char *model_path, *json_path, *quant, *device;
     int num_prompts, input_len, output_len, sequential, threads, max_num_seqs, max_batched, block_size, no_cache,
-        num_blocks, max_model_len, seed, host_sampling;
+        num_blocks, max_model_len, seed, host_sampling, batch_invariant;
     const cli_opt opts[] = {
         {"model", 'm', CLI_STR, NULL, "GGUF model file (required)", &model_path},
         {"num-prompts", 0, CLI_INT, "64", "number of requests", &num_prompts},
@@ -77,6 +77,8 @@ static int bench_throughput(int argc, char **argv) {
         {"no-prefix-cache", 0, CLI_BOOL, NULL, "turn automatic prefix caching off", &no_cache},
         {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &quant},
         {"seed", 0, CLI_INT, "0", "seed of the random prompts and of sampling", &seed},
+        {"batch-invariant", 0, CLI_BOOL, NULL, "a token's logits never depend on the batch around it, as on the CPU (on cuda: prefill-sized steps keep the "
+         "decode matmul instead of the faster f16 GEMM)", &batch_invariant},
         {"host-sampling", 0, CLI_BOOL, NULL,
          "sample on the host even on a GPU (the logits cross to the host each step; for comparison)", &host_sampling},
     };
@@ -101,7 +103,7 @@ static int bench_throughput(int argc, char **argv) {
     }
     if (!max_model_len) max_model_len = input_len + output_len;
 
-    sl_backend *be = sl_device_backend(device, threads);
+    sl_backend *be = sl_device_backend(device, threads, batch_invariant);
     if (!be) {
         fprintf(stderr, "sluice bench throughput: --device %s: the backend could not be created\n", device);
         return 1;

@@ -277,7 +277,7 @@ int sl_cmd_generate(int argc, char **argv) {
         }
     }
 
-    sl_backend *be = sl_device_backend(device, threads);
+    sl_backend *be = sl_device_backend(device, threads, 0); /* one sequence */
     if (!be) {
         fprintf(stderr, "sluice generate: --device %s: the backend could not be created\n", device);
         return 1;

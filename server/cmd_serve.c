@@ -26,7 +26,7 @@
 typedef struct opts {
     const char *model, *host, *api_key, *name, *chat_template, *device, *quant, *log_level;
     int port, max_num_seqs, max_batched, max_model_len, block_size, max_queue, threads, seed, num_blocks,
-        no_prefix_cache, max_body, max_conns, fake_model;
+        no_prefix_cache, max_body, max_conns, fake_model, batch_invariant;
     float kv_space_gib, shutdown_timeout, header_timeout, keepalive_timeout;
 } opts;
 
@@ -79,7 +79,7 @@ static void load_work(uv_work_t *w) {
     if (o->fake_model) { /* the weights stay unread; the stand-in needs no backend */
         rc = sl_model_create_fake(&s->model, g, NULL, s->tok, s->err);
     } else {
-        s->be = sl_device_backend(o->device, o->threads);
+        s->be = sl_device_backend(o->device, o->threads, o->batch_invariant);
         rc = s->be ? sl_model_load_gguf(&s->model, g, s->be, &mo, s->err)
                    : sl_fail(s->err, SL_EIO, "--device %s: the backend could not be created", o->device);
     }
@@ -256,6 +256,8 @@ int sl_cmd_serve(int argc, char **argv) {
         {"device", 0, CLI_STR, "cpu", "where the model runs: cpu, or cuda (the first GPU; builds with nvcc only)",
          &o->device},
         {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &o->quant},
+        {"batch-invariant", 0, CLI_BOOL, NULL, "a token's logits never depend on the batch around it, as on the CPU (on cuda: prefill-sized steps keep the "
+         "decode matmul instead of the faster f16 GEMM)", &o->batch_invariant},
         {"kv-cache-space", 0, CLI_FLOAT, "4", "KV cache memory in GiB (like vLLM's VLLM_CPU_KVCACHE_SPACE)",
          &o->kv_space_gib},
         {"num-blocks", 0, CLI_INT, "0", "KV cache blocks (0: from --kv-cache-space)", &o->num_blocks},

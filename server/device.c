@@ -30,10 +30,14 @@ int sl_device_check(const char *cmd, const char *device) {
 #endif
 }
 
-sl_backend *sl_device_backend(const char *device, int threads) {
+sl_backend *sl_device_backend(const char *device, int threads, int batch_invariant) {
 #ifdef SL_HAVE_CUDA
-    if (!strcasecmp(device, "cuda")) return sl_cuda_backend_create(0);
+    if (!strcasecmp(device, "cuda")) {
+        sl_backend *be = sl_cuda_backend_create(0);
+        if (be && batch_invariant) sl_cuda_backend_set_gemm(be, 0, 0);
+        return be;
+    }
 #endif
-    (void)device;
+    (void)device, (void)batch_invariant;
     return sl_cpu_backend_create(threads);
 }
