@@ -395,15 +395,22 @@ static void test_models(void) {
  * sampler on the downloaded row (sl_forward) and on the device (sl_forward_sample, the same
  * step again: the same logits), from twin samplers with one seed. Tokens must be equal and
  * logprobs agree; both samplers take the token, so histories and RNGs stay in step. */
-static void test_device_sampling(void) {
-    double t0 = sl_time_s();
+/* A small random Q8_0 llama (QW8 on the device: qmm, batch-invariant) written to path. */
+static void small_model(const char *path, uint64_t seed) {
     sl_mkmodel_opts o;
     sl_mkmodel_defaults(&o);
     o.arch = SL_ARCH_LLAMA, o.type = SL_GGML_Q8_0, o.dim = 128, o.heads = 2, o.kv_heads = 1;
-    o.head_dim = 64, o.ff = 192, o.vocab = 320, o.seed = 77;
+    o.head_dim = 64, o.ff = 192, o.vocab = 320, o.seed = seed;
     char err[SL_ERRMSG] = "";
+    int rc = sl_mkmodel(&o, path, err);
+    if (rc) fprintf(stderr, "mkmodel: %s\n", err);
+    ASSERT_EQ(rc, 0);
+}
+
+static void test_device_sampling(void) {
+    double t0 = sl_time_s();
     const char *path = "test_cuda_backend_sample.gguf";
-    ASSERT_EQ(sl_mkmodel(&o, path, err), 0);
+    small_model(path, 77);
     sl_model_opts mo = {.quant_to = -1};
     side g;
     side_open(&g, g_gpu, path, &mo);
@@ -561,13 +568,9 @@ static void engine_run(sl_model *m, bool host_sampling, eng_out *r) {
 
 static void test_engine_sampling(void) {
     double t0 = sl_time_s();
-    sl_mkmodel_opts o;
-    sl_mkmodel_defaults(&o);
-    o.arch = SL_ARCH_LLAMA, o.type = SL_GGML_Q8_0, o.dim = 128, o.heads = 2, o.kv_heads = 1;
-    o.head_dim = 64, o.ff = 192, o.vocab = 320, o.seed = 78;
-    char err[SL_ERRMSG] = "";
     const char *path = "test_cuda_backend_engine.gguf";
-    ASSERT_EQ(sl_mkmodel(&o, path, err), 0);
+    small_model(path, 78);
+    char err[SL_ERRMSG] = "";
     sl_model *m;
     sl_model_opts mo = {.quant_to = -1};
     ASSERT_EQ(sl_model_load(&m, path, g_gpu, &mo, err), 0);
