@@ -16,11 +16,34 @@ typedef struct sl_fwd_ws {
     float *g, *u;       /* [T][F] */
     float *xo;          /* [max_logits][E] */
     float *logits;      /* [max_logits][V] */
-    /* backend copies of the batch description */
-    int32_t *tokens, *pos, *slots, *logit_idx;       /* [max_tokens] */
-    int32_t *q_start, *q_len, *ctx_len;              /* [max_seqs] */
-    int32_t *block_tables;                           /* [max_seqs][max_blocks] */
+    /* the batch description, packed per step (pack_batch) into one host buffer and one upload
+     * (a copy from pageable memory to a GPU costs a synchronization each: one, not eight) */
+    int32_t *meta;      /* backend [meta_n] */
+    int32_t *meta_host; /* host [meta_n] */
+    size_t meta_n;      /* 3·max_tokens + max_logits + 3·max_seqs + max_seqs·max_blocks */
 } sl_fwd_ws;
+
+/* Where this step's arrays sit in the packed buffer (backend pointers into w->meta). */
+typedef struct batch_dev {
+    int32_t *tokens, *pos, *slots, *logit_idx, *q_start, *q_len, *ctx_len, *block_tables;
+} batch_dev;
+
+/* Packs b's arrays into w->meta_host, uploads them in one copy, and points d into w->meta. */
+static void pack_batch(sl_backend *be, sl_fwd_ws *w, const sl_batch *b, batch_dev *d) {
+    const size_t T = (size_t)b->n_tokens, S = (size_t)b->n_seqs, L = (size_t)b->n_logits;
+    struct { int32_t **dst; const int32_t *src; size_t n; } part[] = {
+        {&d->tokens, b->tokens, T},   {&d->pos, b->pos, T},         {&d->slots, b->slot_mapping, T},
+        {&d->logit_idx, b->logit_idx, L}, {&d->q_start, b->q_start, S}, {&d->q_len, b->q_len, S},
+        {&d->ctx_len, b->ctx_len, S}, {&d->block_tables, b->block_tables, S * (size_t)b->max_blocks},
+    };
+    size_t at = 0;
+    for (size_t k = 0; k < sizeof part / sizeof part[0]; k++) {
+        *part[k].dst = w->meta + at;
+        if (part[k].n) memcpy(w->meta_host + at, part[k].src, part[k].n * sizeof(int32_t));
+        at += part[k].n;
+    }
+    be->upload(be, w->meta, w->meta_host, at * sizeof(int32_t));
+}
 
 /* fake.c: the stand-in of sl_model_create_fake */
 void sl__fake_free(sl_model *m);
@@ -29,10 +52,10 @@ int sl__fake_logits(const sl_model *m, const sl_batch *b, float *logits);
 static void ws_free(sl_model *m) {
     sl_fwd_ws *w = m->ws;
     if (!w) return;
-    void *bufs[] = {w->x, w->h, w->q, w->att, w->k, w->v, w->g, w->u, w->xo, w->logits, w->tokens,
-                    w->pos, w->slots, w->logit_idx, w->q_start, w->q_len, w->ctx_len, w->block_tables};
+    void *bufs[] = {w->x, w->h, w->q, w->att, w->k, w->v, w->g, w->u, w->xo, w->logits, w->meta};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) m->be->free(m->be, bufs[i]);
+    free(w->meta_host);
     free(w);
     m->ws = NULL;
 }
@@ -75,6 +98,8 @@ int sl_model_reserve(sl_model *m, int max_tokens, int max_seqs, int max_blocks, 
     w->max_logits = max_logits;
     if (m->fake) return 0; /* it computes nothing: the limits are all it needs */
     size_t T = (size_t)max_tokens, f = sizeof(float), i = sizeof(int32_t);
+    w->meta_n = 3 * T + (size_t)max_logits + 3 * (size_t)max_seqs + (size_t)max_seqs * max_blocks;
+    w->meta_host = sl_xmalloc(w->meta_n * i);
     size_t QD = (size_t)hp->n_head * hp->head_dim, KD = (size_t)hp->n_head_kv * hp->head_dim;
     struct { void **p; size_t n; } req[] = {
         {(void **)&w->x, T * hp->n_embd * f},     {(void **)&w->h, T * hp->n_embd * f},
@@ -83,11 +108,7 @@ int sl_model_reserve(sl_model *m, int max_tokens, int max_seqs, int max_blocks, 
         {(void **)&w->g, T * hp->n_ff * f},       {(void **)&w->u, T * hp->n_ff * f},
         {(void **)&w->xo, (size_t)max_logits * hp->n_embd * f},
         {(void **)&w->logits, (size_t)max_logits * hp->n_vocab * f},
-        {(void **)&w->tokens, T * i},             {(void **)&w->pos, T * i},
-        {(void **)&w->slots, T * i},              {(void **)&w->logit_idx, (size_t)max_logits * i},
-        {(void **)&w->q_start, (size_t)max_seqs * i}, {(void **)&w->q_len, (size_t)max_seqs * i},
-        {(void **)&w->ctx_len, (size_t)max_seqs * i},
-        {(void **)&w->block_tables, (size_t)max_seqs * max_blocks * i},
+        {(void **)&w->meta, w->meta_n * i},
     };
     for (size_t k = 0; k < sizeof req / sizeof req[0]; k++) {
         *req[k].p = m->be->alloc(m->be, req[k].n);
@@ -163,22 +184,16 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
     const int T = b->n_tokens, E = hp->n_embd, F = hp->n_ff, H = hp->n_head, Hkv = hp->n_head_kv;
     const int Dk = hp->head_dim, QD = H * Dk, KD = Hkv * Dk;
 
-    be->upload(be, w->tokens, b->tokens, (size_t)T * 4);
-    be->upload(be, w->pos, b->pos, (size_t)T * 4);
-    be->upload(be, w->slots, b->slot_mapping, (size_t)T * 4);
-    be->upload(be, w->q_start, b->q_start, (size_t)b->n_seqs * 4);
-    be->upload(be, w->q_len, b->q_len, (size_t)b->n_seqs * 4);
-    be->upload(be, w->ctx_len, b->ctx_len, (size_t)b->n_seqs * 4);
-    be->upload(be, w->block_tables, b->block_tables, (size_t)b->n_seqs * b->max_blocks * 4);
-    if (b->n_logits) be->upload(be, w->logit_idx, b->logit_idx, (size_t)b->n_logits * 4);
+    batch_dev d;
+    pack_batch(be, w, b, &d);
     int max_ctx = 0;
     for (int s = 0; s < b->n_seqs; s++) max_ctx = b->ctx_len[s] > max_ctx ? b->ctx_len[s] : max_ctx;
-    sl_attn_batch ab = {.n_seqs = b->n_seqs, .max_blocks = b->max_blocks, .q_start = w->q_start,
-                        .q_len = w->q_len, .ctx_len = w->ctx_len, .block_tables = w->block_tables,
+    sl_attn_batch ab = {.n_seqs = b->n_seqs, .max_blocks = b->max_blocks, .q_start = d.q_start,
+                        .q_len = d.q_len, .ctx_len = d.ctx_len, .block_tables = d.block_tables,
                         .n_tokens = T, .max_ctx = max_ctx};
     const float scale = 1.0f / sqrtf((float)Dk);
 
-    be->embed(be, m->tok_embd, w->tokens, w->x, T);
+    be->embed(be, m->tok_embd, d.tokens, w->x, T);
     for (int l = 0; l < hp->n_layer; l++) {
         const sl_layer *ly = &m->layers[l];
         be->rmsnorm(be, w->x, ly->attn_norm, w->h, T, E, hp->eps);
@@ -190,9 +205,9 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
         if (ly->bv) be->add_bias(be, w->v, ly->bv, T, KD);
         if (ly->q_norm) be->rmsnorm(be, w->q, ly->q_norm, w->q, T * H, Dk, hp->eps);
         if (ly->k_norm) be->rmsnorm(be, w->k, ly->k_norm, w->k, T * Hkv, Dk, hp->eps);
-        be->rope(be, w->q, w->pos, T, H, Dk, &hp->rope);
-        be->rope(be, w->k, w->pos, T, Hkv, Dk, &hp->rope);
-        be->kv_write(be, kv->k[l], kv->v[l], w->k, w->v, w->slots, T, KD);
+        be->rope(be, w->q, d.pos, T, H, Dk, &hp->rope);
+        be->rope(be, w->k, d.pos, T, Hkv, Dk, &hp->rope);
+        be->kv_write(be, kv->k[l], kv->v[l], w->k, w->v, d.slots, T, KD);
         be->attention(be, w->q, kv->k[l], kv->v[l], w->att, &ab, H, Hkv, Dk, kv->block_size, scale);
         be->matmul(be, ly->wo, w->att, w->h, T);
         if (ly->bo) be->add_bias(be, w->h, ly->bo, T, E);
@@ -213,7 +228,7 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
         return 1;
     }
     /* logits only at sampling positions */
-    be->gather_rows(be, w->x, w->logit_idx, w->xo, b->n_logits, E);
+    be->gather_rows(be, w->x, d.logit_idx, w->xo, b->n_logits, E);
     be->rmsnorm(be, w->xo, m->output_norm, w->xo, b->n_logits, E, hp->eps);
     be->matmul(be, m->output, w->xo, w->logits, b->n_logits);
     return 0;
