@@ -91,6 +91,15 @@ SL_AVX2 static INLINE __m256 nib(__m256i v, int k, int off) {
     return _mm256_cvtepi32_ps(c);
 }
 
+/* nib's values through a 16-entry table: vpermt2ps (AVX-512VL) reads only the low 4 bits of
+ * each index, so a nibble is one shift and one lookup, with no mask and no conversion. */
+SL_AVX512 static INLINE __m256 nib_lut(__m256i v, int k, int off) {
+    (void)off;
+    const __m256 lo = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 hi = _mm256_setr_ps(8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm256_permutex2var_ps(lo, k ? _mm256_srli_epi32(v, 4 * k) : v, hi);
+}
+
 SL_AVX2 static INLINE __m256i ld_codes4(const uint8_t *p, int off) {
     (void)off;
     return _mm256_loadu_si256((const __m256i *)p);
@@ -170,44 +179,48 @@ SL_AVX2 void sl__mm_prep_avx2(const float *x, int64_t cols, float *xp, float *xl
 /* ---- fused kernel: a few rows, nt <= 4 tokens, nothing stored but the results ----------- */
 
 /* One QW4 row: per block and token, chains over the even steps (from −8·Σx without offsets)
- * and the odd steps, acc = fma(s, even + odd, acc). */
-SL_AVX2 static INLINE void row_qw4(const sl__mm_job *j, int64_t r, int off, const int nt, int gm) {
-    const sl_qw *w = j->w;
-    const int64_t cols = j->cols, G = w->group, ng = cols / G, nb = cols / 64;
-    const uint8_t *cb = (const uint8_t *)w->codes + r * (cols / 2);
-    const float *sc = w->scales + r * ng;
-    __m256 acc[4], p[2][4];
-    const float *x[4];
-    UNROLL for (int t = 0; t < 4; t++) {
-        x[t] = j->xp + (nt > t ? t : 0) * cols;
-        acc[t] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i v = ld_codes4(cb + b * 32, off);
-        UNROLL for (int k = 0; k < 8; k++) {
-            __m256 c = nib(v, k, off);
-            UNROLL for (int t = 0; t < nt; t++) {
-                __m256 xv = _mm256_loadu_ps(x[t] + b * 64 + 8 * k);
-                if (k >= 2) p[k & 1][t] = _mm256_fmadd_ps(c, xv, p[k & 1][t]);
-                else if (k == 1 || off) p[k][t] = _mm256_mul_ps(c, xv);
-                else p[0][t] = _mm256_fmadd_ps(c, xv, _mm256_loadu_ps(j->xl + t * (cols / 8) + b * 8));
-            }
-        }
-        __m256 s = lanes64(sc, b * 64, gm, G);
-        UNROLL for (int t = 0; t < nt; t++)
-            acc[t] = _mm256_fmadd_ps(s, _mm256_add_ps(p[0][t], p[1][t]), acc[t]);
-    }
-    for (int64_t k = nb * 64; k < cols; k += 8) { /* tail: plain order */
-        __m256 c = nib8(cb + k / 2, off), s = _mm256_set1_ps(sc[k / G]);
-        UNROLL for (int t = 0; t < nt; t++)
-            acc[t] = _mm256_fmadd_ps(s, _mm256_mul_ps(c, _mm256_loadu_ps(x[t] + k)), acc[t]);
-    }
-    UNROLL for (int t = 0; t < nt; t++) {
-        float o = hsum(acc[t]);
-        if (off) o += dot_off(w->offsets + r * ng, j->xg + t * ng, ng);
-        j->y[t * j->rows + r] = o;
-    }
+ * and the odd steps, acc = fma(s, even + odd, acc). A macro for the AVX2 kernel (nib) and its
+ * AVX-512VL twin (nib_lut: the same code values, so the same results bit for bit). */
+#define ROW_QW4(name, attr, nibf)                                                              \
+    attr static INLINE void name(const sl__mm_job *j, int64_t r, int off, const int nt, int gm) { \
+    const sl_qw *w = j->w;                                                                          \
+    const int64_t cols = j->cols, G = w->group, ng = cols / G, nb = cols / 64;                      \
+    const uint8_t *cb = (const uint8_t *)w->codes + r * (cols / 2);                                 \
+    const float *sc = w->scales + r * ng;                                                           \
+    __m256 acc[4], p[2][4];                                                                         \
+    const float *x[4];                                                                              \
+    UNROLL for (int t = 0; t < 4; t++) {                                                            \
+        x[t] = j->xp + (nt > t ? t : 0) * cols;                                                     \
+        acc[t] = _mm256_setzero_ps();                                                               \
+    }                                                                                               \
+    for (int64_t b = 0; b < nb; b++) {                                                              \
+        __m256i v = ld_codes4(cb + b * 32, off);                                                    \
+        UNROLL for (int k = 0; k < 8; k++) {                                                        \
+            __m256 c = nibf(v, k, off);                                                             \
+            UNROLL for (int t = 0; t < nt; t++) {                                                   \
+                __m256 xv = _mm256_loadu_ps(x[t] + b * 64 + 8 * k);                                 \
+                if (k >= 2) p[k & 1][t] = _mm256_fmadd_ps(c, xv, p[k & 1][t]);                      \
+                else if (k == 1 || off) p[k][t] = _mm256_mul_ps(c, xv);                             \
+                else p[0][t] = _mm256_fmadd_ps(c, xv, _mm256_loadu_ps(j->xl + t * (cols / 8) + b * 8)); \
+            }                                                                                       \
+        }                                                                                           \
+        __m256 s = lanes64(sc, b * 64, gm, G);                                                      \
+        UNROLL for (int t = 0; t < nt; t++)                                                         \
+            acc[t] = _mm256_fmadd_ps(s, _mm256_add_ps(p[0][t], p[1][t]), acc[t]);                   \
+    }                                                                                               \
+    for (int64_t k = nb * 64; k < cols; k += 8) { /* tail: plain order */                           \
+        __m256 c = nib8(cb + k / 2, off), s = _mm256_set1_ps(sc[k / G]);                            \
+        UNROLL for (int t = 0; t < nt; t++)                                                         \
+            acc[t] = _mm256_fmadd_ps(s, _mm256_mul_ps(c, _mm256_loadu_ps(x[t] + k)), acc[t]);       \
+    }                                                                                               \
+    UNROLL for (int t = 0; t < nt; t++) {                                                           \
+        float o = hsum(acc[t]);                                                                     \
+        if (off) o += dot_off(w->offsets + r * ng, j->xg + t * ng, ng);                             \
+        j->y[t * j->rows + r] = o;                                                                  \
+    }                                                                                               \
 }
+ROW_QW4(row_qw4, SL_AVX2, nib)
+ROW_QW4(row_qw4_lut, SL_AVX512, nib_lut)
 
 /* One step (8 columns at k) of a QW8 or float row into chain c of every token. */
 #define PRE_STEP(kk, c, s, o)                                                                     \
@@ -269,6 +282,10 @@ SL_AVX2 static INLINE void row_pre(const sl__mm_job *j, int64_t r, sl_wfmt fmt, 
     SL_AVX2 static void name(const sl__mm_job *j, int64_t r0, int64_t r1) {                      \
         for (int64_t r = r0; r < r1; r++) row_qw4(j, r, off, nt, gm);                            \
     }
+#define Q4L_FN(name, nt, off, gm)                                                                \
+    SL_AVX512 static void name(const sl__mm_job *j, int64_t r0, int64_t r1) {                    \
+        for (int64_t r = r0; r < r1; r++) row_qw4_lut(j, r, off, nt, gm);                        \
+    }
 #define PRE_FN(name, nt, fmt, off)                                                               \
     SL_AVX2 static void name(const sl__mm_job *j, int64_t r0, int64_t r1) {                      \
         for (int64_t r = r0; r < r1; r++) row_pre(j, r, fmt, off, nt);                           \
@@ -284,6 +301,14 @@ NT_FNS(q4s32_, Q4_FN, 0, GM_32)
 NT_FNS(q4o32_, Q4_FN, 1, GM_32)
 NT_FNS(q4sb_, Q4_FN, 0, GM_BIG)
 NT_FNS(q4ob_, Q4_FN, 1, GM_BIG)
+NT_FNS(q4ls8_, Q4L_FN, 0, GM_8)
+NT_FNS(q4lo8_, Q4L_FN, 1, GM_8)
+NT_FNS(q4ls16_, Q4L_FN, 0, GM_16)
+NT_FNS(q4lo16_, Q4L_FN, 1, GM_16)
+NT_FNS(q4ls32_, Q4L_FN, 0, GM_32)
+NT_FNS(q4lo32_, Q4L_FN, 1, GM_32)
+NT_FNS(q4lsb_, Q4L_FN, 0, GM_BIG)
+NT_FNS(q4lob_, Q4L_FN, 1, GM_BIG)
 NT_FNS2(q8s_, PRE_FN, SL_WF_QW8, 0)
 NT_FNS2(q8o_, PRE_FN, SL_WF_QW8, 1)
 NT_FNS2(f16_, PRE_FN, SL_WF_F16, 0)
@@ -295,12 +320,17 @@ typedef void (*rows_fn)(const sl__mm_job *j, int64_t r0, int64_t r1);
 #define NT2(pre) {pre##1, pre##2}
 
 void sl__mm_fused_avx2(const sl__mm_job *j, int64_t tb, int64_t te) {
-    static const rows_fn q4[4][2][4] = {
+    static const rows_fn q4[2][4][2][4] = {{
         {NT4(q4s8_), NT4(q4o8_)},
         {NT4(q4s16_), NT4(q4o16_)},
         {NT4(q4s32_), NT4(q4o32_)},
         {NT4(q4sb_), NT4(q4ob_)},
-    };
+    }, { /* AVX-512VL: the nibbles by table lookup */
+        {NT4(q4ls8_), NT4(q4lo8_)},
+        {NT4(q4ls16_), NT4(q4lo16_)},
+        {NT4(q4ls32_), NT4(q4lo32_)},
+        {NT4(q4lsb_), NT4(q4lob_)},
+    }};
     static const rows_fn q8[2][2] = {NT2(q8s_), NT2(q8o_)};
     static const rows_fn f[3][2] = {NT2(f32_), NT2(f16_), NT2(bf16_)};
     SL_CHECK(j->T >= 1 && j->T <= (j->w->fmt == SL_WF_QW4 ? SL_MM_FUSED_MAX_T : 2));
@@ -310,7 +340,7 @@ void sl__mm_fused_avx2(const sl__mm_job *j, int64_t tb, int64_t te) {
     case SL_WF_QW8: fn = q8[off][t]; break;
     case SL_WF_QW4: {
         int gm = qw4_gm(j->w->group);
-        fn = q4[gm == GM_8 ? 0 : gm == GM_16 ? 1 : gm == GM_32 ? 2 : 3][off][t];
+        fn = q4[j->wide != 0][gm == GM_8 ? 0 : gm == GM_16 ? 1 : gm == GM_32 ? 2 : 3][off][t];
         break;
     }
     default: fn = f[j->w->fmt][t]; break;
