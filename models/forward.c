@@ -163,7 +163,7 @@ void sl_kv_cache_deinit(sl_kv_cache *kv, const sl_model *m) {
 static int check_batch(const sl_model *m, const sl_kv_cache *kv, const sl_batch *b) {
     const sl_fwd_ws *w = m->ws;
     const int T = b->n_tokens;
-    if (!w || T < 1 || T > w->max_tokens || b->n_seqs < 1 || b->n_seqs > w->max_seqs ||
+    if (!w || T < 1 || T > w->max_tokens || b->n_seqs < 1 || b->n_seqs > w->max_seqs || b->max_blocks < 1 ||
         b->max_blocks > w->max_blocks || b->n_logits < 0 || b->n_logits > w->max_logits)
         return SL_EINVAL;
     if (kv->kv_dim != m->hp.n_head_kv * m->hp.head_dim || kv->n_layer != m->hp.n_layer) return SL_EINVAL;

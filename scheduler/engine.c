@@ -348,8 +348,9 @@ static void on_event(sl_engine *e, const sl_sched_event *ev) {
 }
 
 static void step(sl_engine *e) {
-    double t0 = sl_time_s();
-    const sl_sched_plan *p = sl_sched_step(e->s, t0);
+    double t_step = sl_time_s();
+    const sl_sched_plan *p = sl_sched_step(e->s, t_step);
+    double t0 = sl_time_s(); /* forward and sampling times from here, on either path */
     const int L = p->batch.n_logits;
     if (p->batch.n_tokens) {
         int rc;
@@ -401,7 +402,7 @@ static void step(sl_engine *e) {
     const sl_sched_event *ev;
     int n = sl_sched_update(e->s, p, e->sampled, sl_time_s(), &ev);
     for (int i = 0; i < n; i++) on_event(e, &ev[i]);
-    e->acc.busy_s += sl_time_s() - t0;
+    e->acc.busy_s += sl_time_s() - t_step;
 }
 
 static void *engine_main(void *arg) {

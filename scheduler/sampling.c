@@ -37,6 +37,17 @@ int sl_sampling_params_check(const sl_sampling_params *p, int n_vocab, char err[
             return sl_fail(err, SL_EINVAL, "logit_bias: bias of token %d must be in [-100, 100], got %g", b->token,
                            b->bias);
     }
+    if (p->n_logit_bias > 1) { /* each token once ("5" and "05" are one token): at most V entries */
+        uint8_t *seen = sl_xcalloc((size_t)n_vocab / 8 + 1, 1);
+        int dup = -1;
+        for (int i = 0; i < p->n_logit_bias && dup < 0; i++) {
+            const int32_t t = p->logit_bias[i].token;
+            if (seen[t / 8] & (1u << (t % 8))) dup = t;
+            seen[t / 8] |= (uint8_t)(1u << (t % 8));
+        }
+        free(seen);
+        if (dup >= 0) return sl_fail(err, SL_EINVAL, "logit_bias: token %d is listed twice", dup);
+    }
     if (p->n_stop_ids < 0 || (p->n_stop_ids && !p->stop_ids)) return sl_fail(err, SL_EINVAL, "stop_token_ids: bad list");
     for (int i = 0; i < p->n_stop_ids; i++)
         if (p->stop_ids[i] < 0) return sl_fail(err, SL_EINVAL, "stop_token_ids: %d is negative", p->stop_ids[i]);
@@ -162,15 +173,11 @@ void sl_sampler_device_row(sl_sampler *s, sl_bsample_adj *adj, sl_bsample_row *r
         int32_t slot = s->h_list[j];
         adj[n++] = (sl_bsample_adj){s->h_tok[slot], 0.0f, s->h_count[slot] | (s->h_prompt[slot] ? SL_BSAMPLE_PROMPT : 0u)};
     }
-    const int n_hist = n;
-    for (int i = 0; i < p->n_logit_bias; i++) { /* at most 300 entries: a search among the biased */
+    for (int i = 0; i < p->n_logit_bias; i++) { /* distinct tokens (sl_sampling_params_check) */
         const sl_logit_bias *lb = &p->logit_bias[i];
         int32_t slot = h_find(s, lb->token);
-        int at = slot >= 0 ? s->h_pos[slot] : n_hist;
-        if (slot < 0)
-            while (at < n && adj[at].token != lb->token) at++;
-        if (at == n) adj[n++] = (sl_bsample_adj){lb->token, 0.0f, 0u};
-        adj[at].bias += lb->bias;
+        if (slot >= 0) adj[s->h_pos[slot]].bias = lb->bias;
+        else adj[n++] = (sl_bsample_adj){lb->token, lb->bias, 0u};
     }
     *row = (sl_bsample_row){
         .u = uniform01(&s->rng), /* once per token, as sl_sampler_sample */

@@ -77,7 +77,7 @@ typedef struct sl_sampling_params {
  * off, no bias, no seed, no stops, no logprobs. */
 void sl_sampling_params_defaults(sl_sampling_params *p);
 
-/* Checks every range above; tokens of logit_bias must be in [0, n_vocab), stop ids >= 0,
+/* Checks every range above; tokens of logit_bias must be in [0, n_vocab) and distinct, stop ids >= 0,
  * stop strings non-empty and at most SL_MAX_STOP_LEN bytes. SL_EINVAL with a message. */
 int sl_sampling_params_check(const sl_sampling_params *p, int n_vocab, char err[SL_ERRMSG]);
 
@@ -123,8 +123,9 @@ typedef sl_bsample_out sl_sample_result;
 void sl_sampler_sample(sl_sampler *s, const float *logits, sl_sample_ws *ws, sl_sample_result *out);
 /* The next token as a row for a backend's `sample` op (kernels/backend.h): draws u, advancing
  * the RNG once exactly as sl_sampler_sample does, and writes the adjustments — logit_bias and
- * the penalty history merged per token — to adj, which needs room for sl_sampler_adj_max(s).
- * The row points at adj. */
+ * the penalty history merged per token, in time linear in their sizes — to adj, which needs
+ * room for sl_sampler_adj_max(s). The row points at adj. The logit_bias tokens must be
+ * distinct (as sl_sampling_params_check requires). */
 int sl_sampler_adj_max(const sl_sampler *s);
 void sl_sampler_device_row(sl_sampler *s, sl_bsample_adj *adj, sl_bsample_row *row);
 /* Records a generated token in the penalty history (no-op without penalties). */

@@ -292,6 +292,8 @@ static int parse_logit_bias(sl__gen *g, const cJSON *root) {
     if (!cJSON_IsObject(lb)) return gen_fail(g, 400, "logit_bias", NULL, "'logit_bias' must be an object");
     int n = cJSON_GetArraySize(lb), i = 0;
     sl_logit_bias *v = sl_arena_alloc(&g->arena, (size_t)(n ? n : 1) * sizeof *v);
+    uint8_t *seen = sl_arena_alloc(&g->arena, (size_t)g->a->n_vocab / 8 + 1);
+    memset(seen, 0, (size_t)g->a->n_vocab / 8 + 1);
     const cJSON *x;
     cJSON_ArrayForEach(x, lb) {
         char *end;
@@ -299,6 +301,9 @@ static int parse_logit_bias(sl__gen *g, const cJSON *root) {
         if (!*x->string || *end || t < 0 || t >= g->a->n_vocab)
             return gen_fail(g, 400, "logit_bias", NULL, "'logit_bias' keys must be token ids in [0, %d), got '%.32s'",
                             g->a->n_vocab, x->string);
+        if (seen[t / 8] & (1u << (t % 8))) /* "5" and "05" */
+            return gen_fail(g, 400, "logit_bias", NULL, "'logit_bias': token %ld is listed twice", t);
+        seen[t / 8] |= (uint8_t)(1u << (t % 8));
         if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble))
             return gen_fail(g, 400, "logit_bias", NULL, "'logit_bias' values must be numbers");
         double b = x->valuedouble < -100 ? -100 : x->valuedouble > 100 ? 100 : x->valuedouble;

@@ -77,8 +77,8 @@ static int bench_throughput(int argc, char **argv) {
         {"no-prefix-cache", 0, CLI_BOOL, NULL, "turn automatic prefix caching off", &no_cache},
         {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &quant},
         {"seed", 0, CLI_INT, "0", "seed of the random prompts and of sampling", &seed},
-        {"batch-invariant", 0, CLI_BOOL, NULL, "a token's logits never depend on the batch around it, as on the CPU (on cuda: prefill-sized steps keep the "
-         "decode matmul instead of the faster f16 GEMM)", &batch_invariant},
+        {"batch-invariant", 0, CLI_BOOL, NULL, "a token's logits never depend on the batch around it, as on the CPU (on cuda: no f16 GEMM for large steps "
+         "and no split-K attention: slower prefill and long contexts)", &batch_invariant},
         {"host-sampling", 0, CLI_BOOL, NULL,
          "sample on the host even on a GPU (the logits cross to the host each step; for comparison)", &host_sampling},
     };

@@ -256,8 +256,8 @@ int sl_cmd_serve(int argc, char **argv) {
         {"device", 0, CLI_STR, "cpu", "where the model runs: cpu, or cuda (the first GPU; builds with nvcc only)",
          &o->device},
         {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &o->quant},
-        {"batch-invariant", 0, CLI_BOOL, NULL, "a token's logits never depend on the batch around it, as on the CPU (on cuda: prefill-sized steps keep the "
-         "decode matmul instead of the faster f16 GEMM)", &o->batch_invariant},
+        {"batch-invariant", 0, CLI_BOOL, NULL, "a token's logits never depend on the batch around it, as on the CPU (on cuda: no f16 GEMM for large steps "
+         "and no split-K attention: slower prefill and long contexts)", &o->batch_invariant},
         {"kv-cache-space", 0, CLI_FLOAT, "4", "KV cache memory in GiB (like vLLM's VLLM_CPU_KVCACHE_SPACE)",
          &o->kv_space_gib},
         {"num-blocks", 0, CLI_INT, "0", "KV cache blocks (0: from --kv-cache-space)", &o->num_blocks},

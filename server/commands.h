@@ -16,8 +16,8 @@ int sl_cmd_serve(int argc, char **argv);
  * prints why (an unknown name, a build without CUDA, no CUDA device) and returns 2;
  * sl_device_backend creates its backend (threads: the CPU backend's), NULL if that fails.
  * batch_invariant (`--batch-invariant`): a token's logits must not depend on the batch around
- * it — the CPU backend's always hold; the CUDA backend then keeps its decode matmul for
- * prefill-sized steps too (no f16 GEMM: slower prefill). */
+ * it — the CPU backend's never do; the CUDA backend then keeps its decode matmul for steps of
+ * any size and reads each context in one pass (sl_cuda_backend_set_batch_invariant). */
 struct sl_backend;
 int sl_device_check(const char *cmd, const char *device);
 struct sl_backend *sl_device_backend(const char *device, int threads, int batch_invariant);

@@ -34,7 +34,7 @@ sl_backend *sl_device_backend(const char *device, int threads, int batch_invaria
 #ifdef SL_HAVE_CUDA
     if (!strcasecmp(device, "cuda")) {
         sl_backend *be = sl_cuda_backend_create(0);
-        if (be && batch_invariant) sl_cuda_backend_set_gemm(be, 0, 0);
+        if (be && batch_invariant) sl_cuda_backend_set_batch_invariant(be, 1);
         return be;
     }
 #endif

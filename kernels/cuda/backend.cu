@@ -55,6 +55,7 @@ struct cuda_be {
     size_t x16_n;
     std::map<uintptr_t, size_t> allocs; /* every buffer of alloc: start → bytes */
     int gemm_min_t;              /* QW matmuls of at least this many tokens: qmat_gemm (0: never) */
+    bool attn_one_pass;          /* attention never split over the context (batch invariance) */
     int gemm_block_rows;         /* rows dequantized per GEMM (0: GEMM_SCRATCH_HALVES / K) */
     __half *deq;                 /* device, [deq_n] qmat_gemm's dequantized rows */
     size_t deq_n;
@@ -287,7 +288,9 @@ void cb_sample(sl_backend *be, float *logits, int B, int V, const sl_bsample_row
         sl_bsample_out *o = &out[b];
         o->token = h_tok[b];
         o->logprob = rows[b].logprobs ? h_lp[b] : 0.0f;
-        o->n_top = rows[b].logprobs ? (rows[b].top_logprobs < V ? rows[b].top_logprobs : V) : 0;
+        /* as sl_sampler_sample: min(top_logprobs, V) when logprobs, else 0 (and at most NL) */
+        const int want = rows[b].logprobs && rows[b].top_logprobs > 0 ? rows[b].top_logprobs : 0;
+        o->n_top = want < V ? (want < NL ? want : NL) : (V < NL ? V : NL);
         for (int j = 0; j < o->n_top; j++) {
             o->top_ids[j] = h_ids[(size_t)b * NL + j];
             o->top_lps[j] = h_tlp[(size_t)b * NL + j];
@@ -397,15 +400,15 @@ void blas_gemm(cuda_be *c, const void *w, cudaDataType wt, const void *x, float 
                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-/* A step of gemm_min_t tokens or more (prefill): the QW weight dequantized to f16 a block of
- * rows at a time into the backend's scratch, each block through cuBLAS (f32 accumulation), so
- * that each weight byte is read once per step instead of once per 16 tokens (qmm's launches);
- * products then carry w's rounding to f16 as well as x's. */
+/* A step of gemm_min_t tokens or more (a prefill chunk, or that many decoding sequences): the
+ * QW weight dequantized to f16 a block of rows at a time into the backend's scratch, each block
+ * through cuBLAS (f32 accumulation), so that each weight byte is read once per step instead of
+ * once per 16 tokens (qmm's launches); products then carry w's rounding to f16 as well as x's. */
 void qmat_gemm(cuda_be *c, const sl_cuda_qmat &q, const float *x, float *y, int T) {
     const int64_t N = q.rows, K = q.cols;
     SL_CUDA_REQUIRE(N <= INT32_MAX && K <= INT32_MAX);
     int64_t br = c->gemm_block_rows > 0 ? c->gemm_block_rows : GEMM_SCRATCH_HALVES / K;
-    br = sl_min64(N, br < 16 ? 16 : br);
+    br = sl_min64(N, br < 16 ? 16 : br / 16 * 16); /* blocks of whole 16-row groups: aligned y + r0 */
     if ((size_t)(br * K) > c->deq_n) {
         SL_CUDA_CHECK(cudaStreamSynchronize(c->stream));
         SL_CUDA_CHECK(cudaFree(c->deq));
@@ -553,12 +556,15 @@ void cb_attention(sl_backend *be, const float *q, const float *k_cache, const fl
     int64_t max_ctx = (int64_t)b->max_blocks * block_size;
     if (b->max_ctx > 0) max_ctx = sl_min64(max_ctx, b->max_ctx);
     const int nt = (int)sl_min64(n_tok, INT32_MAX), mc = (int)sl_min64(max_ctx, INT32_MAX);
+    /* no workspace, no split-K: each sequence's context in one pass whatever the batch */
+    void *ws = c->attn_one_pass ? nullptr : c->attn_ws;
+    const size_t ws_bytes = c->attn_one_pass ? 0 : c->attn_ws_bytes;
     if (be->kv_f16)
         sl_cuda_attention_f16(q, reinterpret_cast<const uint16_t *>(k_cache),
                               reinterpret_cast<const uint16_t *>(v_cache), out, b, nt, mc, H, Hkv,
-                              head_dim, block_size, scale, c->attn_ws, c->attn_ws_bytes, c->stream);
+                              head_dim, block_size, scale, ws, ws_bytes, c->stream);
     else sl_cuda_attention(q, k_cache, v_cache, out, b, nt, mc, H, Hkv, head_dim, block_size, scale,
-                           c->attn_ws, c->attn_ws_bytes, c->stream);
+                           ws, ws_bytes, c->stream);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -650,4 +656,10 @@ extern "C" void sl_cuda_backend_set_gemm(sl_backend *be, int min_tokens, int blo
     SL_CUDA_REQUIRE(be && be->impl && min_tokens >= 0 && block_rows >= 0);
     impl(be)->gemm_min_t = min_tokens;
     impl(be)->gemm_block_rows = block_rows;
+}
+
+extern "C" void sl_cuda_backend_set_batch_invariant(sl_backend *be, int on) {
+    SL_CUDA_REQUIRE(be && be->impl);
+    impl(be)->gemm_min_t = on ? 0 : DEFAULT_GEMM_MIN_T;
+    impl(be)->attn_one_pass = on != 0;
 }

@@ -28,14 +28,15 @@ void open_blas() {
 #else
     const char *soname = "libcublas.so." SL_STR(CUBLAS_VER_MAJOR);
     void *lib = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) { /* the first failure's reason, before a second try replaces it */
+        const char *why = dlerror();
+        snprintf(g_err, sizeof g_err, "cannot open %s (CUDA %d's cuBLAS): %s", soname,
+                 CUBLAS_VER_MAJOR, why ? why : "unknown error");
+    }
 #ifdef SL_CUBLAS_DIR
     if (!lib) lib = dlopen(SL_CUBLAS_DIR "/libcublas.so." SL_STR(CUBLAS_VER_MAJOR), RTLD_NOW | RTLD_LOCAL);
 #endif
-    if (!lib) {
-        snprintf(g_err, sizeof g_err, "cannot open %s (CUDA %d's cuBLAS): %s", soname,
-                 CUBLAS_VER_MAJOR, dlerror());
-        return;
-    }
+    if (!lib) return;
     struct {
         const char *name;
         void **slot;
@@ -47,7 +48,8 @@ void open_blas() {
     for (auto &s : syms) {
         *s.slot = dlsym(lib, s.name);
         if (!*s.slot) {
-            snprintf(g_err, sizeof g_err, "%s has no %s: %s", soname, s.name, dlerror());
+            const char *why = dlerror();
+            snprintf(g_err, sizeof g_err, "%s has no %s: %s", soname, s.name, why ? why : "not found");
             return; /* the library stays open: dlclose of cuBLAS is not worth the risk */
         }
     }

@@ -70,10 +70,16 @@ sl_backend *sl_cuda_backend_create(int device);
 /* Steps of at least min_tokens tokens (prefill chunks) multiply QW weights in f16 through
  * cuBLAS — the weight dequantized block_rows rows at a time (0: 32 MiB of f16 per block) —
  * instead of qmm's launches of 16 tokens, which read the whole weight once per 16 tokens.
- * Default 64 tokens; min_tokens 0 keeps qmm for every step. A token's result then depends on
- * whether its step reached min_tokens (qmm's never depends on the batch): with 0, a token's
- * logits are the same in any batch. */
+ * Default 64 tokens (a prefill chunk, or 64 decoding sequences and more); min_tokens 0 keeps
+ * qmm for every step. A token's result then depends on whether its step reached min_tokens
+ * (qmm's never depends on the batch; see sl_cuda_backend_set_batch_invariant). */
 void sl_cuda_backend_set_gemm(sl_backend *be, int min_tokens, int block_rows);
+
+/* on: a token's logits never depend on the batch around it — QW matmuls stay on qmm at every
+ * step size (no GEMM) and attention reads each context in one pass (no split-K, whose split
+ * count follows the batch's size and longest context). Slower prefill and long-context decode
+ * at small batch. off (the default): as sl_cuda_backend_create makes it. */
+void sl_cuda_backend_set_batch_invariant(sl_backend *be, int on);
 
 #ifdef __cplusplus
 }

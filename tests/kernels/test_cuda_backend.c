@@ -209,7 +209,7 @@ static void test_embed_matmul(void) {
 
 /* MAXT is the largest step (26 tokens): the reserve is exactly full in that step, where the
  * attention's row bound (the rows of q's buffer, cuda_backend.h) is then exact */
-enum { BS = 16, NSEQ = 3, MAXB = 8, MAXT = 26 };
+enum { BS = 16, NSEQ = 3, MAXB = 16, MAXT = 26 };
 
 typedef struct side {
     sl_backend *be;
@@ -422,12 +422,12 @@ static void test_device_sampling(void) {
     sl_sample_ws_init(&ws, V);
 
     /* temperature, top_k, top_p, min_p, repetition, frequency, presence, logprobs, top */
-    static const sl_logit_bias bias[] = {{5, 3.0f}, {7, -100.0f}, {5, 1.5f}, {300, 8.0f}};
+    static const sl_logit_bias bias[] = {{5, 3.0f}, {7, -100.0f}, {9, 1.5f}, {300, 8.0f}};
     struct { float temp, top_p, min_p; int top_k; float rep, freq, pres; int nb, lp, top; } set[] = {
         {0.0f, 1.0f, 0.0f, 0, 1.0f, 0.0f, 0.0f, 0, 1, 5},    /* greedy, logprobs */
         {0.8f, 1.0f, 0.0f, 20, 1.0f, 0.0f, 0.0f, 0, 0, 0},   /* top_k */
         {1.2f, 0.9f, 0.05f, 0, 1.0f, 0.0f, 0.0f, 0, 1, 3},   /* top_p + min_p */
-        {1.0f, 1.0f, 0.0f, 0, 1.3f, 0.5f, 0.3f, 4, 1, 20},   /* penalties + bias (a token twice) */
+        {1.0f, 1.0f, 0.0f, 0, 1.3f, 0.5f, 0.3f, 4, 1, 20},   /* penalties + bias */
         {0.7f, 0.95f, 0.0f, 40, 1.1f, 0.0f, 0.8f, 0, 0, 0},  /* penalties, truncation */
         {0.0f, 1.0f, 0.0f, 0, 1.5f, 0.0f, 0.0f, 3, 1, 1},    /* greedy over penalties + bias */
     };
@@ -504,6 +504,49 @@ static void test_device_sampling(void) {
     side_close(&g);
 }
 
+/* Batch invariance on the CUDA backend (sl_cuda_backend_set_batch_invariant): sequence 0's
+ * decode logits are the same bits alone and beside two longer sequences (another step size
+ * and another longest context, which change the attention's split-K without the mode), over
+ * contexts up to 243 tokens. */
+static void test_batch_invariance(void) {
+    const char *path = "test_cuda_backend_inv.gguf";
+    small_model(path, 79);
+    sl_model_opts mo = {.quant_to = -1};
+    sl_cuda_backend_set_batch_invariant(g_gpu, 1);
+    side g;
+    side_open(&g, g_gpu, path, &mo);
+    remove(path);
+    const int V = g.m->hp.n_vocab, len[NSEQ] = {150, 240, 13 * BS};
+    int32_t hist[NSEQ][MAXB * BS];
+    for (int s = 0; s < NSEQ; s++)
+        for (int i = 0; i < MAXB * BS; i++) hist[s][i] = (int32_t)(3 + (s * 71 + i * 13) % (V - 3));
+    float *alone = sl_xmalloc((size_t)MAXT * V * 4), *batched = sl_xmalloc((size_t)MAXT * V * 4);
+    int checked = 0;
+    for (int step = 0; step < 4; step++) {
+        /* contexts: prefill everything before the last position, in chunks of MAXT tokens */
+        int done[NSEQ] = {0};
+        for (int s = 0; s < NSEQ; s++) {
+            const int end = len[s] + step - 1;
+            while (done[s] < end) {
+                int n[NSEQ] = {0};
+                n[s] = end - done[s] < MAXT ? end - done[s] : MAXT;
+                run_step(&g, n, hist, done, batched);
+                done[s] += n[s];
+            }
+        }
+        /* the last position of sequence 0: alone, then with the others' last positions */
+        int one[NSEQ] = {1, 0, 0}, all[NSEQ] = {1, 1, 1};
+        run_step(&g, one, hist, done, alone);
+        run_step(&g, all, hist, done, batched);
+        ASSERT(memcmp(alone, batched, (size_t)V * 4) == 0);
+        checked++;
+    }
+    sl_cuda_backend_set_batch_invariant(g_gpu, 0);
+    side_close(&g);
+    free(alone), free(batched);
+    printf("batch invariance: sequence 0's logits bit-identical alone and in a batch of 3, %d steps\n", checked);
+}
+
 /* The engine on the CUDA backend, sampling on the device and (host_sampling) on the host:
  * seeded requests of every kind of sampling give the same tokens and logprobs. The per-token
  * logits do not depend on the batch (qmm's plan never depends on T), so how the engine happens
@@ -576,8 +619,11 @@ static void test_engine_sampling(void) {
     ASSERT_EQ(sl_model_load(&m, path, g_gpu, &mo, err), 0);
     remove(path);
     static eng_out dev, host;
+    /* the two runs may batch the requests differently: batch-invariant logits */
+    sl_cuda_backend_set_batch_invariant(g_gpu, 1);
     engine_run(m, false, &dev);
     engine_run(m, true, &host);
+    sl_cuda_backend_set_batch_invariant(g_gpu, 0);
     int n = 0;
     for (int i = 0; i < ENG_REQ; i++) {
         ASSERT_EQ(dev.n[i], ENG_GEN);
@@ -611,6 +657,7 @@ int main(void) {
     test_embed_matmul();
     test_models();
     test_device_sampling();
+    test_batch_invariance();
     test_engine_sampling();
     g_gpu->destroy(g_gpu);
     g_cpu->destroy(g_cpu);

@@ -582,7 +582,7 @@ static void test_stop_strings(void) {
 static void test_device_row(void) {
     const int V = 320;
     vocab(V);
-    static const sl_logit_bias bias[] = {{5, 2.0f}, {9, -1.0f}, {5, 0.5f}, {200, 3.0f}};
+    static const sl_logit_bias bias[] = {{5, 2.5f}, {9, -1.0f}, {42, 0.5f}, {200, 3.0f}};
     const int32_t prompt[] = {5, 7, 7, 100};
     sl_sampling_params p;
     sl_sampling_params_defaults(&p);
@@ -594,6 +594,8 @@ static void test_device_row(void) {
     sl_sampler_init(&b, &p, 31, prompt, 4, V);
     const int32_t gen[] = {7, 7, 42};
     for (int i = 0; i < 3; i++) sl_sampler_accept(&a, gen[i]), sl_sampler_accept(&b, gen[i]);
+    char err[SL_ERRMSG];
+    ASSERT_EQ(sl_sampling_params_check(&p, V, err), 0);
     ASSERT_EQ(sl_sampler_adj_max(&a), 4 + 4); /* history 5, 7, 100, 42; four bias entries */
     sl_bsample_adj adj[8];
     sl_bsample_row row;
@@ -602,7 +604,7 @@ static void test_device_row(void) {
     ASSERT_EQ(row.n_adj, 6);
     static const struct { int32_t tok; float bias; uint32_t count; } want[] = {
         {5, 2.5f, SL_BSAMPLE_PROMPT}, {7, 0.0f, 2u | SL_BSAMPLE_PROMPT}, {100, 0.0f, SL_BSAMPLE_PROMPT},
-        {42, 0.0f, 1u}, {9, -1.0f, 0u}, {200, 3.0f, 0u}};
+        {42, 0.5f, 1u}, {9, -1.0f, 0u}, {200, 3.0f, 0u}};
     for (int w = 0; w < 6; w++) {
         int found = 0;
         for (int j = 0; j < row.n_adj; j++) {
@@ -640,13 +642,18 @@ static void test_device_row(void) {
     sl_sampler_init(&a, &p, 32, prompt, 4, V);
     ASSERT_EQ(sl_sampler_adj_max(&a), 4);
     sl_sampler_device_row(&a, adj, &row);
-    ASSERT_EQ(row.n_adj, 3);
-    ASSERT(adj[0].token == 5 && adj[0].bias == 2.5f && adj[0].count == 0);
-    ASSERT(adj[1].token == 9 && adj[1].bias == -1.0f);
-    ASSERT(adj[2].token == 200 && adj[2].bias == 3.0f);
+    ASSERT_EQ(row.n_adj, 4);
+    for (int i = 0; i < 4; i++)
+        ASSERT(adj[i].token == bias[i].token && adj[i].bias == bias[i].bias && adj[i].count == 0);
     ASSERT(row.repetition_penalty == 1.0f && row.frequency_penalty == 0.0f && row.presence_penalty == 0.0f);
     ASSERT(!row.logprobs && row.top_logprobs == 0);
     sl_sampler_deinit(&a);
+
+    /* a token listed twice ("5" and "05" in JSON) is refused with a clear error */
+    static const sl_logit_bias twice[] = {{5, 1.0f}, {9, -1.0f}, {5, 0.5f}};
+    p.logit_bias = twice, p.n_logit_bias = 3;
+    ASSERT_EQ(sl_sampling_params_check(&p, V, err), SL_EINVAL);
+    ASSERT_STR_CONTAINS(err, "token 5 is listed twice");
 }
 
 int main(void) {

@@ -91,6 +91,8 @@ static void test_errors(void) {
         {"/v1/completions", "{\"prompt\":\"x\",\"stop\":[\"\"]}", 400, "stop", NULL, "1 to 256 bytes"},
         {"/v1/completions", "{\"prompt\":\"x\",\"stop\":5}", 400, "stop", NULL, "string or an array of strings"},
         {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"abc\":1}}", 400, "logit_bias", NULL, "token ids"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"5\":1,\"05\":2}}", 400, "logit_bias", NULL,
+         "token 5 is listed twice"},
         {"/v1/completions", "{\"prompt\":\"x\",\"stream_options\":{\"include_usage\":true}}", 400, "stream_options", NULL,
          "only allowed when 'stream' is true"},
         {"/v1/completions", "{\"prompt\":\"x\",\"stream\":\"yes\"}", 400, "stream", NULL, "must be a boolean"},
