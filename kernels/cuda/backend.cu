@@ -147,17 +147,55 @@ __global__ void embed_qmat_kernel(const uint8_t *__restrict__ codes,
         y[t * cols + c] = qmat_at<Q4>(codes, scales, offsets, k_tiles, g_pad, group, r, c);
 }
 
-/* Rows [r0, r0 + nr) of a tiled QW matrix, dequantized and rounded to f16: out [nr][cols] */
+/* Rows [r0, r0 + nr) of a tiled QW matrix (r0 a multiple of 16), dequantized and rounded to
+ * f16: out [nr][cols]. One warp per 512-byte tile, as qmm reads it: lane 4g + t holds, for each
+ * 16-column step s, the fragment values v = (col half)·4 + (row half)·2 + (odd column) of rows
+ * g, g + 8 and columns 16s + 2t (+1) (+8) — qmm.cu's tile_pos — so each lane decodes its 16
+ * bytes and stores pairs of adjacent columns. The values are qmat_at's, bit for bit. */
 template <bool Q4>
-__global__ void qmat_rows_f16_kernel(const uint8_t *__restrict__ codes,
+__global__ void qmat_rows_f16_kernel(const uint4 *__restrict__ codes,
                                      const float *__restrict__ scales,
                                      const float *__restrict__ offsets, int64_t cols,
                                      int64_t k_tiles, int64_t g_pad, int group, int64_t r0,
                                      int64_t nr, __half *__restrict__ out) {
-    GRID_STRIDE(i, nr * cols) {
-        const float v = qmat_at<Q4>(codes, scales, offsets, k_tiles, g_pad, group, r0 + i / cols,
-                                    i % cols);
-        out[i] = __float2half_rn(v);
+    constexpr int KT = Q4 ? 64 : 32, STEPS = KT / 16;
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
+    const int64_t n_tiles = (nr + 15) / 16 * k_tiles;
+    for (int64_t i = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; i < n_tiles; i += warps) {
+        const int64_t lrt = i / k_tiles, kt = i % k_tiles, rt = r0 / 16 + lrt;
+        const uint4 q = codes[((size_t)rt * k_tiles + kt) * 32 + lane];
+        const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+        for (int s = 0; s < STEPS; s++)
+#pragma unroll
+            for (int hr = 0; hr < 2; hr++) { /* row half */
+                const int rr = g + 8 * hr;
+                const int64_t r = lrt * 16 + rr; /* row of out */
+                if (r >= nr) continue;
+#pragma unroll
+                for (int hc = 0; hc < 2; hc++) { /* column half */
+                    const int64_t c = kt * KT + 16 * s + 8 * hc + 2 * t;
+                    if (c >= cols) continue; /* the padding of the last tile */
+                    float v2[2];
+#pragma unroll
+                    for (int odd = 0; odd < 2; odd++) {
+                        const int v = 4 * hc + 2 * hr + odd;
+                        float code;
+                        if (Q4) {
+                            const int j = s * 8 + v / 2 + (v % 2) * 4; /* nibble j: word j / 8 */
+                            const unsigned n = (w[j / 8] >> (4 * (j % 8))) & 15;
+                            code = (float)(offsets ? (int)n : (int)n - 8);
+                        } else {
+                            const int j = s * 8 + v; /* byte j */
+                            code = (float)((int)((w[j / 4] >> (8 * (j % 4))) & 255) - 128);
+                        }
+                        const int64_t at = ((int64_t)rt * g_pad + (c + odd) / group) * 16 + rr;
+                        v2[odd] = dequant(scales[at], code, offsets, at);
+                    }
+                    *reinterpret_cast<__half2 *>(out + r * cols + c) = __floats2half2_rn(v2[0], v2[1]);
+                }
+            }
     }
 }
 
@@ -417,16 +455,18 @@ void qmat_gemm(cuda_be *c, const sl_cuda_qmat &q, const float *x, float *y, int 
         c->deq_n = (size_t)(br * K);
     }
     const uint16_t *x16 = sl__cuda_to_f16(x, (size_t)T * (size_t)K, reinterpret_cast<sl_cuda_stream>(c->stream));
-    const uint8_t *codes = static_cast<const uint8_t *>(q.codes);
     const float one = 1.0f, zero = 0.0f;
     for (int64_t r0 = 0; r0 < N; r0 += br) {
         const int64_t nr = sl_min64(br, N - r0);
+        const int64_t tiles = (nr + 15) / 16 * q.k_tiles;
+        const unsigned grid = (unsigned)sl_min64(MAX_BLOCKS * 8, sl_div_up(tiles, THREADS / 32));
+        const uint4 *tc = static_cast<const uint4 *>(q.codes);
         if (q.fmt == SL_WF_QW4)
-            SL_LAUNCH(qmat_rows_f16_kernel<true>, grid_for(nr * K), THREADS, 0, c->stream, codes,
-                      q.scales, q.offsets, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
+            SL_LAUNCH(qmat_rows_f16_kernel<true>, grid, THREADS, 0, c->stream, tc, q.scales,
+                      q.offsets, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
         else
-            SL_LAUNCH(qmat_rows_f16_kernel<false>, grid_for(nr * K), THREADS, 0, c->stream, codes,
-                      q.scales, q.offsets, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
+            SL_LAUNCH(qmat_rows_f16_kernel<false>, grid, THREADS, 0, c->stream, tc, q.scales,
+                      q.offsets, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
         SL_CUDA_CHECK(cudaGetLastError());
         /* column-major view: Y[:, r0:r0+nr]ᵀ (nr×T, ld N) = Wbᵀ (K×nr, transposed) · Xᵀ (K×T) */
         SL_BLAS_CHECK(sl_blas_required().gemm_ex(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, T, (int)K,
