@@ -309,11 +309,29 @@ static void preempt(sl_sched *s, seq *v) {
     s->plan.n_preempted++;
 }
 
-/* The newest running sequence of the batch class, else the newest running sequence. */
-static seq *pick_victim(sl_sched *s) {
+/* The newest running batch-class sequence, or NULL. */
+static seq *newest_batch(sl_sched *s) {
     for (seq *x = s->running.tail; x; x = x->prev)
         if (x->prio == SL_PRIO_BATCH) return x;
-    return s->running.tail;
+    return NULL;
+}
+
+/* Whether preempting every running batch-class sequence could make room for waiting x: a
+ * sequence slot, and the blocks of x's first chunk (an upper bound: its prefix may be cached)
+ * within what is free plus what those sequences hold. */
+static bool batch_room_for(const sl_sched *s, const seq *x) {
+    int n_batch = 0, held = 0;
+    for (const seq *y = s->running.head; y; y = y->next)
+        if (y->prio == SL_PRIO_BATCH) n_batch++, held += y->bt.n;
+    if (!n_batch) return false;
+    const int bs = s->c.block_size, chunk = x->n_tokens < s->budget ? x->n_tokens : s->budget;
+    return (chunk + bs - 1) / bs <= sl_block_num_free(s->bm) + held;
+}
+
+/* The newest running sequence of the batch class, else the newest running sequence. */
+static seq *pick_victim(sl_sched *s) {
+    seq *x = newest_batch(s);
+    return x ? x : s->running.tail;
 }
 
 static void add_to_plan(sl_sched *s, seq *x, int n_new) {
@@ -431,16 +449,24 @@ const sl_sched_plan *sl_sched_step(sl_sched *s, double now) {
             if (x->state != S_RUNNING || x->plan_new || (pass == 0) != (left == 1)) continue;
             plan_running(s, x, left < s->budget ? left : s->budget);
         }
-    /* 3: admissions, unless this step already had to preempt */
+    /* 3: admissions, unless this step already had to preempt. An interactive request that
+     * does not fit (the sequence cap, or the KV pool) takes the place of running batch-class
+     * sequences, newest first, when that can make room (they go back to the front of their
+     * queue and recompute), as vLLM's priority scheduling does. */
     if (!s->plan.n_preempted)
         for (int k = 0; k < SL_PRIO_COUNT; k++) {
             bool blocked = false;
-            while (s->waiting[k].head && s->budget > 0 && s->running.n < s->c.max_num_seqs)
-                if (!admit(s, s->waiting[k].head, now)) {
+            while (s->waiting[k].head && s->budget > 0) {
+                seq *x = s->waiting[k].head;
+                if (s->running.n < s->c.max_num_seqs && admit(s, x, now)) continue;
+                if (k != SL_PRIO_INTERACTIVE || !batch_room_for(s, x)) {
                     blocked = true;
                     break;
                 }
+                preempt(s, newest_batch(s));
+            }
             if (blocked || s->waiting[k].head) break; /* no overtaking across classes either */
+            if (s->plan.n_preempted) break; /* what was just preempted waits a step */
         }
     build_batch(s);
     s->n_steps++;

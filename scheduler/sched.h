@@ -18,7 +18,10 @@
  *   3. if nothing was preempted in this step: waiting sequences, interactive class before
  *      batch class, first come first served within a class, each taking its cached prefix
  *      from the prefix cache and then a chunk of what is left of B, until B, max_num_seqs or
- *      the KV pool runs out. A sequence that does not fit stops admission (no overtaking).
+ *      the KV pool runs out. A sequence that does not fit stops admission (no overtaking),
+ *      except that an interactive one takes the place of running batch-class sequences,
+ *      newest first, when preempting them can make room (a sequence slot, and blocks for its
+ *      first chunk); what was preempted so waits for a later step.
  * A sequence that needs a block when none is left preempts by recompute, until the block is
  * there: the victim is the newest running sequence of the batch class, else the newest
  * running sequence (possibly one already planned in this step, which then leaves the plan,

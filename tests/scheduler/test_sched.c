@@ -181,8 +181,9 @@ static void test_priorities(void) {
     sl_sched_destroy(s);
     fake_deinit(&f);
 
-    /* An interactive request that does not fit the pool keeps batch requests behind it from
-     * being admitted (no overtaking), and they run once it is in. Pool: 6 blocks of 4. */
+    /* An interactive request that does not fit the pool takes the place of the running batch
+     * request (preempted, to recompute later); a batch request behind it does not overtake
+     * it, and everything finishes. Pool: 6 blocks of 4. */
     s = mk(7, 4, 8, 64, 64, false);
     fake_init(&f, 7, 4, 100, 8);
     int32_t big[16], small[4];
@@ -194,11 +195,56 @@ static void test_priorities(void) {
     add(s, &f, 1, big, 12, 2, SL_PRIO_INTERACTIVE, NULL, 0, 1); /* needs 3 blocks: only 2 left */
     add(s, &f, 2, small, 4, 2, SL_PRIO_BATCH, NULL, 0, 1);      /* would fit */
     fake_step(&f, s, 1, &pl);
+    ASSERT_EQ(pl->n_preempted, 1);
     ASSERT_EQ(pl->batch.n_seqs, 1);
-    ASSERT(pl->seq_ids[0] == 0);
+    ASSERT(pl->seq_ids[0] == 1);
     drain(s, &f, 100);
-    ASSERT_EQ(f.reqs[1].finish, SL_FINISH_LENGTH);
-    ASSERT_EQ(f.reqs[2].finish, SL_FINISH_LENGTH);
+    for (int i = 0; i < 3; i++) ASSERT_EQ(f.reqs[i].finish, SL_FINISH_LENGTH);
+    ASSERT_EQ(f.reqs[0].n_preemptions, 1);
+    ASSERT_EQ(f.reqs[1].n_preemptions, 0);
+    sl_sched_destroy(s);
+    fake_deinit(&f);
+
+    /* At the sequence cap, an interactive request takes the newest batch sequence's place;
+     * one of the batch class waits for a free place. Cap 2. */
+    s = mk(64, 4, 2, 64, 64, false);
+    fake_init(&f, 64, 4, 100, 8);
+    int32_t q[4][4];
+    for (int i = 0; i < 4; i++) seq_prompt(q[i], 4, 40 + i);
+    add(s, &f, 0, q[0], 4, 6, SL_PRIO_BATCH, NULL, 0, 0);
+    add(s, &f, 1, q[1], 4, 6, SL_PRIO_BATCH, NULL, 0, 0);
+    fake_step(&f, s, 0, &pl);
+    ASSERT_EQ(pl->batch.n_seqs, 2);
+    add(s, &f, 2, q[2], 4, 6, SL_PRIO_BATCH, NULL, 0, 1);       /* waits */
+    add(s, &f, 3, q[3], 4, 6, SL_PRIO_INTERACTIVE, NULL, 0, 1); /* preempts 1, the newer */
+    fake_step(&f, s, 1, &pl);
+    ASSERT_EQ(pl->n_preempted, 1);
+    ASSERT(plan_index(pl, 3) >= 0 && plan_index(pl, 0) >= 0);
+    ASSERT(plan_index(pl, 1) == -1 && plan_index(pl, 2) == -1);
+    drain(s, &f, 100);
+    for (int i = 0; i < 4; i++) ASSERT_EQ(f.reqs[i].finish, SL_FINISH_LENGTH);
+    ASSERT_EQ(f.reqs[0].n_preemptions, 0);
+    ASSERT_EQ(f.reqs[1].n_preemptions, 1);
+    sl_sched_destroy(s);
+    fake_deinit(&f);
+
+    /* No preemption when the batch class cannot make room: interactive A holds most of the
+     * pool, batch B one or two blocks, interactive C needs 3 — it waits for A. Pool: 6 of 4. */
+    s = mk(7, 4, 8, 64, 64, false);
+    fake_init(&f, 7, 4, 100, 8);
+    int32_t a12[12], c12[12];
+    seq_prompt(a12, 12, 60);
+    seq_prompt(c12, 12, 61);
+    add(s, &f, 0, a12, 12, 4, SL_PRIO_INTERACTIVE, NULL, 0, 0); /* 3 blocks, then 4 */
+    add(s, &f, 1, q[1], 4, 4, SL_PRIO_BATCH, NULL, 0, 0);       /* 1 block, then 2 */
+    fake_step(&f, s, 0, &pl);
+    add(s, &f, 2, c12, 12, 1, SL_PRIO_INTERACTIVE, NULL, 0, 1);
+    fake_step(&f, s, 1, &pl);
+    ASSERT_EQ(pl->n_preempted, 0);
+    ASSERT(plan_index(pl, 0) >= 0 && plan_index(pl, 1) >= 0 && plan_index(pl, 2) == -1);
+    drain(s, &f, 100);
+    for (int i = 0; i < 3; i++) ASSERT_EQ(f.reqs[i].finish, SL_FINISH_LENGTH);
+    ASSERT_EQ(f.reqs[1].n_preemptions, 0);
     sl_sched_destroy(s);
     fake_deinit(&f);
 }
