@@ -56,6 +56,13 @@ static void assert_all_free(sl_sched *s) {
     ASSERT_EQ(st.n_blocks_free + st.n_blocks_cached, st.n_blocks);
 }
 
+/* Runs to the end: requests 0 .. n-1 all finished by length, every block back in the pool. */
+static void drain_to_length(sl_sched *s, fake_model *f, int n) {
+    drain(s, f, 100);
+    for (int i = 0; i < n; i++) ASSERT_EQ(f->reqs[i].finish, SL_FINISH_LENGTH);
+    assert_all_free(s);
+}
+
 /* Index of request id in the plan's sequences, -1 when absent. */
 static int plan_index(const sl_sched_plan *p, uint64_t id) {
     for (int i = 0; i < p->batch.n_seqs; i++)
@@ -198,8 +205,7 @@ static void test_priorities(void) {
     ASSERT_EQ(pl->n_preempted, 1);
     ASSERT_EQ(pl->batch.n_seqs, 1);
     ASSERT(pl->seq_ids[0] == 1);
-    drain(s, &f, 100);
-    for (int i = 0; i < 3; i++) ASSERT_EQ(f.reqs[i].finish, SL_FINISH_LENGTH);
+    drain_to_length(s, &f, 3);
     ASSERT_EQ(f.reqs[0].n_preemptions, 1);
     ASSERT_EQ(f.reqs[1].n_preemptions, 0);
     sl_sched_destroy(s);
@@ -221,8 +227,7 @@ static void test_priorities(void) {
     ASSERT_EQ(pl->n_preempted, 1);
     ASSERT(plan_index(pl, 3) >= 0 && plan_index(pl, 0) >= 0);
     ASSERT(plan_index(pl, 1) == -1 && plan_index(pl, 2) == -1);
-    drain(s, &f, 100);
-    for (int i = 0; i < 4; i++) ASSERT_EQ(f.reqs[i].finish, SL_FINISH_LENGTH);
+    drain_to_length(s, &f, 4);
     ASSERT_EQ(f.reqs[0].n_preemptions, 0);
     ASSERT_EQ(f.reqs[1].n_preemptions, 1);
     sl_sched_destroy(s);
@@ -242,8 +247,7 @@ static void test_priorities(void) {
     fake_step(&f, s, 1, &pl);
     ASSERT_EQ(pl->n_preempted, 0);
     ASSERT(plan_index(pl, 0) >= 0 && plan_index(pl, 1) >= 0 && plan_index(pl, 2) == -1);
-    drain(s, &f, 100);
-    for (int i = 0; i < 3; i++) ASSERT_EQ(f.reqs[i].finish, SL_FINISH_LENGTH);
+    drain_to_length(s, &f, 3);
     ASSERT_EQ(f.reqs[1].n_preemptions, 0);
     sl_sched_destroy(s);
     fake_deinit(&f);
