@@ -18,6 +18,7 @@
 #include "common.cuh"
 #include "cuda_backend.h"
 #include "matmul.h"
+#include "qmat_layout.cuh"
 #include "ops.h"
 #include "sample.h"
 
@@ -106,7 +107,7 @@ __device__ __forceinline__ float dequant(float s, float c, const float *o, int64
 }
 
 /* Element (r, c) of a tiled QW matrix (matmul.h), dequantized exactly as sl_qw_dequant_row:
- * the inverse of qmm.cu's tile_pos. */
+ * qmat_layout.cuh's positions. */
 template <bool Q4>
 __device__ __forceinline__ float qmat_at(const uint8_t *__restrict__ codes,
                                          const float *__restrict__ scales,
@@ -115,20 +116,19 @@ __device__ __forceinline__ float qmat_at(const uint8_t *__restrict__ codes,
     constexpr int KT = Q4 ? 64 : 32;
     const int64_t rt = r / 16;
     const int rr = (int)(r % 16);
-    const int cc = (int)(c % KT), s = cc / 16, c16 = cc % 16;
-    const int v = (c16 >= 8 ? 4 : 0) + (rr >= 8 ? 2 : 0) + c16 % 2; /* fragment order */
-    const int lane = 4 * (rr % 8) + (c16 % 8) / 2;
+    int s, kk, lane, j;
+    sl_qmat_step(sl_qmat_spa(Q4, group), (int)(c % KT), &s, &kk);
+    sl_qmat_frag(Q4, rr, s, kk, &lane, &j);
     const uint8_t *lb = codes + ((size_t)rt * k_tiles + c / KT) * 512 + lane * 16;
     float code;
     if (Q4) {
-        const int j = s * 8 + v / 2 + (v % 2) * 4; /* nibble j: word j / 8, nibble j % 8 */
-        const int nib = j % 8;
+        const int nib = j % 8; /* nibble j: word j / 8, nibble j % 8 */
         const unsigned q = (lb[(j / 8) * 4 + nib / 2] >> (4 * (nib % 2))) & 15;
         code = (float)(offsets ? (int)q : (int)q - 8);
     } else {
-        code = (float)((int)lb[s * 8 + v] - 128);
+        code = (float)((int)lb[j] - 128);
     }
-    const int64_t at = ((int64_t)rt * g_pad + c / group) * 16 + rr;
+    const int64_t at = sl_qmat_scale_at(Q4, group, k_tiles, g_pad, rt, c, rr);
     return dequant(scales[at], code, offsets, at);
 }
 
@@ -149,9 +149,9 @@ __global__ void embed_qmat_kernel(const uint8_t *__restrict__ codes,
 
 /* Rows [r0, r0 + nr) of a tiled QW matrix (r0 a multiple of 16), dequantized and rounded to
  * f16: out [nr][cols]. One warp per 512-byte tile, as qmm reads it: lane 4g + t holds, for each
- * 16-column step s, the fragment values v = (col half)·4 + (row half)·2 + (odd column) of rows
- * g, g + 8 and columns 16s + 2t (+1) (+8) — qmm.cu's tile_pos — so each lane decodes its 16
- * bytes and stores pairs of adjacent columns. The values are qmat_at's, bit for bit. */
+ * 16-column step s, the fragment values v = (k half)·4 + (row half)·2 + (odd k) of rows g, g + 8
+ * at k indices 2t (+1) (+8), which qmat_layout.cuh maps to pairs of adjacent columns; so each
+ * lane decodes its 16 bytes and stores pairs. The values are qmat_at's, bit for bit. */
 template <bool Q4>
 __global__ void qmat_rows_f16_kernel(const uint4 *__restrict__ codes,
                                      const float *__restrict__ scales,
@@ -159,7 +159,7 @@ __global__ void qmat_rows_f16_kernel(const uint4 *__restrict__ codes,
                                      int64_t k_tiles, int64_t g_pad, int group, int64_t r0,
                                      int64_t nr, __half *__restrict__ out) {
     constexpr int KT = Q4 ? 64 : 32, STEPS = KT / 16;
-    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, spa = sl_qmat_spa(Q4, group);
     const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
     const int64_t n_tiles = (nr + 15) / 16 * k_tiles;
     for (int64_t i = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; i < n_tiles; i += warps) {
@@ -174,8 +174,8 @@ __global__ void qmat_rows_f16_kernel(const uint4 *__restrict__ codes,
                 const int64_t r = lrt * 16 + rr; /* row of out */
                 if (r >= nr) continue;
 #pragma unroll
-                for (int hc = 0; hc < 2; hc++) { /* column half */
-                    const int64_t c = kt * KT + 16 * s + 8 * hc + 2 * t;
+                for (int hc = 0; hc < 2; hc++) { /* k half */
+                    const int64_t c = kt * KT + sl_qmat_col(spa, s, 2 * t + 8 * hc);
                     if (c >= cols) continue; /* the padding of the last tile */
                     float v2[2];
 #pragma unroll
@@ -190,7 +190,7 @@ __global__ void qmat_rows_f16_kernel(const uint4 *__restrict__ codes,
                             const int j = s * 8 + v; /* byte j */
                             code = (float)((int)((w[j / 4] >> (8 * (j % 4))) & 255) - 128);
                         }
-                        const int64_t at = ((int64_t)rt * g_pad + (c + odd) / group) * 16 + rr;
+                        const int64_t at = sl_qmat_scale_at(Q4, group, k_tiles, g_pad, rt, c + odd, rr);
                         v2[odd] = dequant(scales[at], code, offsets, at);
                     }
                     *reinterpret_cast<__half2 *>(out + r * cols + c) = __floats2half2_rn(v2[0], v2[1]);

@@ -12,19 +12,22 @@
  *   codes:   [N_pad/16][K_pad/KT] tiles of 512 bytes; in each tile lane l (= 4g + t) owns the 16
  *            bytes at 16·l, one 16-byte load: for each k16 step s of the tile, the 8 elements of
  *            its A fragment, in fragment order v0..v7 = A[g][2t], A[g][2t+1], A[g+8][2t],
- *            A[g+8][2t+1], A[g][2t+8], A[g][2t+9], A[g+8][2t+8], A[g+8][2t+9] (row/column
- *            within the 16×16 block of step s).
+ *            A[g+8][2t+1], A[g][2t+8], A[g][2t+9], A[g+8][2t+8], A[g+8][2t+9] (row and k index
+ *            within the 16×16 block of step s; which column a k index is: qmat_layout.cuh,
+ *            chosen so that a lane's x of one scale's columns is one contiguous load).
  *              QW4: step s is the 32-bit word s; v_{2i} in nibble i, v_{2i+1} in nibble i + 4,
  *                   so fragment register i is (word >> 4i) & 0x000F000F: two codes, one per
  *                   16-bit half, turned into f16 by OR-ing in 0x6400 (1024 + code).
  *              QW8: step s is bytes 8s..8s+7, v_j in byte 8s + j, each code stored + 128
- *                   (0..255), so that OR-ing 0x6400 into a 16-bit half gives 1024 + 128 + code.
- *   scales:  f32 [N_pad/16][G_pad][16]: row tile, group (G_pad = ceil(K_pad / group)), row.
+ *                   (0..255), so that a byte under 0x64 in a 16-bit half gives 1024 + 128 + code.
+ *   scales:  f32, row_tiles · G_pad · 16 of them (G_pad = ceil(K_pad / group)) in records that
+ *            give each lane its scales of a tile in one load (qmat_layout.cuh).
  *   offsets: the same layout, or NULL (symmetric).
  *
- * Codes stay exact in f16; scales and offsets are applied in f32 after each 16-column product:
- * y = Σ_steps s·(Σ c·x) + o·(Σ x). Activations are rounded to f16 (the tensor cores' input):
- * each product is within 2^-11 relative of the f32 one, the only rounding the f16 path adds.
+ * Codes stay exact in f16; scales and offsets are applied in f32 after the products of each
+ * group's columns within a tile: y = Σ s·(Σ c·x) + o·(Σ x). Activations are rounded to f16
+ * (the tensor cores' input): each product is within 2^-11 relative of the f32 one, the only
+ * rounding the f16 path adds.
  */
 #ifndef SL_CUDA_MATMUL_H
 #define SL_CUDA_MATMUL_H

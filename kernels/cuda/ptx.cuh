@@ -33,6 +33,7 @@
  *       aligned), issued where it is written: a volatile asm with a memory clobber, which the
  *       compiler may not sink towards its use (plain __ldg loads under a condition were sunk
  *       into the loop that used them, one memory latency per load: qmm.cu, first H100 run).
+ *   sl_ldg_nc_v2(p)    the same for 8 bytes (8-byte aligned): ld.global.nc.v2.u32.
  *
  * All 32 lanes of the warp execute mma and ldmatrix together (.sync.aligned): never under a
  * condition that differs within a warp, never after some lanes returned.
@@ -139,6 +140,19 @@ static __device__ __forceinline__ uint4 sl_ldg_nc_v4(const void *p SL_PTX_LOC) {
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                  : "l"(p)
                  : "memory");
+    return v;
+#endif
+}
+
+static __device__ __forceinline__ uint2 sl_ldg_nc_v2(const void *p SL_PTX_LOC) {
+#ifdef SL_CUDA_EMU
+    if ((uintptr_t)p & 7) sl_emu::trap("sl_ldg_nc_v2 at an address not 8-byte aligned", sl_emu_file, sl_emu_line);
+    uint2 v;
+    memcpy(&v, p, 8);
+    return v;
+#else
+    uint2 v;
+    asm volatile("ld.global.nc.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p) : "memory");
     return v;
 #endif
 }

@@ -1,20 +1,28 @@
 /* qmm.cu — weight-only QW8/QW4 matmul for decode (1 to 16 tokens per launch) on the tensor
- * cores, and the repack of the logical weight into its physical layout (matmul.h).
+ * cores, and the repack of the logical weight into its physical layout (matmul.h,
+ * qmat_layout.cuh).
  *
  * One templated kernel over the format (QW4/QW8), the number of 8-token column tiles (1: up to
- * 8 tokens, 2: up to 16) and whether the weight has offsets. A block is 8 warps; each row tile
- * (16 output rows) is shared by kw = 1, 2, 4 or 8 of them, which divide every round's column
- * tiles and add their sums through shared memory; blockIdx.y splits the columns further over
- * blocks. A round covers up to 1024 columns: each lane first issues its 16-byte code loads (up
- * to 8 tiles of 512 bytes per warp), then the block copies the round's x (f16) and the scales
- * and offsets of its row tiles into shared memory with cp.async, so that everything a round
- * reads from memory is in flight at once (a scale read from global memory in the inner loop
- * cost one memory latency per tile: 6× slower on an H100). The codes turn into f16 in
- * registers (mask, OR 0x6400, one subtract: exact), one mma.m16n8k16 per 16 columns and 8
- * tokens; the steps of one group within a tile add up in the tensor core, and the group's
- * scales (offsets with the sums of x over its columns) apply in f32 once after them. A warp's
- * loads come in two halves of QMM_U / 2 tiles: the next batch's half is loaded as soon as the
- * current one is multiplied, so that loads stay in flight while the warp computes.
+ * 8 tokens, 2: up to 16), whether the weight has offsets and the steps per scale. A block is 8
+ * warps; each row tile (16 output rows) is shared by kw = 1, 2, 4 or 8 of them, each streaming
+ * a contiguous run of the row tile's column tiles, and their sums add up through shared memory
+ * at the end; blockIdx.y splits the columns further over blocks.
+ *
+ * A warp streams its tiles through a ring of D register slots: each slot holds one tile's
+ * 16-byte code load per lane and the lane's scales (and offsets) of the tile, one 8- to 32-byte
+ * load (the layout keeps them together); the slot is refilled with the tile D ahead as soon as
+ * its tile is multiplied, so D tiles are in flight while the warp computes, and nothing waits
+ * on the rest of the block. x comes straight from global memory (the same few KiB for every
+ * warp: L1 and L2 hits), each lane's columns of a unit in one load (qmat_layout.cuh's column
+ * order). No shared memory but the final sums, no barrier in the loop.
+ *
+ * The codes turn into f16 in registers: QW4 masks two nibbles per 16-bit half into the
+ * mantissa of 1024 (OR 0x6400; the upper nibble comes out times 16, which an HFMA2 by 1/16
+ * folds into its subtract), QW8 moves bytes under 0x64 with one byte permute; all exact. One
+ * mma.m16n8k16 per 16 columns and 8 tokens; the steps of a unit (one scale) add up in the tensor
+ * core and the unit's scales apply once in f32. With offsets, Σx over the unit comes from one
+ * more mma with an all-ones A (every row gets the column sums, already in the accumulator's
+ * layout): y = Σ_units s·(Σ c·x) + o·(Σ x).
  *
  * Splits over blocks: with more than one, each block writes its partial sums to the launcher's
  * workspace; the last block of a row block to finish (an atomic count per row block) adds the
@@ -28,6 +36,7 @@
 #include "common.cuh"
 #include "matmul.h"
 #include "ptx.cuh"
+#include "qmat_layout.cuh"
 
 #include <cuda_fp16.h>
 
@@ -35,194 +44,196 @@ namespace {
 
 constexpr int QMM_WARPS = 8; /* warps per block */
 constexpr int QMM_THREADS = QMM_WARPS * 32;
-constexpr int QMM_KC = 1024;       /* columns per round */
-constexpr int QMM_XS = QMM_KC + 8; /* halves per staged row: +8 spreads the lanes over banks */
-constexpr int QMM_U = 8;           /* 16-byte code loads in flight per lane */
 
-__host__ __device__ constexpr int ktile(bool q4) { return q4 ? 64 : 32; }
+__host__ __device__ constexpr int ktile(bool q4) { return sl_qmat_kt(q4); }
 
-/* c - bias on both 16-bit halves of a fragment register: a reinterpretation, no instructions
- * (building a __half2 from its halves cost a shift and a byte permute per register) */
+/* ring slots per warp: tiles in flight while it computes. With 2 to 4 blocks per SM (128 to 63
+ * registers), 36 to 72 KiB in flight per SM, more than an H100's latency × bandwidth (about
+ * 25 KiB per SM); 8 slots cost registers (126 for QW4 g32) and so warps. */
+constexpr int QMM_D = 4;
+
+/* c - bias, and c·(1/16) + bias, on both 16-bit halves of a register (reinterpretations) */
 __device__ __forceinline__ uint32_t hsub2_u32(uint32_t c, __half2 bias) {
     const __half2 d = __hsub2(*reinterpret_cast<const __half2 *>(&c), bias);
     return *reinterpret_cast<const uint32_t *>(&d);
 }
-
-/* Shared memory of one block, in bytes and in this order: x [TP][QMM_XS] halves; with offsets
- * the per-16-column sums of x, float [TP][QMM_KC/16]; scales (then offsets) of the block's row
- * tiles for the round's groups, float [tiles][sc_groups][16]. */
-__host__ __device__ constexpr int qmm_sc_groups(int group_log2) {
-    return (QMM_KC >> group_log2) + 1; /* a round need not start on a group boundary */
+__device__ __forceinline__ uint32_t hfma2_u32(uint32_t c, __half2 m, __half2 bias) {
+    const __half2 d = __hfma2(*reinterpret_cast<const __half2 *>(&c), m, bias);
+    return *reinterpret_cast<const uint32_t *>(&d);
 }
-inline size_t qmm_smem(int NT, bool offs, int kw, int group_log2) {
-    const size_t TP = 8 * (size_t)NT, tiles = QMM_WARPS / kw;
-    return TP * QMM_XS * 2 + (offs ? TP * (QMM_KC / 16) * 4 : 0) +
-           tiles * qmm_sc_groups(group_log2) * 16 * 4 * (offs ? 2 : 1);
+
+/* L floats of read-only memory (8-byte aligned, 16 for L >= 4), loaded where written */
+template <int L> __device__ __forceinline__ void ldg_floats(float (&d)[L], const float *p) {
+    static_assert(L == 2 || L == 4 || L == 8, "a lane's scales of a tile are 2, 4 or 8 floats");
+    if constexpr (L == 2) {
+        const uint2 v = sl_ldg_nc_v2(p);
+        d[0] = __uint_as_float(v.x), d[1] = __uint_as_float(v.y);
+    } else {
+#pragma unroll
+        for (int i = 0; i < L / 4; i++) {
+            const uint4 v = sl_ldg_nc_v4(p + 4 * i);
+            d[4 * i] = __uint_as_float(v.x), d[4 * i + 1] = __uint_as_float(v.y);
+            d[4 * i + 2] = __uint_as_float(v.z), d[4 * i + 3] = __uint_as_float(v.w);
+        }
+    }
+}
+
+/* a lane's W = 2·SPA words of x (one unit's columns, qmat_layout.cuh) */
+template <int W> __device__ __forceinline__ void ldg_x(uint32_t (&d)[W], const __half *p) {
+    static_assert(W == 2 || W == 4 || W == 8, "a lane's x of a unit is 8, 16 or 32 bytes");
+    if constexpr (W == 2) {
+        const uint2 v = __ldg(reinterpret_cast<const uint2 *>(p));
+        d[0] = v.x, d[1] = v.y;
+    } else {
+#pragma unroll
+        for (int i = 0; i < W / 4; i++) {
+            const uint4 v = __ldg(reinterpret_cast<const uint4 *>(p) + i);
+            d[4 * i] = v.x, d[4 * i + 1] = v.y, d[4 * i + 2] = v.z, d[4 * i + 3] = v.w;
+        }
+    }
 }
 
 template <bool Q4, int NT, bool OFFS, int SC>
-__global__ void __launch_bounds__(QMM_THREADS)
+__global__ void __launch_bounds__(QMM_THREADS, 2)
     qmm_kernel(const uint4 *__restrict__ codes, const float *__restrict__ scales,
                const float *__restrict__ offsets, const __half *__restrict__ x,
                float *__restrict__ y, float *__restrict__ part, unsigned *__restrict__ counters,
-               int T, int N, int K, int row_tiles, int k_tiles, int g_pad, int group_log2,
+               int T, int N, int K, int row_tiles, int k_tiles, int n_rec, int rec_shift,
                int tiles_per_split, int kw) {
-    constexpr int KT = ktile(Q4), STEPS = KT / 16, TP = 8 * NT, CT = QMM_KC / KT;
-    constexpr int SPA = 1 << SC; /* 16-column steps per scale application (qmm_sc) */
-    constexpr int XSUM = QMM_KC / 16; /* per-16-column sums per staged token row */
-    const int tiles_per_block = QMM_WARPS / kw, scg = qmm_sc_groups(group_log2);
-    SL_DYNAMIC_SHARED(__half, xs); /* the layout of qmm_smem */
-    float *xsum = reinterpret_cast<float *>(xs + TP * QMM_XS);
-    float *sc_s = xsum + (OFFS ? TP * XSUM : 0);
-    float *of_s = sc_s + tiles_per_block * scg * 16;
+    constexpr int KT = ktile(Q4), STEPS = KT / 16;
+    constexpr int SPA = 1 << SC;       /* steps per unit (one scale) */
+    constexpr int UPT = STEPS / SPA;   /* units per tile */
+    constexpr int L = 2 * UPT;         /* a lane's scales per tile: rows g and g + 8 per unit */
+    constexpr int W = 2 * SPA;         /* a lane's words of x per unit and token row */
+    constexpr int D = QMM_D;
     SL_SHARED(float, red, [QMM_WARPS * NT * 4 * 32]); /* the kw warps' sums of a row tile */
     SL_SHARED(unsigned, last_block, [1]);
 
+    const int tiles_per_block = QMM_WARPS / kw;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
     const int part_w = warp % kw, lt = warp / kw; /* local row tile */
-    const int rt0 = blockIdx.x * tiles_per_block, rt = rt0 + lt;
+    const int rt = blockIdx.x * tiles_per_block + lt;
     const bool active = rt < row_tiles;
     const int split = blockIdx.y, splits = gridDim.y;
-    const int kt_begin = split * tiles_per_split;
-    const int kt_end = min(k_tiles, kt_begin + tiles_per_split);
-
-    /* token rows past T are never written: an mma's output column depends on its own B column
-     * alone, so whatever they hold reaches only outputs that are not stored */
+    /* this warp's column tiles [k0, k1): its part of its block's split */
+    const int s0 = split * tiles_per_split, s1 = min(k_tiles, s0 + tiles_per_split);
+    const int per = (s1 - s0 + kw - 1) / kw;
+    const int k0 = min(s1, s0 + part_w * per), k1 = active ? min(s1, k0 + per) : k0;
 
     const __half2 bias = Q4 ? (OFFS ? __float2half2_rn(1024.0f) : __float2half2_rn(1032.0f))
                             : __float2half2_rn(1152.0f);
+    /* the upper nibble of a QW4 half is 1024 + 16c: c (- 8) = that / 16 - 64 (- 8) */
+    const __half2 sixteenth = __float2half2_rn(0.0625f);
+    const __half2 bias16 = OFFS ? __float2half2_rn(-64.0f) : __float2half2_rn(-72.0f);
+    const uint32_t ones[4] = {0x3c003c00u, 0x3c003c00u, 0x3c003c00u, 0x3c003c00u}; /* f16 1.0 */
+
     float acc[NT][4];
 #pragma unroll
     for (int n = 0; n < NT; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    const uint4 *tiles = codes + (size_t)(active ? rt : 0) * k_tiles * 32 + lane;
 
-    for (int c0 = kt_begin; c0 < kt_end; c0 += CT) {
-        const int c1 = min(kt_end, c0 + CT);
-        const int kbase = c0 * KT, kn = (c1 - c0) * KT;
-        const int per = (c1 - c0 + kw - 1) / kw;
-        const int w0 = min(c1, c0 + part_w * per), w1 = min(c1, w0 + per);
-        const int g_first = kbase >> group_log2, n_grp = ((kbase + kn - 1) >> group_log2) - g_first + 1;
-        /* 1. this warp's first code loads: unconditional (the index clamped) and volatile,
-         * so that all of them are in flight before the round's staging */
-        uint4 wv[QMM_U];
-        if (active && w0 < w1)
+    /* running pointers at tile k0: codes, scales (and offsets), each token row's x; the
+     * loop below moves them by whole rings, so a tile's addresses are immediate offsets */
+    const size_t rtc = active ? rt : 0;
+    const uint4 *cq = codes + (rtc * k_tiles + k0) * 32 + lane;
+    const size_t sbase = (rtc * n_rec * 8 + g) * L + (UPT > 1 ? (size_t)k0 * 8 * L : 0);
+    const float *sq = scales + sbase, *oq = OFFS ? offsets + sbase : nullptr;
+    /* token rows past T read row T - 1: an mma's output column depends on its own B column
+     * alone, so they reach only outputs that are not stored */
+    const __half *xq[NT];
 #pragma unroll
-            for (int u = 0; u < QMM_U; u++)
-                wv[u] = sl_ldg_nc_v4(tiles + (size_t)min(w0 + u, w1 - 1) * 32);
-        __syncthreads(); /* the previous round's readers are done */
-        /* 2. the round's x, scales and offsets into shared memory, all in flight together */
-        for (int i = threadIdx.x; i < T * (kn / 8); i += QMM_THREADS) {
-            const int tok = i / (kn / 8), c = (i - tok * (kn / 8)) * 8, k = kbase + c;
-            const __half *src = x + (size_t)tok * K + k;
-            sl_cp_async<16>(xs + tok * QMM_XS + c, k < K ? src : x, k < K ? 16 : 0);
-        }
-        for (int i = threadIdx.x; i < tiles_per_block * n_grp * 4; i += QMM_THREADS) {
-            const int l = i / (n_grp * 4), j = i - l * (n_grp * 4); /* 16-byte pieces */
-            if (rt0 + l >= row_tiles) continue;
-            const size_t at = ((size_t)(rt0 + l) * g_pad + g_first) * 16 + j * 4;
-            sl_cp_async<16>(sc_s + (l * scg) * 16 + j * 4, scales + at);
-            if (OFFS) sl_cp_async<16>(of_s + (l * scg) * 16 + j * 4, offsets + at);
-        }
-        sl_cp_async_commit();
-        sl_cp_async_wait<0>();
-        __syncthreads();
-        if (OFFS) {
-            for (int i = threadIdx.x; i < T * (kn / 16); i += QMM_THREADS) {
-                const int tok = i / (kn / 16), st = i - tok * (kn / 16);
-                float s = 0.0f;
-                for (int j = 0; j < 16; j++) s += __half2float(xs[tok * QMM_XS + st * 16 + j]);
-                xsum[tok * XSUM + st] = s;
-            }
-            __syncthreads();
-        }
-        if (!active) continue;
-        /* 3. the products */
-        const float *scl = sc_s + lt * scg * 16, *ofl = of_s + lt * scg * 16;
-        /* one tile's products: v holds the lane's 16 bytes of tile `ktile` */
-        auto product = [&](const uint4 v, const int ktile) {
-            const uint32_t wq[4] = {v.x, v.y, v.z, v.w};
-            const int kc0 = ktile * KT, kl0 = kc0 - kbase;
-            /* the scales of the tile's first group; the j-th application uses group + j */
-            const int gt = ((kc0 >> group_log2) - g_first) * 16;
+    for (int n = 0; n < NT; n++)
+        xq[n] = x + (size_t)min(n * 8 + g, T - 1) * K + (size_t)k0 * KT + t * 4 * SPA;
+
+    uint4 cv[D];
+    float scv[D][L], ofv[D][L];
+    /* slot's loads of tile k = k0 + i (i from the pointers' tile) */
+    auto issue = [&](const int slot, const int i, const int k) {
+        cv[slot] = sl_ldg_nc_v4(cq + i * 32);
+        /* a record per tile, or per group of 2^rec_shift tiles */
+        const int at = (UPT > 1 ? i : k >> rec_shift) * 8 * L;
+        ldg_floats<L>(scv[slot], sq + at);
+        if constexpr (OFFS) ldg_floats<L>(ofv[slot], oq + at);
+    };
 #pragma unroll
-            for (int j = 0; j < STEPS / SPA; j++) {
-                /* SPA steps share a scale: their products add up in the tensor core */
-                float d[NT][4];
+    for (int u = 0; u < D; u++)
+        if (k0 + u < k1) issue(u, u, k0 + u);
+
+    /* one tile's products: v the lane's codes, sc/of its scales and offsets */
+    auto product = [&](const uint4 v, const float (&sc)[L], const float (&of)[L], const int i,
+                       const int k) {
+        const uint32_t wq[4] = {v.x, v.y, v.z, v.w};
+        /* a unit past K (the last tile's padding; only when a tile holds more than one) reads
+         * the row's last unit instead: its scales and offsets are zero, so finite x adds 0 */
+        const int room = K - k * KT - 16 * SPA;
 #pragma unroll
-                for (int n = 0; n < NT; n++) d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.0f;
+        for (int u = 0; u < UPT; u++) {
+            const int xc = i * KT + (u == 0 ? 0 : min(u * 16 * SPA, room));
+            uint32_t xb[NT][W];
 #pragma unroll
-                for (int ss = 0; ss < SPA; ss++) {
-                    const int s = j * SPA + ss, kl = kl0 + s * 16;
-                    uint32_t a[4];
-                    if (Q4) {
+            for (int n = 0; n < NT; n++) ldg_x<W>(xb[n], xq[n] + xc);
+            float d[NT][4], ds[NT][4];
 #pragma unroll
-                        for (int i = 0; i < 4; i++)
-                            a[i] = ((wq[s] >> (4 * i)) & 0x000F000Fu) | 0x64006400u;
-                    } else {
-                        const uint32_t v0 = wq[2 * s], v1 = wq[2 * s + 1];
-                        a[0] = (v0 & 0xffu) | ((v0 & 0xff00u) << 8) | 0x64006400u;
-                        a[1] = ((v0 >> 16) & 0xffu) | ((v0 >> 8) & 0xff0000u) | 0x64006400u;
-                        a[2] = (v1 & 0xffu) | ((v1 & 0xff00u) << 8) | 0x64006400u;
-                        a[3] = ((v1 >> 16) & 0xffu) | ((v1 >> 8) & 0xff0000u) | 0x64006400u;
-                    }
+            for (int n = 0; n < NT; n++)
 #pragma unroll
-                    for (int i = 0; i < 4; i++) a[i] = hsub2_u32(a[i], bias);
+                for (int i = 0; i < 4; i++) d[n][i] = ds[n][i] = 0.0f;
 #pragma unroll
-                    for (int n = 0; n < NT; n++) {
-                        /* two halves at an even index: one 32-bit load each (a memcpy of
-                         * halves made two 16-bit loads and a permute) */
-                        const uint32_t *xr = reinterpret_cast<const uint32_t *>(xs) +
-                                             ((n * 8 + g) * QMM_XS + kl) / 2 + t;
-                        const uint32_t b[2] = {xr[0], xr[4]};
-                        sl_mma_m16n8k16_f16(d[n], a, b, d[n]);
-                    }
+            for (int ss = 0; ss < SPA; ss++) {
+                const int s = u * SPA + ss;
+                uint32_t a[4];
+                if constexpr (Q4) {
+                    const uint32_t w0 = wq[s], w8 = w0 >> 8;
+                    a[0] = hsub2_u32((w0 & 0x000F000Fu) | 0x64006400u, bias);
+                    a[1] = hfma2_u32((w0 & 0x00F000F0u) | 0x64006400u, sixteenth, bias16);
+                    a[2] = hsub2_u32((w8 & 0x000F000Fu) | 0x64006400u, bias);
+                    a[3] = hfma2_u32((w8 & 0x00F000F0u) | 0x64006400u, sixteenth, bias16);
+                } else {
+                    const uint32_t v0 = wq[2 * s], v1 = wq[2 * s + 1];
+                    a[0] = hsub2_u32(__byte_perm(v0, 0x64646464u, 0x4140), bias);
+                    a[1] = hsub2_u32(__byte_perm(v0, 0x64646464u, 0x4342), bias);
+                    a[2] = hsub2_u32(__byte_perm(v1, 0x64646464u, 0x4140), bias);
+                    a[3] = hsub2_u32(__byte_perm(v1, 0x64646464u, 0x4342), bias);
                 }
-                const int gl = gt + j * 16;
-                const float s0 = scl[gl + g], s1 = scl[gl + g + 8];
 #pragma unroll
                 for (int n = 0; n < NT; n++) {
-                    acc[n][0] += s0 * d[n][0];
-                    acc[n][1] += s0 * d[n][1];
-                    acc[n][2] += s1 * d[n][2];
-                    acc[n][3] += s1 * d[n][3];
-                }
-                if (OFFS) {
-                    const float o0 = ofl[gl + g], o1 = ofl[gl + g + 8];
-#pragma unroll
-                    for (int n = 0; n < NT; n++) {
-                        /* Σ x over the SPA steps' columns, per 16 in step order */
-                        const float *xs0 = xsum + (n * 8 + 2 * t) * XSUM + kl0 / 16 + j * SPA;
-                        float x0 = 0.0f, x1 = 0.0f;
-#pragma unroll
-                        for (int ss = 0; ss < SPA; ss++) x0 += xs0[ss], x1 += xs0[XSUM + ss];
-                        acc[n][0] += o0 * x0;
-                        acc[n][1] += o0 * x1;
-                        acc[n][2] += o1 * x0;
-                        acc[n][3] += o1 * x1;
-                    }
+                    const uint32_t b[2] = {xb[n][2 * ss], xb[n][2 * ss + 1]};
+                    sl_mma_m16n8k16_f16(d[n], a, b, d[n]);
+                    if constexpr (OFFS) sl_mma_m16n8k16_f16(ds[n], ones, b, ds[n]);
                 }
             }
-        };
-        /* two halves of QMM_U loads: the next batch's first half is in flight while the second
-         * half of this one is multiplied, and its second half while the next first half is */
-        constexpr int H = QMM_U / 2;
-        for (int kt = w0; kt < w1; kt += QMM_U) {
-            const bool more = kt + QMM_U < w1;
+            const float s0 = sc[2 * u], s1 = sc[2 * u + 1];
 #pragma unroll
-            for (int u = 0; u < H; u++)
-                if (kt + u < w1) product(wv[u], kt + u);
-            if (more)
-#pragma unroll
-                for (int u = 0; u < H; u++)
-                    wv[u] = sl_ldg_nc_v4(tiles + (size_t)min(kt + QMM_U + u, w1 - 1) * 32);
-#pragma unroll
-            for (int u = H; u < QMM_U; u++)
-                if (kt + u < w1) product(wv[u], kt + u);
-            if (more)
-#pragma unroll
-                for (int u = H; u < QMM_U; u++)
-                    wv[u] = sl_ldg_nc_v4(tiles + (size_t)min(kt + QMM_U + u, w1 - 1) * 32);
+            for (int n = 0; n < NT; n++) {
+                acc[n][0] += s0 * d[n][0];
+                acc[n][1] += s0 * d[n][1];
+                acc[n][2] += s1 * d[n][2];
+                acc[n][3] += s1 * d[n][3];
+                if constexpr (OFFS) {
+                    const float o0 = of[2 * u], o1 = of[2 * u + 1];
+                    acc[n][0] += o0 * ds[n][0];
+                    acc[n][1] += o0 * ds[n][1];
+                    acc[n][2] += o1 * ds[n][2];
+                    acc[n][3] += o1 * ds[n][3];
+                }
+            }
         }
+    };
+
+    for (int kt = k0; kt < k1; kt += D) {
+#pragma unroll
+        for (int u = 0; u < D; u++) {
+            const int k = kt + u;
+            if (k < k1) {
+                product(cv[u], scv[u], ofv[u], u, k);
+                if (k + D < k1) issue(u, u + D, k + D);
+            }
+        }
+        cq += D * 32;
+        if constexpr (UPT > 1) {
+            sq += D * 8 * L;
+            if constexpr (OFFS) oq += D * 8 * L;
+        }
+#pragma unroll
+        for (int n = 0; n < NT; n++) xq[n] += D * KT;
     }
 
     /* the kw warps of a row tile: the first adds the others' sums, in warp order */
@@ -285,34 +296,23 @@ int ilog2(int v) {
 
 /* log2 of the 16-column steps per scale application: a group's steps within one tile (all of
  * the tile's when the group is as long as the tile or longer) */
-int qmm_sc(bool q4, int group) {
-    const int spg = group / 16, steps = ktile(q4) / 16;
-    return ilog2(spg < steps ? spg : steps);
-}
+int qmm_sc(bool q4, int group) { return ilog2(sl_qmat_spa(q4, group)); }
 
 template <bool Q4, int NT, bool OFFS, int SC>
 void launch(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
             float *part, unsigned *counters, cudaStream_t stream) {
-    const int lg = ilog2(w->group);
-    const size_t smem = qmm_smem(NT, OFFS, plan.warps_per_tile, lg);
-    /* per instantiation, raised as needed: the opt-in is what lets static (the reduction
-     * buffer) plus dynamic shared memory pass 48 KiB */
-    static size_t smem_set;
-    if (smem > smem_set) {
-        SL_CUDA_CHECK(cudaFuncSetAttribute(qmm_kernel<Q4, NT, OFFS, SC>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        smem_set = smem;
-    }
+    const int kt = ktile(Q4), lg = ilog2(w->group), lkt = ilog2(kt);
+    /* scale records (qmat_layout.cuh): one per tile, or one per group when groups are longer */
+    const int n_rec = (int)(w->group > kt ? w->g_pad : w->k_tiles), rec_shift = lg > lkt ? lg - lkt : 0;
     const int tps = (int)sl_div_up(w->k_tiles, plan.splits);
     const dim3 grid(sl_div_up(w->row_tiles, QMM_WARPS / plan.warps_per_tile),
                     (unsigned)plan.splits);
-    SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC>), grid, QMM_THREADS, smem, stream,
+    SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC>), grid, QMM_THREADS, 0, stream,
               static_cast<const uint4 *>(w->codes), w->scales, w->offsets, x, y, part, counters,
-              T, (int)w->rows, (int)w->cols, (int)w->row_tiles, (int)w->k_tiles, (int)w->g_pad,
-              lg, tps, plan.warps_per_tile);
+              T, (int)w->rows, (int)w->cols, (int)w->row_tiles, (int)w->k_tiles, n_rec,
+              rec_shift, tps, plan.warps_per_tile);
     SL_CUDA_CHECK(cudaGetLastError());
 }
-
 template <bool Q4, int NT, bool OFFS>
 void launch_sc(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
                float *part, unsigned *counters, cudaStream_t stream) {
@@ -365,15 +365,15 @@ int sm_count() {
 
 int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-/* Byte offset of logical element (r % 16, c % KT) within its tile's lane data: the lane and
- * the position j of the element in the lane's 16 bytes (QW4: nibble index, QW8: byte). */
-void tile_pos(bool q4, int r, int c, int *lane, int *j) {
-    const int s = c / 16, cc = c % 16, hi_row = r >= 8, hi_col = cc >= 8;
-    const int g = r % 8, t = (cc % 8) / 2, odd = cc % 2;
-    const int v = (hi_col ? 4 : 0) + (hi_row ? 2 : 0) + odd; /* fragment order v0..v7 */
-    *lane = 4 * g + t;
-    if (q4) *j = s * 8 + (v / 2) + (v % 2) * 4; /* nibble within the lane's 32 */
-    else *j = s * 8 + v;                        /* byte within the lane's 16 */
+/* Where logical element (r, c) lives: the byte offset of its lane's 16 bytes in the codes and
+ * its position j there (QW4: nibble, QW8: byte), through qmat_layout.cuh. */
+size_t code_pos(const sl_cuda_qmat *q, int64_t r, int64_t c, int *j) {
+    const bool q4 = q->fmt == SL_WF_QW4;
+    const int kt = ktile(q4);
+    int s, kk, lane;
+    sl_qmat_step(sl_qmat_spa(q4, q->group), (int)(c % kt), &s, &kk);
+    sl_qmat_frag(q4, (int)(r % 16), s, kk, &lane, j);
+    return ((size_t)(r / 16) * q->k_tiles + c / kt) * 512 + lane * 16;
 }
 
 } // namespace
@@ -408,9 +408,8 @@ extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
     for (int64_t r = 0; r < w->rows; r++) {
         const int64_t rt = r / 16;
         for (int64_t c = 0; c < w->cols; c++) {
-            int lane, j;
-            tile_pos(q4, (int)(r % 16), (int)(c % kt), &lane, &j);
-            unsigned char *lb = codes + ((size_t)rt * q->k_tiles + c / kt) * 512 + lane * 16;
+            int j;
+            unsigned char *lb = codes + code_pos(q, r, c, &j);
             if (q4) {
                 const unsigned char byte = static_cast<const unsigned char *>(w->codes)[r * (w->cols / 2) + c / 2];
                 const unsigned code = c % 2 ? byte >> 4 : byte & 15;
@@ -425,7 +424,7 @@ extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
             }
         }
         for (int64_t gi = 0; gi < gpr; gi++) {
-            const size_t at = ((size_t)rt * q->g_pad + gi) * 16 + r % 16;
+            const int64_t at = sl_qmat_scale_at(q4, q->group, q->k_tiles, q->g_pad, rt, gi * q->group, (int)(r % 16));
             scales[at] = w->scales[r * gpr + gi];
             if (offsets) offsets[at] = w->offsets[r * gpr + gi];
         }
@@ -436,9 +435,8 @@ extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
             for (int64_t r = rt * 16; r < rt * 16 + 16; r++)
                 for (int64_t c = 0; c < q->k_tiles * kt; c++) {
                     if (r < w->rows && c < w->cols) continue;
-                    int lane, j;
-                    tile_pos(false, (int)(r % 16), (int)(c % kt), &lane, &j);
-                    codes[((size_t)rt * q->k_tiles + c / kt) * 512 + lane * 16 + j] = 128;
+                    int j;
+                    codes[code_pos(q, r, c, &j) + j] = 128;
                 }
     q->codes = codes;
     q->scales = scales;
@@ -450,15 +448,13 @@ extern "C" void sl_cuda_qmat_unpack_host(const sl_cuda_qmat *q, sl_qw *w) {
     SL_CUDA_REQUIRE(q && w && w->fmt == q->fmt && w->rows == q->rows && w->cols == q->cols);
     SL_CUDA_REQUIRE(w->group == q->group && (!w->offsets) == (!q->offsets));
     const bool q4 = q->fmt == SL_WF_QW4;
-    const int kt = ktile(q4);
     const unsigned char *codes = static_cast<const unsigned char *>(q->codes);
     const int64_t gpr = w->cols / w->group;
     for (int64_t r = 0; r < w->rows; r++) {
         const int64_t rt = r / 16;
         for (int64_t c = 0; c < w->cols; c++) {
-            int lane, j;
-            tile_pos(q4, (int)(r % 16), (int)(c % kt), &lane, &j);
-            const unsigned char *lb = codes + ((size_t)rt * q->k_tiles + c / kt) * 512 + lane * 16;
+            int j;
+            const unsigned char *lb = codes + code_pos(q, r, c, &j);
             if (q4) {
                 uint32_t v;
                 memcpy(&v, lb + (j / 8) * 4, 4);
@@ -470,7 +466,7 @@ extern "C" void sl_cuda_qmat_unpack_host(const sl_cuda_qmat *q, sl_qw *w) {
             }
         }
         for (int64_t gi = 0; gi < gpr; gi++) {
-            const size_t at = ((size_t)rt * q->g_pad + gi) * 16 + r % 16;
+            const int64_t at = sl_qmat_scale_at(q4, q->group, q->k_tiles, q->g_pad, rt, gi * q->group, (int)(r % 16));
             w->scales[r * gpr + gi] = q->scales[at];
             if (w->offsets) w->offsets[r * gpr + gi] = q->offsets[at];
         }
@@ -519,16 +515,17 @@ extern "C" void sl_cuda_qmat_deinit(sl_cuda_qmat *q) {
 }
 
 extern "C" sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w) {
-    /* Each warp streams about 8 tiles (one batch of loads) of one row tile per round, and
-     * there are at least 12 warps per SM; the warps of a row tile are 2 per block when it has
-     * more than one (kw), the rest split over blocks. */
-    const int64_t sms = sm_count();
-    int64_t per_tile = sl_div_up(w->k_tiles, QMM_U);
-    if (w->row_tiles * per_tile < 12 * sms)
-        per_tile = sl_min64(w->k_tiles, sl_div_up(12 * sms, w->row_tiles));
+    /* About 16 warps per SM (two blocks of 8: the kernel's launch bounds), each streaming at
+     * least 4 column tiles: the warps a row tile gets (per_tile) go first to the block (kw, up
+     * to 8, whose sums add in shared memory), the rest to splits over blocks. Not yet tuned on
+     * a GPU (the benchmark's plan sweep is the tool). */
+    const int64_t want = 16 * (int64_t)sm_count();
+    int64_t per_tile = want / w->row_tiles;
+    per_tile = sl_min64(per_tile, w->k_tiles / 4);
+    if (per_tile < 1) per_tile = 1;
     sl_qmm_plan p;
-    p.warps_per_tile = per_tile >= 2 ? 2 : 1;
-    const int64_t s = sl_min64(sl_div_up(per_tile, p.warps_per_tile), 64);
+    p.warps_per_tile = per_tile >= 8 ? 8 : per_tile >= 4 ? 4 : per_tile >= 2 ? 2 : 1;
+    const int64_t s = sl_min64(per_tile / p.warps_per_tile, 64);
     p.splits = s < 1 ? 1 : (int)s;
     return p;
 }

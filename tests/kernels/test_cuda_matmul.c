@@ -128,10 +128,9 @@ static void test_qmm(void) {
     const sl_wfmt fmts[] = {SL_WF_QW4, SL_WF_QW8};
     static const int groups[] = {16, 32, 128};
     int cases = 0;
-    /* first (the launcher's shared-memory opt-in is per kernel and persists): 16 tokens with 2
-     * warps per row tile and group 32 take 41.5 KiB of dynamic plus 8 KiB of static shared
-     * memory, which a GPU refuses without the opt-in although the dynamic part alone is under
-     * 48 KiB (the first H100 run of the benchmark failed so) */
+    /* first: 16 tokens with 2 warps per row tile, the launch the first H100 run refused while
+     * the kernel staged x in shared memory without the opt-in past 48 KiB (any first launch of
+     * an instantiation must work on its own) */
     static const int T16[] = {16};
     qmm_case(SL_WF_QW4, 70, 256, 32, 0, T16, 1, 3, 0);
     cases += 3;
@@ -144,7 +143,8 @@ static void test_qmm(void) {
                 qmm_case(fmts[f], rows, cols, groups[gi], offs, Ts, 9, N_PLANS, (f + gi) & 1);
                 cases += 9 * N_PLANS;
             }
-    /* more than one staged round (1024 columns) and a few row blocks; T over 16 (two launches) */
+    /* long rows (up to 40 tiles per warp: the ring of loads wraps many times), a few row
+     * blocks, T over 16 (two launches) */
     static const int Tbig[] = {1, 16, 17, 33};
     qmm_case(SL_WF_QW4, 300, 2560, 32, 0, Tbig, 4, 5, 0);
     qmm_case(SL_WF_QW8, 140, 2176, 128, 1, Tbig, 4, 5, 1);
