@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/base.h"
 #include "benchmarks/bench_cuda.h"
 #include "kernels/cuda/matmul.h"
 
@@ -75,31 +76,36 @@ static float *random_floats(int64_t n, float scale, uint64_t seed) {
     return h;
 }
 
-static void *dev_floats(int64_t n, float scale, uint64_t seed) {
+/* n random scales of sb bytes each (f32, or f16: the kernel's two widths) on the device */
+static void *dev_scales(int64_t n, int sb, float scale, uint64_t seed) {
     float *h = random_floats(n, scale, seed);
+    if (sb == 2)
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)h)[i] = sl_f32_to_fp16(h[i]);
     void *d = NULL;
-    BENCH_CHECK(cudaMalloc(&d, (size_t)n * sizeof(float)));
-    BENCH_CHECK(cudaMemcpy(d, h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice));
+    BENCH_CHECK(cudaMalloc(&d, (size_t)n * sb));
+    BENCH_CHECK(cudaMemcpy(d, h, (size_t)n * sb, cudaMemcpyHostToDevice));
     free(h);
     return d;
 }
 
-static size_t qmat_bytes(const sl_cuda_qmat *w) {
+static size_t qmat_bytes(const sl_cuda_qmat *w, int offsets) {
     return (size_t)w->row_tiles * w->k_tiles * 512 +
-           (size_t)w->row_tiles * w->g_pad * 16 * sizeof(float) * (w->offsets ? 2 : 1);
+           (size_t)w->row_tiles * w->g_pad * 16 * w->scale_bytes * (offsets ? 2 : 1);
 }
 
 /* nsets random weights of one format and shape (the first random, the rest its copies) */
-static int make_qmats(sl_cuda_qmat *w, sl_wfmt fmt, int group, int offsets, const shape *sh) {
+static int make_qmats(sl_cuda_qmat *w, sl_wfmt fmt, int group, int offsets, int sb,
+                      const shape *sh) {
     sl_cuda_qmat q = {0};
     q.fmt = fmt;
+    q.scale_bytes = sb;
     q.rows = sh->rows;
     q.cols = sh->cols;
     q.group = group;
     q.row_tiles = sh->rows / 16;
     q.k_tiles = sh->cols / sl_cuda_qmat_ktile(fmt);
     q.g_pad = sh->cols / group;
-    const size_t bytes = qmat_bytes(&q), cb = (size_t)q.row_tiles * q.k_tiles * 512;
+    const size_t bytes = qmat_bytes(&q, offsets), cb = (size_t)q.row_tiles * q.k_tiles * 512;
     const int64_t ns = q.row_tiles * q.g_pad * 16;
     int nsets = (int)ceil(3.0 * (double)bench_l2_bytes() / (double)bytes);
     nsets = nsets < 2 ? 2 : nsets > MAX_SETS ? MAX_SETS : nsets;
@@ -108,16 +114,16 @@ static int make_qmats(sl_cuda_qmat *w, sl_wfmt fmt, int group, int offsets, cons
         BENCH_CHECK(cudaMalloc(&w[i].codes, cb));
         if (i == 0) {
             bench_fill_random(w[i].codes, cb, 0x5eed + (uint64_t)sh->rows);
-            w[i].scales = dev_floats(ns, 0.02f, 7);
-            w[i].offsets = offsets ? dev_floats(ns, 0.1f, 11) : NULL;
+            w[i].scales = dev_scales(ns, sb, 0.02f, 7);
+            w[i].offsets = offsets ? dev_scales(ns, sb, 0.1f, 11) : NULL;
         } else {
             BENCH_CHECK(cudaMemcpy(w[i].codes, w[0].codes, cb, cudaMemcpyDeviceToDevice));
-            BENCH_CHECK(cudaMalloc((void **)&w[i].scales, (size_t)ns * 4));
-            BENCH_CHECK(cudaMemcpy(w[i].scales, w[0].scales, (size_t)ns * 4, cudaMemcpyDeviceToDevice));
+            BENCH_CHECK(cudaMalloc(&w[i].scales, (size_t)ns * sb));
+            BENCH_CHECK(cudaMemcpy(w[i].scales, w[0].scales, (size_t)ns * sb, cudaMemcpyDeviceToDevice));
             w[i].offsets = NULL;
             if (offsets) {
-                BENCH_CHECK(cudaMalloc((void **)&w[i].offsets, (size_t)ns * 4));
-                BENCH_CHECK(cudaMemcpy(w[i].offsets, w[0].offsets, (size_t)ns * 4,
+                BENCH_CHECK(cudaMalloc(&w[i].offsets, (size_t)ns * sb));
+                BENCH_CHECK(cudaMemcpy(w[i].offsets, w[0].offsets, (size_t)ns * sb,
                                        cudaMemcpyDeviceToDevice));
             }
         }
@@ -197,25 +203,30 @@ int main(int argc, char **argv) {
     double f16us[4][5];
     bench_f16(f16us, reps, x16, y);
 
-    static const struct { sl_wfmt fmt; int group, offsets; const char *name; } fmts[] = {
-        {SL_WF_QW4, 32, 0, "QW4 g32"},
-        {SL_WF_QW4, 128, 1, "QW4 g128+off"},
-        {SL_WF_QW8, 32, 0, "QW8 g32"},
+    /* f16 scales are what Q4_0 and Q8_0 weights get (exact); f32 what K-quants get */
+    static const struct { sl_wfmt fmt; int group, offsets, sb; const char *name; } fmts[] = {
+        {SL_WF_QW4, 32, 0, 2, "QW4 g32 f16s"},
+        {SL_WF_QW4, 32, 0, 4, "QW4 g32"},
+        {SL_WF_QW4, 32, 1, 4, "QW4 g32+off"},
+        {SL_WF_QW4, 128, 1, 4, "QW4 g128+off"},
+        {SL_WF_QW8, 32, 0, 2, "QW8 g32 f16s"},
+        {SL_WF_QW8, 32, 0, 4, "QW8 g32"},
     };
+    const int nf = (int)(sizeof fmts / sizeof *fmts);
     static qcase c;
     printf("| format | shape | T | µs | GB/s | %% copy | × F16 | F16 µs | F16 GB/s | plan |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|\n");
-    for (int fi = 0; fi < 3; fi++)
+    for (int fi = 0; fi < nf; fi++)
         for (int si = 0; si < 4; si++) {
             const shape *sh = &g_shapes[si];
-            c.nsets = make_qmats(c.w, fmts[fi].fmt, fmts[fi].group, fmts[fi].offsets, sh);
+            c.nsets = make_qmats(c.w, fmts[fi].fmt, fmts[fi].group, fmts[fi].offsets, fmts[fi].sb, sh);
             c.x16 = x16, c.y = y, c.plan = (sl_qmm_plan){0, 0};
             const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0]);
             for (int ti = 0; ti < 5; ti++) {
                 c.T = g_Ts[ti];
                 const double us = bench_graph_us(qmm_fn, &c, c.nsets * 2, reps);
                 const double act = (double)c.T * (sh->cols + sh->rows) * 4;
-                const double gbs = ((double)qmat_bytes(&c.w[0]) + act) / (us * 1e3);
+                const double gbs = ((double)qmat_bytes(&c.w[0], fmts[fi].offsets) + act) / (us * 1e3);
                 const double f16b = (double)sh->rows * sh->cols * 2 + (double)c.T * (sh->cols * 2 + sh->rows * 4);
                 printf("| %s | %s | %d | %.2f | %.0f | %.1f | %.2f | %.2f | %.0f | %d×%d |\n",
                        fmts[fi].name, sh->name, c.T, us, gbs, 100.0 * gbs / copy,
@@ -226,18 +237,19 @@ int main(int argc, char **argv) {
             free_qmats(c.w, c.nsets);
         }
 
-    /* the plan: QW4 g32 at 1 and 16 tokens, warps per row tile × splits */
-    static const sl_qmm_plan plans[] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}, {1, 2}, {2, 2}, {1, 4},
-                                        {2, 4}, {4, 4}, {1, 8}, {2, 8}, {2, 16}};
+    /* the plan: QW4 g32 with f16 scales (Q4_0) at 1 and 16 tokens, warps per row tile × splits */
+    static const sl_qmm_plan plans[] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}, {1, 2}, {2, 2},
+                                        {4, 2}, {8, 2}, {1, 4}, {2, 4}, {4, 4}, {1, 8},
+                                        {2, 8}, {1, 16}, {2, 16}};
     const int np = (int)(sizeof plans / sizeof *plans);
-    printf("\nplan sweep (warps per row tile × splits), QW4 g32: µs (%% copy)\n\n| shape | T | default |");
+    printf("\nplan sweep (warps per row tile × splits), QW4 g32 f16 scales: µs (%% copy)\n\n| shape | T | default |");
     for (int i = 0; i < np; i++) printf(" %d×%d |", plans[i].warps_per_tile, plans[i].splits);
     printf("\n|---|---|---|");
     for (int i = 0; i < np; i++) printf("---|");
     printf("\n");
     for (int si = 0; si < 4; si++) {
         const shape *sh = &g_shapes[si];
-        c.nsets = make_qmats(c.w, SL_WF_QW4, 32, 0, sh);
+        c.nsets = make_qmats(c.w, SL_WF_QW4, 32, 0, 2, sh);
         const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0]);
         for (int T = 1; T <= 16; T += 15) {
             c.T = T;
@@ -245,7 +257,7 @@ int main(int argc, char **argv) {
             for (int i = 0; i < np; i++) {
                 c.plan = plans[i];
                 const double us = bench_graph_us(qmm_fn, &c, c.nsets * 2, reps);
-                const double gbs = ((double)qmat_bytes(&c.w[0]) + (double)T * (sh->cols + sh->rows) * 4) / (us * 1e3);
+                const double gbs = ((double)qmat_bytes(&c.w[0], 0) + (double)T * (sh->cols + sh->rows) * 4) / (us * 1e3);
                 printf(" %.2f (%.0f) |", us, 100.0 * gbs / copy);
             }
             printf("\n");

@@ -106,12 +106,20 @@ __device__ __forceinline__ float dequant(float s, float c, const float *o, int64
     return o ? __fadd_rn(v, o[at]) : v;
 }
 
+/* the same from a tiled matrix's scales and offsets of sb bytes each (matmul.h; f16 ones are
+ * the f32 values exactly) */
+__device__ __forceinline__ float dequant_t(const void *sc, const void *of, int sb, float c,
+                                           int64_t at) {
+    const float v = __fmul_rn(sl_qmat_scale(sc, sb, at), c);
+    return of ? __fadd_rn(v, sl_qmat_scale(of, sb, at)) : v;
+}
+
 /* Element (r, c) of a tiled QW matrix (matmul.h), dequantized exactly as sl_qw_dequant_row:
  * qmat_layout.cuh's positions. */
 template <bool Q4>
 __device__ __forceinline__ float qmat_at(const uint8_t *__restrict__ codes,
-                                         const float *__restrict__ scales,
-                                         const float *__restrict__ offsets, int64_t k_tiles,
+                                         const void *__restrict__ scales,
+                                         const void *__restrict__ offsets, int sb, int64_t k_tiles,
                                          int64_t g_pad, int group, int64_t r, int64_t c) {
     constexpr int KT = Q4 ? 64 : 32;
     const int64_t rt = r / 16;
@@ -129,14 +137,14 @@ __device__ __forceinline__ float qmat_at(const uint8_t *__restrict__ codes,
         code = (float)((int)lb[j] - 128);
     }
     const int64_t at = sl_qmat_scale_at(Q4, group, k_tiles, g_pad, rt, c, rr);
-    return dequant(scales[at], code, offsets, at);
+    return dequant_t(scales, offsets, sb, code, at);
 }
 
 /* Row tok[t] of a tiled QW matrix: blockIdx.x the token, blockIdx.y a slice of the row. */
 template <bool Q4>
 __global__ void embed_qmat_kernel(const uint8_t *__restrict__ codes,
-                                  const float *__restrict__ scales,
-                                  const float *__restrict__ offsets, int64_t rows, int64_t cols,
+                                  const void *__restrict__ scales,
+                                  const void *__restrict__ offsets, int sb, int64_t rows, int64_t cols,
                                   int64_t k_tiles, int64_t g_pad, int group,
                                   const int32_t *__restrict__ tok, float *__restrict__ y) {
     const int64_t t = blockIdx.x;
@@ -144,7 +152,7 @@ __global__ void embed_qmat_kernel(const uint8_t *__restrict__ codes,
     if (r < 0 || r >= rows) __trap();
     for (int64_t c = (int64_t)blockIdx.y * blockDim.x + threadIdx.x; c < cols;
          c += (int64_t)gridDim.y * blockDim.x)
-        y[t * cols + c] = qmat_at<Q4>(codes, scales, offsets, k_tiles, g_pad, group, r, c);
+        y[t * cols + c] = qmat_at<Q4>(codes, scales, offsets, sb, k_tiles, g_pad, group, r, c);
 }
 
 /* Rows [r0, r0 + nr) of a tiled QW matrix (r0 a multiple of 16), dequantized and rounded to
@@ -154,8 +162,8 @@ __global__ void embed_qmat_kernel(const uint8_t *__restrict__ codes,
  * lane decodes its 16 bytes and stores pairs. The values are qmat_at's, bit for bit. */
 template <bool Q4>
 __global__ void qmat_rows_f16_kernel(const uint4 *__restrict__ codes,
-                                     const float *__restrict__ scales,
-                                     const float *__restrict__ offsets, int64_t cols,
+                                     const void *__restrict__ scales,
+                                     const void *__restrict__ offsets, int sb, int64_t cols,
                                      int64_t k_tiles, int64_t g_pad, int group, int64_t r0,
                                      int64_t nr, __half *__restrict__ out) {
     constexpr int KT = Q4 ? 64 : 32, STEPS = KT / 16;
@@ -191,7 +199,7 @@ __global__ void qmat_rows_f16_kernel(const uint4 *__restrict__ codes,
                             code = (float)((int)((w[j / 4] >> (8 * (j % 4))) & 255) - 128);
                         }
                         const int64_t at = sl_qmat_scale_at(Q4, group, k_tiles, g_pad, rt, c + odd, rr);
-                        v2[odd] = dequant(scales[at], code, offsets, at);
+                        v2[odd] = dequant_t(scales, offsets, sb, code, at);
                     }
                     *reinterpret_cast<__half2 *>(out + r * cols + c) = __floats2half2_rn(v2[0], v2[1]);
                 }
@@ -463,10 +471,10 @@ void qmat_gemm(cuda_be *c, const sl_cuda_qmat &q, const float *x, float *y, int 
         const uint4 *tc = static_cast<const uint4 *>(q.codes);
         if (q.fmt == SL_WF_QW4)
             SL_LAUNCH(qmat_rows_f16_kernel<true>, grid, THREADS, 0, c->stream, tc, q.scales,
-                      q.offsets, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
+                      q.offsets, (int)q.scale_bytes, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
         else
             SL_LAUNCH(qmat_rows_f16_kernel<false>, grid, THREADS, 0, c->stream, tc, q.scales,
-                      q.offsets, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
+                      q.offsets, (int)q.scale_bytes, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
         SL_CUDA_CHECK(cudaGetLastError());
         /* column-major view: Y[:, r0:r0+nr]ᵀ (nr×T, ld N) = Wbᵀ (K×nr, transposed) · Xᵀ (K×T) */
         SL_BLAS_CHECK(sl_blas_required().gemm_ex(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, T, (int)K,
@@ -558,10 +566,10 @@ void cb_embed(sl_backend *be, const sl_bweight *table, const int32_t *tok, float
     const uint8_t *codes = static_cast<const uint8_t *>(q.codes);
     if (q.fmt == SL_WF_QW4)
         SL_LAUNCH(embed_qmat_kernel<true>, grid, threads, 0, st, codes, q.scales, q.offsets,
-                  q.rows, q.cols, q.k_tiles, q.g_pad, (int)q.group, tok, y);
+                  (int)q.scale_bytes, q.rows, q.cols, q.k_tiles, q.g_pad, (int)q.group, tok, y);
     else
         SL_LAUNCH(embed_qmat_kernel<false>, grid, threads, 0, st, codes, q.scales, q.offsets,
-                  q.rows, q.cols, q.k_tiles, q.g_pad, (int)q.group, tok, y);
+                  (int)q.scale_bytes, q.rows, q.cols, q.k_tiles, q.g_pad, (int)q.group, tok, y);
     SL_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -20,9 +20,12 @@
  *                   16-bit half, turned into f16 by OR-ing in 0x6400 (1024 + code).
  *              QW8: step s is bytes 8s..8s+7, v_j in byte 8s + j, each code stored + 128
  *                   (0..255), so that a byte under 0x64 in a 16-bit half gives 1024 + 128 + code.
- *   scales:  f32, row_tiles · G_pad · 16 of them (G_pad = ceil(K_pad / group)) in records that
- *            give each lane its scales of a tile in one load (qmat_layout.cuh).
- *   offsets: the same layout, or NULL (symmetric).
+ *   scales:  row_tiles · G_pad · 16 of them (G_pad = ceil(K_pad / group)) in records that
+ *            give each lane its scales of a tile in one load (qmat_layout.cuh); f16 when each
+ *            scale and offset of the weight is exactly an f16 (the logical format's f32 values
+ *            unchanged: GGUF's Q4_0 and Q8_0 scales are f16), else f32. At 4 bits and group 32,
+ *            f16 scales are 10% fewer bytes per weight (4.5 bits instead of 5).
+ *   offsets: the same layout and width, or NULL (symmetric).
  *
  * Codes stay exact in f16; scales and offsets are applied in f32 after the products of each
  * group's columns within a tile: y = Σ s·(Σ c·x) + o·(Σ x). Activations are rounded to f16
@@ -52,8 +55,10 @@ typedef struct sl_cuda_qmat {
     int64_t k_tiles;      /* K_pad / KT */
     int64_t g_pad;        /* groups per row tile, padding included */
     void *codes;          /* row_tiles · k_tiles · 512 bytes */
-    float *scales;        /* row_tiles · g_pad · 16 */
-    float *offsets;       /* the same, or NULL */
+    void *scales;         /* row_tiles · g_pad · 16 of scale_bytes each */
+    void *offsets;        /* the same, or NULL */
+    int32_t scale_bytes;  /* 2: f16, when every scale and offset is exactly an f16 (Q4_0, Q8_0
+                           * from GGUF); else 4: f32 */
 } sl_cuda_qmat;
 
 /* Columns per 512-byte tile: 64 for QW4, 32 for QW8. */

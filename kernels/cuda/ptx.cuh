@@ -34,6 +34,7 @@
  *       compiler may not sink towards its use (plain __ldg loads under a condition were sunk
  *       into the loop that used them, one memory latency per load: qmm.cu, first H100 run).
  *   sl_ldg_nc_v2(p)    the same for 8 bytes (8-byte aligned): ld.global.nc.v2.u32.
+ *   sl_ldg_nc_b32(p)   the same for 4 bytes (4-byte aligned): ld.global.nc.u32.
  *
  * All 32 lanes of the warp execute mma and ldmatrix together (.sync.aligned): never under a
  * condition that differs within a warp, never after some lanes returned.
@@ -153,6 +154,19 @@ static __device__ __forceinline__ uint2 sl_ldg_nc_v2(const void *p SL_PTX_LOC) {
 #else
     uint2 v;
     asm volatile("ld.global.nc.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p) : "memory");
+    return v;
+#endif
+}
+
+static __device__ __forceinline__ uint32_t sl_ldg_nc_b32(const void *p SL_PTX_LOC) {
+#ifdef SL_CUDA_EMU
+    if ((uintptr_t)p & 3) sl_emu::trap("sl_ldg_nc_b32 at an address not 4-byte aligned", sl_emu_file, sl_emu_line);
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+#else
+    uint32_t v;
+    asm volatile("ld.global.nc.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
     return v;
 #endif
 }

@@ -21,6 +21,8 @@
 
 #include "common.cuh"
 
+#include <cuda_fp16.h>
+
 static __host__ __device__ __forceinline__ constexpr int sl_qmat_kt(bool q4) { return q4 ? 64 : 32; }
 
 /* 16-column steps per unit */
@@ -65,6 +67,12 @@ static __host__ __device__ __forceinline__ int64_t sl_qmat_scale_at(bool q4, int
     const int64_t n_rec = group > kt ? g_pad : k_tiles;
     const int u = (int)(c % span) / group;
     return ((rt * n_rec + c / span) * 8 + rr % 8) * (2 * upt) + 2 * u + rr / 8;
+}
+
+/* scale (or offset) at of an array of f16 (bytes 2) or f32 (bytes 4) */
+static __host__ __device__ __forceinline__ float sl_qmat_scale(const void *p, int bytes, int64_t at) {
+    if (bytes == 2) return __half2float(static_cast<const __half *>(p)[at]);
+    return static_cast<const float *>(p)[at];
 }
 
 #endif

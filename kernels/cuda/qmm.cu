@@ -62,20 +62,30 @@ __device__ __forceinline__ uint32_t hfma2_u32(uint32_t c, __half2 m, __half2 bia
     return *reinterpret_cast<const uint32_t *>(&d);
 }
 
-/* L floats of read-only memory (8-byte aligned, 16 for L >= 4), loaded where written */
-template <int L> __device__ __forceinline__ void ldg_floats(float (&d)[L], const float *p) {
-    static_assert(L == 2 || L == 4 || L == 8, "a lane's scales of a tile are 2, 4 or 8 floats");
-    if constexpr (L == 2) {
+/* NW words of read-only memory (4·NW-byte aligned, 16 for NW > 4), loaded where written */
+template <int NW> __device__ __forceinline__ void ldg_words(uint32_t (&d)[NW], const void *p) {
+    static_assert(NW == 1 || NW == 2 || NW == 4 || NW == 8, "a lane's scales of a tile are 4 to 32 bytes");
+    if constexpr (NW == 1) {
+        d[0] = sl_ldg_nc_b32(p);
+    } else if constexpr (NW == 2) {
         const uint2 v = sl_ldg_nc_v2(p);
-        d[0] = __uint_as_float(v.x), d[1] = __uint_as_float(v.y);
+        d[0] = v.x, d[1] = v.y;
     } else {
 #pragma unroll
-        for (int i = 0; i < L / 4; i++) {
-            const uint4 v = sl_ldg_nc_v4(p + 4 * i);
-            d[4 * i] = __uint_as_float(v.x), d[4 * i + 1] = __uint_as_float(v.y);
-            d[4 * i + 2] = __uint_as_float(v.z), d[4 * i + 3] = __uint_as_float(v.w);
+        for (int i = 0; i < NW / 4; i++) {
+            const uint4 v = sl_ldg_nc_v4(static_cast<const uint4 *>(p) + i);
+            d[4 * i] = v.x, d[4 * i + 1] = v.y, d[4 * i + 2] = v.z, d[4 * i + 3] = v.w;
         }
     }
+}
+
+/* unit u's scales (or offsets) of rows g and g + 8 from a lane's record words: f16 pairs (SH)
+ * or f32 */
+template <bool SH> __device__ __forceinline__ float2 unit_pair(const uint32_t *w, int u) {
+    if constexpr (SH) return __half22float2(*reinterpret_cast<const __half2 *>(&w[u]));
+    float2 f;
+    f.x = __uint_as_float(w[2 * u]), f.y = __uint_as_float(w[2 * u + 1]);
+    return f;
 }
 
 /* a lane's W = 2·SPA words of x (one unit's columns, qmat_layout.cuh) */
@@ -93,10 +103,10 @@ template <int W> __device__ __forceinline__ void ldg_x(uint32_t (&d)[W], const _
     }
 }
 
-template <bool Q4, int NT, bool OFFS, int SC>
+template <bool Q4, int NT, bool OFFS, int SC, bool SH>
 __global__ void __launch_bounds__(QMM_THREADS, 2)
-    qmm_kernel(const uint4 *__restrict__ codes, const float *__restrict__ scales,
-               const float *__restrict__ offsets, const __half *__restrict__ x,
+    qmm_kernel(const uint4 *__restrict__ codes, const void *__restrict__ scales,
+               const void *__restrict__ offsets, const __half *__restrict__ x,
                float *__restrict__ y, float *__restrict__ part, unsigned *__restrict__ counters,
                int T, int N, int K, int row_tiles, int k_tiles, int n_rec, int rec_shift,
                int tiles_per_split, int kw) {
@@ -104,6 +114,8 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
     constexpr int SPA = 1 << SC;       /* steps per unit (one scale) */
     constexpr int UPT = STEPS / SPA;   /* units per tile */
     constexpr int L = 2 * UPT;         /* a lane's scales per tile: rows g and g + 8 per unit */
+    constexpr int ES = SH ? 2 : 4;     /* bytes per scale */
+    constexpr int NW = L * ES / 4;     /* the words they take */
     constexpr int W = 2 * SPA;         /* a lane's words of x per unit and token row */
     constexpr int D = QMM_D;
     SL_SHARED(float, red, [QMM_WARPS * NT * 4 * 32]); /* the kw warps' sums of a row tile */
@@ -136,7 +148,8 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
     const size_t rtc = active ? rt : 0;
     const uint4 *cq = codes + (rtc * k_tiles + k0) * 32 + lane;
     const size_t sbase = (rtc * n_rec * 8 + g) * L + (UPT > 1 ? (size_t)k0 * 8 * L : 0);
-    const float *sq = scales + sbase, *oq = OFFS ? offsets + sbase : nullptr;
+    const char *sq = static_cast<const char *>(scales) + sbase * ES;
+    const char *oq = OFFS ? static_cast<const char *>(offsets) + sbase * ES : nullptr;
     /* token rows past T read row T - 1: an mma's output column depends on its own B column
      * alone, so they reach only outputs that are not stored */
     const __half *xq[NT];
@@ -145,21 +158,21 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
         xq[n] = x + (size_t)min(n * 8 + g, T - 1) * K + (size_t)k0 * KT + t * 4 * SPA;
 
     uint4 cv[D];
-    float scv[D][L], ofv[D][L];
+    uint32_t scv[D][NW], ofv[D][NW];
     /* slot's loads of tile k = k0 + i (i from the pointers' tile) */
     auto issue = [&](const int slot, const int i, const int k) {
         cv[slot] = sl_ldg_nc_v4(cq + i * 32);
         /* a record per tile, or per group of 2^rec_shift tiles */
         const int at = (UPT > 1 ? i : k >> rec_shift) * 8 * L;
-        ldg_floats<L>(scv[slot], sq + at);
-        if constexpr (OFFS) ldg_floats<L>(ofv[slot], oq + at);
+        ldg_words<NW>(scv[slot], sq + at * ES);
+        if constexpr (OFFS) ldg_words<NW>(ofv[slot], oq + at * ES);
     };
 #pragma unroll
     for (int u = 0; u < D; u++)
         if (k0 + u < k1) issue(u, u, k0 + u);
 
     /* one tile's products: v the lane's codes, sc/of its scales and offsets */
-    auto product = [&](const uint4 v, const float (&sc)[L], const float (&of)[L], const int i,
+    auto product = [&](const uint4 v, const uint32_t (&sc)[NW], const uint32_t (&of)[NW], const int i,
                        const int k) {
         const uint32_t wq[4] = {v.x, v.y, v.z, v.w};
         /* a unit past K (the last tile's padding; only when a tile holds more than one) reads
@@ -200,7 +213,8 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
                     if constexpr (OFFS) sl_mma_m16n8k16_f16(ds[n], ones, b, ds[n]);
                 }
             }
-            const float s0 = sc[2 * u], s1 = sc[2 * u + 1];
+            const float2 sp = unit_pair<SH>(sc, u);
+            const float s0 = sp.x, s1 = sp.y;
 #pragma unroll
             for (int n = 0; n < NT; n++) {
                 acc[n][0] += s0 * d[n][0];
@@ -208,7 +222,8 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
                 acc[n][2] += s1 * d[n][2];
                 acc[n][3] += s1 * d[n][3];
                 if constexpr (OFFS) {
-                    const float o0 = of[2 * u], o1 = of[2 * u + 1];
+                    const float2 op = unit_pair<SH>(of, u);
+                    const float o0 = op.x, o1 = op.y;
                     acc[n][0] += o0 * ds[n][0];
                     acc[n][1] += o0 * ds[n][1];
                     acc[n][2] += o1 * ds[n][2];
@@ -229,8 +244,8 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
         }
         cq += D * 32;
         if constexpr (UPT > 1) {
-            sq += D * 8 * L;
-            if constexpr (OFFS) oq += D * 8 * L;
+            sq += D * 8 * L * ES;
+            if constexpr (OFFS) oq += D * 8 * L * ES;
         }
 #pragma unroll
         for (int n = 0; n < NT; n++) xq[n] += D * KT;
@@ -298,7 +313,7 @@ int ilog2(int v) {
  * the tile's when the group is as long as the tile or longer) */
 int qmm_sc(bool q4, int group) { return ilog2(sl_qmat_spa(q4, group)); }
 
-template <bool Q4, int NT, bool OFFS, int SC>
+template <bool Q4, int NT, bool OFFS, int SC, bool SH>
 void launch(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
             float *part, unsigned *counters, cudaStream_t stream) {
     const int kt = ktile(Q4), lg = ilog2(w->group), lkt = ilog2(kt);
@@ -307,28 +322,37 @@ void launch(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan
     const int tps = (int)sl_div_up(w->k_tiles, plan.splits);
     const dim3 grid(sl_div_up(w->row_tiles, QMM_WARPS / plan.warps_per_tile),
                     (unsigned)plan.splits);
-    SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC>), grid, QMM_THREADS, 0, stream,
-              static_cast<const uint4 *>(w->codes), w->scales, w->offsets, x, y, part, counters,
+    SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC, SH>), grid, QMM_THREADS, 0, stream,
+              static_cast<const uint4 *>(w->codes), static_cast<const void *>(w->scales),
+              static_cast<const void *>(w->offsets), x, y, part, counters,
               T, (int)w->rows, (int)w->cols, (int)w->row_tiles, (int)w->k_tiles, n_rec,
               rec_shift, tps, plan.warps_per_tile);
     SL_CUDA_CHECK(cudaGetLastError());
 }
-template <bool Q4, int NT, bool OFFS>
+
+template <bool Q4, int NT, bool OFFS, bool SH>
 void launch_sc(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
                float *part, unsigned *counters, cudaStream_t stream) {
     switch (qmm_sc(Q4, (int)w->group)) {
-    case 0: launch<Q4, NT, OFFS, 0>(w, x, y, T, plan, part, counters, stream); break;
-    case 1: launch<Q4, NT, OFFS, 1>(w, x, y, T, plan, part, counters, stream); break;
+    case 0: launch<Q4, NT, OFFS, 0, SH>(w, x, y, T, plan, part, counters, stream); break;
+    case 1: launch<Q4, NT, OFFS, 1, SH>(w, x, y, T, plan, part, counters, stream); break;
     default: /* QW4 only: 4 steps per tile */
-        launch<Q4, NT, OFFS, Q4 ? 2 : 1>(w, x, y, T, plan, part, counters, stream);
+        launch<Q4, NT, OFFS, Q4 ? 2 : 1, SH>(w, x, y, T, plan, part, counters, stream);
     }
+}
+
+template <bool Q4, int NT, bool OFFS>
+void launch_sh(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
+               float *part, unsigned *counters, cudaStream_t stream) {
+    if (w->scale_bytes == 2) launch_sc<Q4, NT, OFFS, true>(w, x, y, T, plan, part, counters, stream);
+    else launch_sc<Q4, NT, OFFS, false>(w, x, y, T, plan, part, counters, stream);
 }
 
 template <bool Q4, int NT>
 void launch_offs(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
                  float *part, unsigned *counters, cudaStream_t stream) {
-    if (w->offsets) launch_sc<Q4, NT, true>(w, x, y, T, plan, part, counters, stream);
-    else launch_sc<Q4, NT, false>(w, x, y, T, plan, part, counters, stream);
+    if (w->offsets) launch_sh<Q4, NT, true>(w, x, y, T, plan, part, counters, stream);
+    else launch_sh<Q4, NT, false>(w, x, y, T, plan, part, counters, stream);
 }
 
 /* the launcher's workspace: partial sums and per-row-block counters (zero between launches) */
@@ -376,6 +400,13 @@ size_t code_pos(const sl_cuda_qmat *q, int64_t r, int64_t c, int *j) {
     return ((size_t)(r / 16) * q->k_tiles + c / kt) * 512 + lane * 16;
 }
 
+bool exact_f16(float v) { return __half2float(__float2half_rn(v)) == v; }
+
+void put_scale(void *p, bool f16, int64_t at, float v) {
+    if (f16) static_cast<__half *>(p)[at] = __float2half_rn(v);
+    else static_cast<float *>(p)[at] = v;
+}
+
 } // namespace
 
 extern "C" int sl_cuda_qmat_ktile(sl_wfmt fmt) { return ktile(fmt == SL_WF_QW4); }
@@ -395,16 +426,21 @@ extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
     q->row_tiles = round_up(w->rows, 16) / 16;
     q->k_tiles = round_up(w->cols, kt) / kt;
     q->g_pad = (q->k_tiles * kt + w->group - 1) / w->group;
+    const int64_t gpr = w->cols / w->group; /* logical groups per row */
+    /* f16 scales when that changes no value */
+    bool f16 = true;
+    for (int64_t i = 0; i < w->rows * gpr && f16; i++)
+        f16 = exact_f16(w->scales[i]) && (!w->offsets || exact_f16(w->offsets[i]));
+    q->scale_bytes = f16 ? 2 : 4;
     const size_t code_bytes = (size_t)q->row_tiles * q->k_tiles * 512;
     const size_t sc_n = (size_t)q->row_tiles * q->g_pad * 16;
     unsigned char *codes = static_cast<unsigned char *>(calloc(code_bytes, 1));
-    float *scales = static_cast<float *>(calloc(sc_n, sizeof(float)));
-    float *offsets = w->offsets ? static_cast<float *>(calloc(sc_n, sizeof(float))) : nullptr;
+    void *scales = calloc(sc_n, q->scale_bytes);
+    void *offsets = w->offsets ? calloc(sc_n, q->scale_bytes) : nullptr;
     if (!codes || !scales || (w->offsets && !offsets)) {
         free(codes), free(scales), free(offsets);
         return -1;
     }
-    const int64_t gpr = w->cols / w->group; /* logical groups per row */
     for (int64_t r = 0; r < w->rows; r++) {
         const int64_t rt = r / 16;
         for (int64_t c = 0; c < w->cols; c++) {
@@ -425,8 +461,8 @@ extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
         }
         for (int64_t gi = 0; gi < gpr; gi++) {
             const int64_t at = sl_qmat_scale_at(q4, q->group, q->k_tiles, q->g_pad, rt, gi * q->group, (int)(r % 16));
-            scales[at] = w->scales[r * gpr + gi];
-            if (offsets) offsets[at] = w->offsets[r * gpr + gi];
+            put_scale(scales, f16, at, w->scales[r * gpr + gi]);
+            if (offsets) put_scale(offsets, f16, at, w->offsets[r * gpr + gi]);
         }
     }
     /* padding: QW8 code 0 is stored as 128 (scale 0 makes any code 0; keep it the real zero) */
@@ -467,8 +503,8 @@ extern "C" void sl_cuda_qmat_unpack_host(const sl_cuda_qmat *q, sl_qw *w) {
         }
         for (int64_t gi = 0; gi < gpr; gi++) {
             const int64_t at = sl_qmat_scale_at(q4, q->group, q->k_tiles, q->g_pad, rt, gi * q->group, (int)(r % 16));
-            w->scales[r * gpr + gi] = q->scales[at];
-            if (w->offsets) w->offsets[r * gpr + gi] = q->offsets[at];
+            w->scales[r * gpr + gi] = sl_qmat_scale(q->scales, q->scale_bytes, at);
+            if (w->offsets) w->offsets[r * gpr + gi] = sl_qmat_scale(q->offsets, q->scale_bytes, at);
         }
     }
 }
@@ -490,10 +526,10 @@ extern "C" int sl_cuda_qmat_init(sl_cuda_qmat *q, const sl_qw *w) {
     *q = h;
     q->codes = nullptr, q->scales = nullptr, q->offsets = nullptr;
     const size_t code_bytes = (size_t)h.row_tiles * h.k_tiles * 512;
-    const size_t sc_bytes = (size_t)h.row_tiles * h.g_pad * 16 * sizeof(float);
+    const size_t sc_bytes = (size_t)h.row_tiles * h.g_pad * 16 * h.scale_bytes;
     q->codes = sl_cuda_malloc(code_bytes);
-    q->scales = static_cast<float *>(sl_cuda_malloc(sc_bytes));
-    if (h.offsets) q->offsets = static_cast<float *>(sl_cuda_malloc(sc_bytes));
+    q->scales = sl_cuda_malloc(sc_bytes);
+    if (h.offsets) q->offsets = sl_cuda_malloc(sc_bytes);
     if (!q->codes || !q->scales || (h.offsets && !q->offsets)) {
         sl_cuda_qmat_deinit(q);
         sl_cuda_qmat_host_free(&h);
@@ -516,15 +552,16 @@ extern "C" void sl_cuda_qmat_deinit(sl_cuda_qmat *q) {
 
 extern "C" sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w) {
     /* About 16 warps per SM (two blocks of 8: the kernel's launch bounds), each streaming at
-     * least 4 column tiles: the warps a row tile gets (per_tile) go first to the block (kw, up
-     * to 8, whose sums add in shared memory), the rest to splits over blocks. Not yet tuned on
-     * a GPU (the benchmark's plan sweep is the tool). */
+     * least 4 column tiles. The warps a row tile gets (per_tile) are 2 per block (kw) and the
+     * rest splits over blocks: a block reads the x of its columns once (its 8 / kw row tiles
+     * share it through L1), so x's traffic from L2 grows with the row blocks, that is with
+     * kw, and at 16 tokens rivals the weight's own bytes, while a split adds only a partial
+     * sum per output. Not yet tuned on a GPU: the benchmark's plan sweep is the tool. */
     const int64_t want = 16 * (int64_t)sm_count();
-    int64_t per_tile = want / w->row_tiles;
-    per_tile = sl_min64(per_tile, w->k_tiles / 4);
+    int64_t per_tile = sl_min64(want / w->row_tiles, w->k_tiles / 4);
     if (per_tile < 1) per_tile = 1;
     sl_qmm_plan p;
-    p.warps_per_tile = per_tile >= 8 ? 8 : per_tile >= 4 ? 4 : per_tile >= 2 ? 2 : 1;
+    p.warps_per_tile = per_tile >= 2 ? 2 : 1;
     const int64_t s = sl_min64(per_tile / p.warps_per_tile, 64);
     p.splits = s < 1 ? 1 : (int)s;
     return p;

@@ -11,14 +11,20 @@
 #include "kernels/cuda/matmul.h"
 #include "tests/kernels/test_cuda_harness.h"
 
+/* scales and offsets of random_qw's weights exactly f16 values (as GGUF's Q4_0/Q8_0 give),
+ * which the repack stores as f16 */
+static int g_f16_scales;
+
+static float scale_value(float v) { return g_f16_scales ? sl_fp16_to_f32(sl_f32_to_fp16(v)) : v; }
+
 /* A random QW weight: codes over their whole range, scales and offsets never zero. */
 static void random_qw(sl_qw *w, sl_wfmt fmt, int rows, int cols, int group, int offsets) {
     sl_qw_alloc(w, fmt, rows, cols, group, offsets);
     const int64_t n = (int64_t)rows * cols, bytes = fmt == SL_WF_QW8 ? n : n / 2;
     for (int64_t i = 0; i < bytes; i++) ((uint8_t *)w->codes)[i] = (uint8_t)sl_rng_u64(&g_rng);
     for (int64_t g = 0; g < n / group; g++) {
-        w->scales[g] = rnd() * 0.03f;
-        if (offsets) w->offsets[g] = rnd() * 0.2f;
+        w->scales[g] = scale_value(rnd() * 0.03f);
+        if (offsets) w->offsets[g] = scale_value(rnd() * 0.2f);
     }
 }
 
@@ -67,6 +73,7 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
     random_qw(&w, fmt, rows, cols, group, offsets);
     sl_cuda_qmat q;
     ASSERT_EQ(sl_cuda_qmat_init(&q, &w), 0);
+    ASSERT_EQ(q.scale_bytes, g_f16_scales ? 2 : 4); /* f16 exactly when no value changes */
     for (int ti = 0; ti < nT; ti++) {
         const int T = Ts[ti];
         const int64_t nx = (int64_t)T * cols, ny = (int64_t)T * rows;
@@ -82,9 +89,9 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
             const sl_qmm_plan plan = g_plans[pi];
             dbuf dy = dev_alloc(ny, off);
             sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, plan, NULL);
-            snprintf(what, sizeof what, "qmm %s%s g%d %dx%d T=%d plan %d×%d", sl_wfmt_name(fmt),
-                     offsets ? "+offsets" : "", group, rows, cols, T, plan.warps_per_tile,
-                     plan.splits);
+            snprintf(what, sizeof what, "qmm %s%s g%d f%d scales %dx%d T=%d plan %d×%d",
+                     sl_wfmt_name(fmt), offsets ? "+offsets" : "", group, 8 * q.scale_bytes, rows,
+                     cols, T, plan.warps_per_tile, plan.splits);
             dev_get(&dy, got);
             check_bound(what, got, ref, bound, ny, 2e-5);
             dev_check_guards(&dy, what);
@@ -134,22 +141,27 @@ static void test_qmm(void) {
     static const int T16[] = {16};
     qmm_case(SL_WF_QW4, 70, 256, 32, 0, T16, 1, 3, 0);
     cases += 3;
-    for (int f = 0; f < 2; f++)
-        for (int gi = 0; gi < 3; gi++)
-            for (int offs = 0; offs < 2; offs++) {
-                /* odd rows (a partial row tile and row block), columns not a multiple of the
-                 * tile (padding), all token counts and split paths */
-                const int rows = 16 * 5 + 3 + gi, cols = groups[gi] * (gi == 2 ? 3 : 9);
-                qmm_case(fmts[f], rows, cols, groups[gi], offs, Ts, 9, N_PLANS, (f + gi) & 1);
-                cases += 9 * N_PLANS;
-            }
+    for (g_f16_scales = 0; g_f16_scales < 2; g_f16_scales++)
+        for (int f = 0; f < 2; f++)
+            for (int gi = 0; gi < 3; gi++)
+                for (int offs = 0; offs < 2; offs++) {
+                    /* odd rows (a partial row tile and row block), columns not a multiple of
+                     * the tile (padding), all token counts and split paths, f32 and f16 scales */
+                    const int rows = 16 * 5 + 3 + gi, cols = groups[gi] * (gi == 2 ? 3 : 9);
+                    qmm_case(fmts[f], rows, cols, groups[gi], offs, Ts, 9, N_PLANS, (f + gi) & 1);
+                    cases += 9 * N_PLANS;
+                }
+    g_f16_scales = 0;
     /* long rows (up to 40 tiles per warp: the ring of loads wraps many times), a few row
      * blocks, T over 16 (two launches) */
     static const int Tbig[] = {1, 16, 17, 33};
     qmm_case(SL_WF_QW4, 300, 2560, 32, 0, Tbig, 4, 5, 0);
     qmm_case(SL_WF_QW8, 140, 2176, 128, 1, Tbig, 4, 5, 1);
+    g_f16_scales = 1;
+    qmm_case(SL_WF_QW4, 300, 2560, 32, 0, Tbig, 4, 5, 1);
+    g_f16_scales = 0;
     qmm_case(SL_WF_QW4, 1, 16, 16, 1, Ts, 3, N_PLANS, 0); /* one row, one step */
-    cases += 2 * 4 * 5 + 3 * N_PLANS;
+    cases += 3 * 4 * 5 + 3 * N_PLANS;
     printf("qmm: %d cases ok\n", cases);
 }
 
@@ -157,23 +169,26 @@ static void test_qmm(void) {
 static void test_repack(void) {
     int cases = 0;
     const sl_wfmt fmts[] = {SL_WF_QW4, SL_WF_QW8};
-    for (int f = 0; f < 2; f++)
+    for (int f = 0; f < 4; f++)
         for (int rows = 1; rows <= 40; rows += 13)
             for (int group = 16; group <= 128; group *= 2)
                 for (int offs = 0; offs < 2; offs++) {
                     const int cols = group * (1 + rows % 5);
                     sl_qw w, back;
-                    random_qw(&w, fmts[f], rows, cols, group, offs);
+                    g_f16_scales = f >= 2; /* and again with f16 scales */
+                    random_qw(&w, fmts[f % 2], rows, cols, group, offs);
+                    g_f16_scales = 0;
                     sl_cuda_qmat q;
                     ASSERT_EQ(sl_cuda_qmat_pack_host(&q, &w), 0);
                     ASSERT_EQ(q.row_tiles, (rows + 15) / 16);
-                    sl_qw_alloc(&back, fmts[f], rows, cols, group, offs);
+                    ASSERT_EQ(q.scale_bytes, f >= 2 ? 2 : 4);
+                    sl_qw_alloc(&back, fmts[f % 2], rows, cols, group, offs);
                     sl_cuda_qmat_unpack_host(&q, &back);
                     char what[96];
-                    snprintf(what, sizeof what, "repack %s %dx%d g%d", sl_wfmt_name(fmts[f]), rows,
-                             cols, group);
+                    snprintf(what, sizeof what, "repack %s %dx%d g%d f%d scales",
+                             sl_wfmt_name(fmts[f % 2]), rows, cols, group, 8 * q.scale_bytes);
                     const int64_t n = (int64_t)rows * cols;
-                    check_bits(what, back.codes, w.codes, fmts[f] == SL_WF_QW8 ? n : n / 2, 1);
+                    check_bits(what, back.codes, w.codes, fmts[f % 2] == SL_WF_QW8 ? n : n / 2, 1);
                     check_bits(what, back.scales, w.scales, n / group, 4);
                     if (offs) check_bits(what, back.offsets, w.offsets, n / group, 4);
                     sl_cuda_qmat_host_free(&q);
