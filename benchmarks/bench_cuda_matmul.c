@@ -1,7 +1,7 @@
 /* bench_cuda_matmul.c — the decode matmuls on a GPU: QW4/QW8 (qmm.cu) against cuBLAS F16 and
  * the device's copy bandwidth, both measured in the same run.
  *
- *   build/bench_cuda_matmul [--quick]
+ *   build/bench_cuda_matmul [--quick | --profile]
  *
  * Llama-3-8B layer shapes (rows × cols: 4096×4096 q/o, 1024×4096 k/v, 14336×4096 gate/up,
  * 4096×14336 down) at 1, 2, 4, 8, 16 tokens. Each time is the median graph replay over
@@ -189,10 +189,29 @@ static void bench_f16(double f16us[4][5], int reps, const uint16_t *x16, float *
     }
 }
 
+/* --profile: a few plain launches for a profiler (scripts/gpu-check.sh runs ncu on them): QW4
+ * g32 with f16 scales, gate/up, default plan, 1 then 16 tokens, after one warm-up each */
+static int profile_run(void) {
+    uint16_t *x16 = make_x16();
+    float *y;
+    BENCH_CHECK(cudaMalloc((void **)&y, (size_t)16 * 14336 * sizeof(float)));
+    static sl_cuda_qmat w[MAX_SETS];
+    const int n = make_qmats(w, SL_WF_QW4, 32, 0, 2, &g_shapes[2]);
+    for (int T = 1; T <= 16; T += 15)
+        for (int i = 0; i < 2; i++) sl_cuda_qmm_f16(&w[i], x16, y, T, (sl_qmm_plan){0, 0}, NULL);
+    BENCH_CHECK(cudaDeviceSynchronize());
+    free_qmats(w, n);
+    BENCH_CHECK(cudaFree(x16));
+    BENCH_CHECK(cudaFree(y));
+    printf("profile launches done\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     int rc = bench_begin("bench_cuda_matmul");
     if (rc) return rc;
+    if (argc > 1 && strcmp(argv[1], "--profile") == 0) return profile_run();
     const int reps = quick ? 5 : 30;
     const double copy = bench_copy_gbps();
     printf("device-to-device copy: %.0f GB/s (read + write)\n\n", copy);

@@ -91,6 +91,14 @@ if [ -n "$e2e" ]; then
         tail -4 "$logs/$name.log"
     done
 fi
+# where the decode matmul's time goes: Nsight Compute on its launches (QW4 g32, gate/up, 1 and
+# 16 tokens, the second launch of each), when the machine has ncu
+if command -v ncu >/dev/null && [ -x build-gpu/bench_cuda_matmul ]; then
+    step ncu_qmm 90 ncu --kernel-name regex:qmm_kernel --launch-skip 1 --launch-count 3 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        --section MemoryWorkloadAnalysis build-gpu/bench_cuda_matmul --profile
+    cp "$logs/ncu_qmm.log" "$out/ncu_qmm.txt"
+fi
 [ -n "${GPU_CHECK_ONLY:-}" ] && gpu_tests=  # no sanitizers on a quick run
 for t in $gpu_tests; do
     step "memcheck_$t" 120 compute-sanitizer --tool memcheck --error-exitcode 9 "build-gpu/$t"
