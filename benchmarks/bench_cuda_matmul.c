@@ -79,12 +79,12 @@ static float *random_floats(int64_t n, float scale, uint64_t seed) {
 /* n random scales of sb bytes each (f32, or f16: the kernel's two widths) on the device */
 static void *dev_scales(int64_t n, int sb, float scale, uint64_t seed) {
     float *h = random_floats(n, scale, seed);
-    if (sb == 2)
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)h)[i] = sl_f32_to_fp16(h[i]);
+    uint16_t *h16 = sb == 2 ? malloc((size_t)n * 2) : NULL;
+    for (int64_t i = 0; h16 && i < n; i++) h16[i] = sl_f32_to_fp16(h[i]);
     void *d = NULL;
     BENCH_CHECK(cudaMalloc(&d, (size_t)n * sb));
-    BENCH_CHECK(cudaMemcpy(d, h, (size_t)n * sb, cudaMemcpyHostToDevice));
-    free(h);
+    BENCH_CHECK(cudaMemcpy(d, h16 ? (void *)h16 : (void *)h, (size_t)n * sb, cudaMemcpyHostToDevice));
+    free(h), free(h16);
     return d;
 }
 

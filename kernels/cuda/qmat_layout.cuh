@@ -56,14 +56,15 @@ static __host__ __device__ __forceinline__ void sl_qmat_frag(bool q4, int rr, in
 }
 
 /* Index of the scale (and offset) of row rr of row tile rt at column c. Scales are records of
- * [8][2·UPT] floats, UPT = KT / min(group, KT) units per tile: for each g = rr % 8, per unit u,
- * the scales of rows g and g + 8: one lane's scales of a tile are 8·UPT contiguous bytes. One
- * record per tile when group <= KT, else one per group (g_pad of them per row tile). */
+ * [8][2·UPT] values (f16 or f32: matmul.h), UPT = KT / min(group, KT) units per tile: for each
+ * g = rr % 8, per unit u, the scales of rows g and g + 8: one lane's scales of a tile are
+ * 2·UPT contiguous values. One record per tile when group <= KT, else one per group (g_pad of
+ * them per row tile). */
 static __host__ __device__ __forceinline__ int64_t sl_qmat_scale_at(bool q4, int group,
                                                                     int64_t k_tiles,
                                                                     int64_t g_pad, int64_t rt,
                                                                     int64_t c, int rr) {
-    const int kt = sl_qmat_kt(q4), span = group > kt ? group : kt, upt = span / group > 1 ? span / group : 1;
+    const int kt = sl_qmat_kt(q4), span = group > kt ? group : kt, upt = span / group;
     const int64_t n_rec = group > kt ? g_pad : k_tiles;
     const int u = (int)(c % span) / group;
     return ((rt * n_rec + c / span) * 8 + rr % 8) * (2 * upt) + 2 * u + rr / 8;

@@ -9,10 +9,10 @@
  * at the end; blockIdx.y splits the columns further over blocks.
  *
  * A warp streams its tiles through a ring of D register slots: each slot holds one tile's
- * 16-byte code load per lane and the lane's scales (and offsets) of the tile, one 8- to 32-byte
+ * 16-byte code load per lane and the lane's scales (and offsets) of the tile, one 4- to 32-byte
  * load (the layout keeps them together); the slot is refilled with the tile D ahead as soon as
- * its tile is multiplied, so D tiles are in flight while the warp computes, and nothing waits
- * on the rest of the block. x comes straight from global memory (the same few KiB for every
+ * its tile is multiplied, so D - 1 tiles are in flight while the warp computes one, and
+ * nothing waits on the rest of the block. x comes straight from global memory (the same few KiB for every
  * warp: L1 and L2 hits), each lane's columns of a unit in one load (qmat_layout.cuh's column
  * order). No shared memory but the final sums, no barrier in the loop.
  *
@@ -47,8 +47,8 @@ constexpr int QMM_THREADS = QMM_WARPS * 32;
 
 __host__ __device__ constexpr int ktile(bool q4) { return sl_qmat_kt(q4); }
 
-/* ring slots per warp: tiles in flight while it computes. With 2 to 4 blocks per SM (128 to 63
- * registers), 36 to 72 KiB in flight per SM, more than an H100's latency × bandwidth (about
+/* ring slots per warp: tiles in flight while it computes. With 2 to 4 blocks per SM (up to 128
+ * or 64 registers), 36 to 72 KiB in flight per SM, more than an H100's latency × bandwidth (about
  * 25 KiB per SM); 8 slots cost registers (126 for QW4 g32) and so warps. */
 constexpr int QMM_D = 4;
 
@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
 #pragma unroll
             for (int n = 0; n < NT; n++)
 #pragma unroll
-                for (int i = 0; i < 4; i++) d[n][i] = ds[n][i] = 0.0f;
+                for (int e = 0; e < 4; e++) d[n][e] = ds[n][e] = 0.0f;
 #pragma unroll
             for (int ss = 0; ss < SPA; ss++) {
                 const int s = u * SPA + ss;
@@ -213,21 +213,19 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
                     if constexpr (OFFS) sl_mma_m16n8k16_f16(ds[n], ones, b, ds[n]);
                 }
             }
-            const float2 sp = unit_pair<SH>(sc, u);
-            const float s0 = sp.x, s1 = sp.y;
+            const float2 scu = unit_pair<SH>(sc, u); /* rows g, g + 8 */
 #pragma unroll
             for (int n = 0; n < NT; n++) {
-                acc[n][0] += s0 * d[n][0];
-                acc[n][1] += s0 * d[n][1];
-                acc[n][2] += s1 * d[n][2];
-                acc[n][3] += s1 * d[n][3];
+                acc[n][0] += scu.x * d[n][0];
+                acc[n][1] += scu.x * d[n][1];
+                acc[n][2] += scu.y * d[n][2];
+                acc[n][3] += scu.y * d[n][3];
                 if constexpr (OFFS) {
-                    const float2 op = unit_pair<SH>(of, u);
-                    const float o0 = op.x, o1 = op.y;
-                    acc[n][0] += o0 * ds[n][0];
-                    acc[n][1] += o0 * ds[n][1];
-                    acc[n][2] += o1 * ds[n][2];
-                    acc[n][3] += o1 * ds[n][3];
+                    const float2 ofu = unit_pair<SH>(of, u);
+                    acc[n][0] += ofu.x * ds[n][0];
+                    acc[n][1] += ofu.x * ds[n][1];
+                    acc[n][2] += ofu.y * ds[n][2];
+                    acc[n][3] += ofu.y * ds[n][3];
                 }
             }
         }

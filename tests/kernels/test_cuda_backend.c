@@ -65,9 +65,18 @@ static void rnd_weight(sl_qw *w, sl_wfmt fmt, int64_t rows, int64_t cols, int gr
     if (!q) return;
     int64_t bytes = fmt == SL_WF_QW8 ? n : n / 2;
     for (int64_t i = 0; i < bytes; i++) ((uint8_t *)w->codes)[i] = (uint8_t)sl_rng_u64(&g_rng);
+    /* every other weight's scales and offsets exactly f16 values, as GGUF's Q4_0/Q8_0 give:
+     * the CUDA backend then keeps them in f16 (matmul.h), so both widths go through its
+     * readers */
+    static int calls;
+    const int f16 = calls++ & 1;
     for (int64_t i = 0; i < n / group; i++) {
         w->scales[i] = rnd() / (fmt == SL_WF_QW8 ? 1024 : 64);
         if (offs) w->offsets[i] = rnd() * 0.1f;
+        if (f16) {
+            w->scales[i] = sl_fp16_to_f32(sl_f32_to_fp16(w->scales[i]));
+            if (offs) w->offsets[i] = sl_fp16_to_f32(sl_f32_to_fp16(w->offsets[i]));
+        }
     }
 }
 

@@ -162,6 +162,17 @@ static void test_qmm(void) {
     g_f16_scales = 0;
     qmm_case(SL_WF_QW4, 1, 16, 16, 1, Ts, 3, N_PLANS, 0); /* one row, one step */
     cases += 3 * 4 * 5 + 3 * N_PLANS;
+    /* groups of one QW4 tile (one scale record per tile) and of several tiles (one record per
+     * group of 4 or 8 tiles), both widths */
+    static const int T3[] = {1, 5, 16};
+    for (g_f16_scales = 0; g_f16_scales < 2; g_f16_scales++)
+        for (int f = 0; f < 2; f++)
+            for (int gi = 0; gi < 2; gi++) {
+                const int group = gi ? 256 : 64;
+                qmm_case(fmts[f], 40, group * 3, group, (f + gi + g_f16_scales) & 1, T3, 3, N_PLANS, 0);
+                cases += 3 * N_PLANS;
+            }
+    g_f16_scales = 0;
     printf("qmm: %d cases ok\n", cases);
 }
 
