@@ -117,7 +117,9 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
     constexpr int ES = SH ? 2 : 4;     /* bytes per scale */
     constexpr int NW = L * ES / 4;     /* the words they take */
     constexpr int W = 2 * SPA;         /* a lane's words of x per unit and token row */
-    constexpr int D = QMM_D;
+    /* QW4 g16 with offsets at 16 tokens holds 2 × 8 words of scales per slot: 2 slots keep it
+     * in 128 registers (4 spilled 32 bytes in the loop) */
+    constexpr int D = Q4 && UPT == 4 && OFFS && NT == 2 ? 2 : QMM_D;
     SL_SHARED(float, red, [QMM_WARPS * NT * 4 * 32]); /* the kw warps' sums of a row tile */
     SL_SHARED(unsigned, last_block, [1]);
 
