@@ -4,7 +4,7 @@
  *   build/bench_cuda_matmul [--quick | --profile]
  *
  * Llama-3-8B layer shapes (rows × cols: 4096×4096 q/o, 1024×4096 k/v, 14336×4096 gate/up,
- * 4096×14336 down) at 1, 2, 4, 8, 16 tokens. Each time is the median graph replay over
+ * 4096×14336 down) at 1, 2, 4, 8, 16, 32, 64 tokens. Each time is the median graph replay over
  * rotating weight copies (more than 3× L2 together, so repeats do not read from the cache),
  * divided by the calls in the graph (bench_cuda.h). GB/s counts the weight bytes (codes,
  * scales, offsets) plus x and y once; "% copy" compares that with the device-to-device copy;
@@ -37,7 +37,11 @@ static const shape g_shapes[] = {
     {"gate/up 14336x4096", 14336, 4096},
     {"down 4096x14336", 4096, 14336},
 };
-static const int g_Ts[] = {1, 2, 4, 8, 16};
+/* 32 and 64 tokens (decode batches past one launch's 16) show what the launcher's chunks of 16
+ * cost against cuBLAS reading the f16 weight once */
+static const int g_Ts[] = {1, 2, 4, 8, 16, 32, 64};
+#define N_TS (int)(sizeof g_Ts / sizeof *g_Ts)
+#define MAX_BT 64 /* the most tokens benchmarked */
 
 typedef struct qcase {
     sl_cuda_qmat w[MAX_SETS];
@@ -139,9 +143,9 @@ static void free_qmats(sl_cuda_qmat *w, int n) {
     }
 }
 
-/* x for every shape: 16 tokens × 14336 columns of random f16 (|x| in [0.1, 1)), 16-byte aligned */
+/* x for every shape: MAX_BT tokens × 14336 columns of random f16 (|x| in [0.1, 1)), 16-byte aligned */
 static uint16_t *make_x16(void) {
-    const int n = 16 * 14336;
+    const int n = MAX_BT * 14336;
     uint16_t *x16, *h = malloc((size_t)n * 2);
     float *f = random_floats(n, 1.0f, 5);
     for (int i = 0; i < n; i++) {
@@ -158,7 +162,7 @@ static uint16_t *make_x16(void) {
 }
 
 /* cuBLAS F16 microseconds for every shape and T: f16us[shape][T index] */
-static void bench_f16(double f16us[4][5], int reps, const uint16_t *x16, float *y) {
+static void bench_f16(double f16us[4][N_TS], int reps, const uint16_t *x16, float *y) {
     for (int si = 0; si < 4; si++) {
         const shape *sh = &g_shapes[si];
         fcase c = {.rows = sh->rows, .cols = sh->cols, .x16 = x16, .y = y};
@@ -181,7 +185,7 @@ static void bench_f16(double f16us[4][5], int reps, const uint16_t *x16, float *
                 BENCH_CHECK(cudaMemcpy(c.w[i], c.w[0], wb, cudaMemcpyDeviceToDevice));
             }
         }
-        for (int ti = 0; ti < 5; ti++) {
+        for (int ti = 0; ti < N_TS; ti++) {
             c.T = g_Ts[ti];
             f16us[si][ti] = bench_graph_us(f16_fn, &c, c.nsets * 2, reps);
         }
@@ -194,7 +198,7 @@ static void bench_f16(double f16us[4][5], int reps, const uint16_t *x16, float *
 static int profile_run(void) {
     uint16_t *x16 = make_x16();
     float *y;
-    BENCH_CHECK(cudaMalloc((void **)&y, (size_t)16 * 14336 * sizeof(float)));
+    BENCH_CHECK(cudaMalloc((void **)&y, (size_t)MAX_BT * 14336 * sizeof(float)));
     static sl_cuda_qmat w[MAX_SETS];
     const int n = make_qmats(w, SL_WF_QW4, 32, 0, 2, &g_shapes[2]);
     for (int T = 1; T <= 16; T += 15)
@@ -218,8 +222,8 @@ int main(int argc, char **argv) {
 
     uint16_t *x16 = make_x16();
     float *y;
-    BENCH_CHECK(cudaMalloc((void **)&y, (size_t)16 * 14336 * sizeof(float)));
-    double f16us[4][5];
+    BENCH_CHECK(cudaMalloc((void **)&y, (size_t)MAX_BT * 14336 * sizeof(float)));
+    double f16us[4][N_TS];
     bench_f16(f16us, reps, x16, y);
 
     /* f16 scales are what Q4_0 and Q8_0 weights get (exact); f32 what K-quants get */
@@ -241,7 +245,7 @@ int main(int argc, char **argv) {
             c.nsets = make_qmats(c.w, fmts[fi].fmt, fmts[fi].group, fmts[fi].offsets, fmts[fi].sb, sh);
             c.x16 = x16, c.y = y, c.plan = (sl_qmm_plan){0, 0};
             const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0]);
-            for (int ti = 0; ti < 5; ti++) {
+            for (int ti = 0; ti < N_TS; ti++) {
                 c.T = g_Ts[ti];
                 const double us = bench_graph_us(qmm_fn, &c, c.nsets * 2, reps);
                 const double act = (double)c.T * (sh->cols + sh->rows) * 4;
