@@ -34,6 +34,8 @@
  *       compiler may not sink towards its use (plain __ldg loads under a condition were sunk
  *       into the loop that used them, one memory latency per load: qmm.cu, first H100 run).
  *   sl_ldg_nc_v2(p)    the same for 8 bytes (8-byte aligned): ld.global.nc.v2.u32.
+ *   sl_ldg_stream_v4(p) sl_ldg_nc_v4 for data read once (a weight streamed through): not kept
+ *       in L1 (.L1::no_allocate), so it does not evict what the block reuses there.
  *   sl_ldg_nc_b32(p)   the same for 4 bytes (4-byte aligned): ld.global.nc.u32.
  *
  * All 32 lanes of the warp execute mma and ldmatrix together (.sync.aligned): never under a
@@ -138,6 +140,22 @@ static __device__ __forceinline__ uint4 sl_ldg_nc_v4(const void *p SL_PTX_LOC) {
 #else
     uint4 v;
     asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p)
+                 : "memory");
+    return v;
+#endif
+}
+
+static __device__ __forceinline__ uint4 sl_ldg_stream_v4(const void *p SL_PTX_LOC) {
+#ifdef SL_CUDA_EMU
+    if ((uintptr_t)p & 15) sl_emu::trap("sl_ldg_stream_v4 at an address not 16-byte aligned", sl_emu_file, sl_emu_line);
+    uint4 v;
+    memcpy(&v, p, 16);
+    return v;
+#else
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                  : "l"(p)
                  : "memory");

@@ -163,7 +163,7 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
     uint32_t scv[D][NW], ofv[D][NW];
     /* slot's loads of tile k = k0 + i (i from the pointers' tile) */
     auto issue = [&](const int slot, const int i, const int k) {
-        cv[slot] = sl_ldg_nc_v4(cq + i * 32);
+        cv[slot] = sl_ldg_stream_v4(cq + i * 32); /* read once: kept out of L1, where x is */
         /* a record per tile, or per group of 2^rec_shift tiles */
         const int at = (UPT > 1 ? i : k >> rec_shift) * 8 * L;
         ldg_words<NW>(scv[slot], sq + at * ES);
