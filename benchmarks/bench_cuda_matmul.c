@@ -37,8 +37,8 @@ static const shape g_shapes[] = {
     {"gate/up 14336x4096", 14336, 4096},
     {"down 4096x14336", 4096, 14336},
 };
-/* 32 and 64 tokens (decode batches past one launch's 16) show what the launcher's chunks of 16
- * cost against cuBLAS reading the f16 weight once */
+/* 32 tokens (one launch's most) and 64 (two launches, each reading the weight) against cuBLAS
+ * reading the f16 weight once */
 static const int g_Ts[] = {1, 2, 4, 8, 16, 32, 64};
 #define N_TS (int)(sizeof g_Ts / sizeof *g_Ts)
 #define MAX_BT 64 /* the most tokens benchmarked */

@@ -43,7 +43,8 @@ constexpr int THREADS = 256;
 constexpr int MAX_BLOCKS = 1024;
 constexpr int MAX_SLICES = 16; /* blocks per row of the row gathers */
 constexpr int MAX_HEAD_DIM = 256; /* attention.h: 64, 128 or 256 */
-constexpr int DEFAULT_GEMM_MIN_T = 64;  /* where f16 GEMM beats qmm's launches of 16 (DESIGN.md) */
+constexpr int DEFAULT_GEMM_MIN_T = 64;  /* where f16 GEMM beats qmm's launches (DESIGN.md; to
+                                          * be measured again with launches of 32) */
 constexpr int64_t GEMM_SCRATCH_HALVES = 16 << 20; /* 32 MiB of dequantized rows */
 
 struct cuda_be {
@@ -449,7 +450,7 @@ void blas_gemm(cuda_be *c, const void *w, cudaDataType wt, const void *x, float 
 /* A step of gemm_min_t tokens or more (a prefill chunk, or that many decoding sequences): the
  * QW weight dequantized to f16 a block of rows at a time into the backend's scratch, each block
  * through cuBLAS (f32 accumulation), so that each weight byte is read once per step instead of
- * once per 16 tokens (qmm's launches); products then carry w's rounding to f16 as well as x's. */
+ * once per 32 tokens (qmm's launches); products then carry w's rounding to f16 as well as x's. */
 void qmat_gemm(cuda_be *c, const sl_cuda_qmat &q, const float *x, float *y, int T) {
     const int64_t N = q.rows, K = q.cols;
     SL_CUDA_REQUIRE(N <= INT32_MAX && K <= INT32_MAX);

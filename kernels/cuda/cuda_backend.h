@@ -14,7 +14,7 @@
  * Weights (weight_create; `alias` is ignored: weights are always copied to the device):
  *   QW8/QW4, group a power of 2 >= 16  → sl_cuda_qmat (matmul.h), matmul by sl_cuda_qmm:
  *       activations rounded to f16 (each product within 2^-11 relative of the f32 one), up
- *       to 16 tokens a launch. Steps of 64 tokens or more (sl_cuda_backend_set_gemm) dequantize
+ *       to 32 tokens a launch. Steps of 64 tokens or more (sl_cuda_backend_set_gemm) dequantize
  *       the weight to f16 a block of rows at a time and multiply through cuBLAS: weights
  *       rounded to f16 as well, each byte read once per step (a GEMM dequantizing in shared
  *       memory is still to come). The embedding gather reads the tiled layout directly (no
@@ -69,7 +69,7 @@ sl_backend *sl_cuda_backend_create(int device);
 
 /* Steps of at least min_tokens tokens (prefill chunks) multiply QW weights in f16 through
  * cuBLAS — the weight dequantized block_rows rows at a time (0: 32 MiB of f16 per block) —
- * instead of qmm's launches of 16 tokens, which read the whole weight once per 16 tokens.
+ * instead of qmm's launches of 32 tokens, which read the whole weight once per 32 tokens.
  * Default 64 tokens (a prefill chunk, or 64 decoding sequences and more); min_tokens 0 keeps
  * qmm for every step. A token's result then depends on whether its step reached min_tokens
  * (qmm's never depends on the batch; see sl_cuda_backend_set_batch_invariant). */

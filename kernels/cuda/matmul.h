@@ -45,7 +45,7 @@
 extern "C" {
 #endif
 
-#define SL_QMM_MAX_T 16 /* tokens per kernel launch; more run in launches of 16 */
+#define SL_QMM_MAX_T 32 /* tokens per kernel launch; more run in launches of 32 */
 
 typedef struct sl_cuda_qmat {
     sl_wfmt fmt;          /* SL_WF_QW8 or SL_WF_QW4 */

@@ -1,9 +1,9 @@
-/* qmm.cu — weight-only QW8/QW4 matmul for decode (1 to 16 tokens per launch) on the tensor
+/* qmm.cu — weight-only QW8/QW4 matmul for decode (1 to 32 tokens per launch) on the tensor
  * cores, and the repack of the logical weight into its physical layout (matmul.h,
  * qmat_layout.cuh).
  *
  * One templated kernel over the format (QW4/QW8), the number of 8-token column tiles (1: up to
- * 8 tokens, 2: up to 16), whether the weight has offsets and the steps per scale. A block is 8
+ * 8 tokens, 2: up to 16, 4: up to 32), whether the weight has offsets and the steps per scale. A block is 8
  * warps; each row tile (16 output rows) is shared by kw = 1, 2, 4 or 8 of them, each streaming
  * a contiguous run of the row tile's column tiles, and their sums add up through shared memory
  * at the end; blockIdx.y splits the columns further over blocks.
@@ -117,9 +117,11 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
     constexpr int ES = SH ? 2 : 4;     /* bytes per scale */
     constexpr int NW = L * ES / 4;     /* the words they take */
     constexpr int W = 2 * SPA;         /* a lane's words of x per unit and token row */
-    /* QW4 g16 with offsets at 16 tokens holds 2 × 8 words of scales per slot: 2 slots keep it
-     * in 128 registers (4 spilled 32 bytes in the loop) */
-    constexpr int D = Q4 && UPT == 4 && OFFS && NT == 2 ? 2 : QMM_D;
+    /* 2 slots where 4 do not fit in 128 registers with the rest (they spilled 4 to 316 bytes
+     * in the loop): at 32 tokens with offsets or 4 units per tile, at 16 for QW4 g16 with
+     * offsets. QW4 at 32 tokens with offsets still spills 12 to 40 bytes: cheaper than a second
+     * launch reading the weight again */
+    constexpr int D = (NT == 4 && (OFFS || UPT == 4)) || (Q4 && UPT == 4 && OFFS && NT == 2) ? 2 : QMM_D;
     SL_SHARED(float, red, [QMM_WARPS * NT * 4 * 32]); /* the kw warps' sums of a row tile */
     SL_SHARED(unsigned, last_block, [1]);
 
@@ -555,7 +557,7 @@ extern "C" sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w) {
      * least 4 column tiles. The warps a row tile gets (per_tile) are 2 per block (kw) and the
      * rest splits over blocks: a block reads the x of its columns once (its 8 / kw row tiles
      * share it through L1), so x's traffic from L2 grows with the row blocks, that is with
-     * kw, and at 16 tokens rivals the weight's own bytes, while a split adds only a partial
+     * kw, and at 16 to 32 tokens rivals the weight's own bytes, while a split adds only a partial
      * sum per output. Not yet tuned on a GPU: the benchmark's plan sweep is the tool. */
     const int64_t want = 16 * (int64_t)sm_count();
     int64_t per_tile = sl_min64(want / w->row_tiles, w->k_tiles / 4);
@@ -589,9 +591,11 @@ extern "C" void sl_cuda_qmm_f16(const sl_cuda_qmat *w, const uint16_t *x16, floa
         float *yt = y + (size_t)t0 * w->rows;
         if (plan.splits > 1) workspace((size_t)plan.splits * tn * w->row_tiles * 16, row_blocks);
         if (q4 && tn <= 8) launch_offs<true, 1>(w, xt, yt, tn, plan, g_part, g_counters, st);
-        else if (q4) launch_offs<true, 2>(w, xt, yt, tn, plan, g_part, g_counters, st);
+        else if (q4 && tn <= 16) launch_offs<true, 2>(w, xt, yt, tn, plan, g_part, g_counters, st);
+        else if (q4) launch_offs<true, 4>(w, xt, yt, tn, plan, g_part, g_counters, st);
         else if (tn <= 8) launch_offs<false, 1>(w, xt, yt, tn, plan, g_part, g_counters, st);
-        else launch_offs<false, 2>(w, xt, yt, tn, plan, g_part, g_counters, st);
+        else if (tn <= 16) launch_offs<false, 2>(w, xt, yt, tn, plan, g_part, g_counters, st);
+        else launch_offs<false, 4>(w, xt, yt, tn, plan, g_part, g_counters, st);
     }
 }
 

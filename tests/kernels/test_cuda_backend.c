@@ -134,7 +134,7 @@ static const wcase g_wcases[] = {
 static void test_embed_matmul(void) {
     /* rows not a multiple of 16 and columns not of the 64/32-column tiles: the padding */
     static const int shapes[][2] = {{37, 96}, {16, 256}, {70, 160}};
-    /* 17, 35: qmm's launches of 16; 70: the f16 GEMM of prefill-sized steps (dequantized 16
+    /* 17: qmm's 32-token kernel; 35: two of qmm's launches of 32; 70: the f16 GEMM of prefill-sized steps (dequantized 16
      * rows at a time here, so that most weights take several blocks, the last one short) */
     static const int Ts[] = {1, 5, 17, 35, 70};
     sl_cuda_backend_set_gemm(g_gpu, 64, 16);
@@ -296,8 +296,8 @@ typedef struct mcase {
     int greedy; /* greedy steps compared (0: none) */
 } mcase;
 
-/* Prefill chunks (ragged, > 16 tokens for qmm's launches of 16) beside decode steps: steps of
- * 19, 26, 15, 2 and 3 tokens. */
+/* Prefill chunks (ragged; over 16 tokens: qmm's 4 column tiles of 8) beside decode steps:
+ * steps of 19, 26, 15, 2 and 3 tokens. */
 static const int g_chunks[][NSEQ] = {{13, 6, 0}, {8, 1, 17}, {1, 1, 13}, {1, 0, 1}, {1, 1, 1}};
 
 static void check_model(const mcase *mc, int idx) {

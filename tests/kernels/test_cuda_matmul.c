@@ -131,7 +131,7 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
 }
 
 static void test_qmm(void) {
-    static const int Ts[] = {1, 2, 3, 4, 5, 8, 9, 12, 16};
+    static const int Ts[] = {1, 2, 3, 4, 5, 8, 9, 12, 16, 17, 24, 32};
     const sl_wfmt fmts[] = {SL_WF_QW4, SL_WF_QW8};
     static const int groups[] = {16, 32, 128};
     int cases = 0;
@@ -148,29 +148,29 @@ static void test_qmm(void) {
                     /* odd rows (a partial row tile and row block), columns not a multiple of
                      * the tile (padding), all token counts and split paths, f32 and f16 scales */
                     const int rows = 16 * 5 + 3 + gi, cols = groups[gi] * (gi == 2 ? 3 : 9);
-                    qmm_case(fmts[f], rows, cols, groups[gi], offs, Ts, 9, N_PLANS, (f + gi) & 1);
-                    cases += 9 * N_PLANS;
+                    qmm_case(fmts[f], rows, cols, groups[gi], offs, Ts, 12, N_PLANS, (f + gi) & 1);
+                    cases += 12 * N_PLANS;
                 }
     g_f16_scales = 0;
     /* long rows (up to 40 tiles per warp: the ring of loads wraps many times), a few row
-     * blocks, T over 16 (two launches) */
-    static const int Tbig[] = {1, 16, 17, 33};
-    qmm_case(SL_WF_QW4, 300, 2560, 32, 0, Tbig, 4, 5, 0);
-    qmm_case(SL_WF_QW8, 140, 2176, 128, 1, Tbig, 4, 5, 1);
+     * blocks, T over 32 (two or three launches) */
+    static const int Tbig[] = {1, 16, 32, 33, 70};
+    qmm_case(SL_WF_QW4, 300, 2560, 32, 0, Tbig, 5, 5, 0);
+    qmm_case(SL_WF_QW8, 140, 2176, 128, 1, Tbig, 5, 5, 1);
     g_f16_scales = 1;
-    qmm_case(SL_WF_QW4, 300, 2560, 32, 0, Tbig, 4, 5, 1);
+    qmm_case(SL_WF_QW4, 300, 2560, 32, 1, Tbig, 5, 5, 1);
     g_f16_scales = 0;
     qmm_case(SL_WF_QW4, 1, 16, 16, 1, Ts, 3, N_PLANS, 0); /* one row, one step */
-    cases += 3 * 4 * 5 + 3 * N_PLANS;
+    cases += 3 * 5 * 5 + 3 * N_PLANS;
     /* groups of one QW4 tile (one scale record per tile) and of several tiles (one record per
      * group of 4 or 8 tiles), both widths */
-    static const int T3[] = {1, 5, 16};
+    static const int T3[] = {1, 5, 16, 29};
     for (g_f16_scales = 0; g_f16_scales < 2; g_f16_scales++)
         for (int f = 0; f < 2; f++)
             for (int gi = 0; gi < 2; gi++) {
                 const int group = gi ? 256 : 64;
-                qmm_case(fmts[f], 40, group * 3, group, (f + gi + g_f16_scales) & 1, T3, 3, N_PLANS, 0);
-                cases += 3 * N_PLANS;
+                qmm_case(fmts[f], 40, group * 3, group, (f + gi + g_f16_scales) & 1, T3, 4, N_PLANS, 0);
+                cases += 4 * N_PLANS;
             }
     g_f16_scales = 0;
     printf("qmm: %d cases ok\n", cases);
