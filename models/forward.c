@@ -197,9 +197,15 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
     for (int l = 0; l < hp->n_layer; l++) {
         const sl_layer *ly = &m->layers[l];
         be->rmsnorm(be, w->x, ly->attn_norm, w->h, T, E, hp->eps);
-        be->matmul(be, ly->wq, w->h, w->q, T);
-        be->matmul(be, ly->wk, w->h, w->k, T);
-        be->matmul(be, ly->wv, w->h, w->v, T);
+        if (be->matmul_multi) {
+            const sl_bweight *ws[3] = {ly->wq, ly->wk, ly->wv};
+            float *ys[3] = {w->q, w->k, w->v};
+            be->matmul_multi(be, ws, 3, w->h, ys, T);
+        } else {
+            be->matmul(be, ly->wq, w->h, w->q, T);
+            be->matmul(be, ly->wk, w->h, w->k, T);
+            be->matmul(be, ly->wv, w->h, w->v, T);
+        }
         if (ly->bq) be->add_bias(be, w->q, ly->bq, T, QD);
         if (ly->bk) be->add_bias(be, w->k, ly->bk, T, KD);
         if (ly->bv) be->add_bias(be, w->v, ly->bv, T, KD);
@@ -214,8 +220,14 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
         be->add(be, w->x, w->h, (int64_t)T * E);
 
         be->rmsnorm(be, w->x, ly->ffn_norm, w->h, T, E, hp->eps);
-        be->matmul(be, ly->w_gate, w->h, w->g, T);
-        be->matmul(be, ly->w_up, w->h, w->u, T);
+        if (be->matmul_multi) {
+            const sl_bweight *ws[2] = {ly->w_gate, ly->w_up};
+            float *ys[2] = {w->g, w->u};
+            be->matmul_multi(be, ws, 2, w->h, ys, T);
+        } else {
+            be->matmul(be, ly->w_gate, w->h, w->g, T);
+            be->matmul(be, ly->w_up, w->h, w->u, T);
+        }
         if (ly->b_gate) be->add_bias(be, w->g, ly->b_gate, T, F);
         if (ly->b_up) be->add_bias(be, w->u, ly->b_up, T, F);
         be->swiglu(be, w->g, w->u, w->g, (int64_t)T * F);

@@ -520,6 +520,27 @@ void cb_matmul(sl_backend *be, const sl_bweight *w, const float *x, float *y, in
     SL_CUDA_REQUIRE(!"weight format without a matmul");
 }
 
+/* q/k/v, gate/up: one qmm launch over all their rows when they are QW weights of one format
+ * (sl_cuda_qmm_groupable) and the step takes qmm's path; else one matmul each */
+void cb_matmul_multi(sl_backend *be, const sl_bweight *const *w, int n, const float *x,
+                     float *const *y, int T) {
+    SL_CUDA_REQUIRE(w && n >= 1 && n <= 3 && x && y && T >= 0);
+    if (T == 0) return;
+    cuda_be *c = impl(be);
+    const sl_cuda_qmat *q[3];
+    bool all = true;
+    for (int i = 0; i < n; i++) {
+        SL_CUDA_REQUIRE(w[i] && y[i]);
+        all = all && w[i]->qmat;
+        q[i] = all ? &w[i]->q : nullptr;
+    }
+    if (all && !(c->gemm_min_t > 0 && T >= c->gemm_min_t) && sl_cuda_qmm_groupable(q, n)) {
+        sl_cuda_qmm_multi(q, n, x, y, T, c->stream);
+        return;
+    }
+    for (int i = 0; i < n; i++) cb_matmul(be, w[i], x, y[i], T);
+}
+
 /* ---- elementwise and gathers ------------------------------------------------------------ */
 
 void cb_rmsnorm(sl_backend *be, const float *x, const float *g, float *y, int T, int D,
@@ -683,6 +704,7 @@ extern "C" sl_backend *sl_cuda_backend_create(int device) {
     be->weight_create = cb_weight_create;
     be->weight_destroy = cb_weight_destroy;
     be->matmul = cb_matmul;
+    be->matmul_multi = cb_matmul_multi;
     be->rmsnorm = cb_rmsnorm;
     be->add = cb_add;
     be->add_bias = cb_add_bias;

@@ -100,6 +100,17 @@ void sl_cuda_qmm_f16(const sl_cuda_qmat *w, const uint16_t *x16, float *y, int T
 /* The same from f32 x (rounded to f16 into the launcher's buffer first), default plan. */
 void sl_cuda_qmm(const sl_cuda_qmat *w, const float *x, float *y, int T, sl_cuda_stream stream);
 
+/* Several weights on one x in one launch per SL_QMM_MAX_T tokens: ys[i][T][rows_i] = x16 ·
+ * W_iᵀ for n (1 to 3) weights of one format, group, cols, scale width and offsets presence
+ * (sl_cuda_qmm_groupable): q/k/v or gate/up, whose small weights alone leave most of the GPU
+ * idle for a launch. The plan ({0, 0}: the default for all their row tiles together) applies
+ * to each. */
+int sl_cuda_qmm_groupable(const sl_cuda_qmat *const *ws, int n);
+void sl_cuda_qmm_multi_f16(const sl_cuda_qmat *const *ws, int n, const uint16_t *x16,
+                           float *const *ys, int T, sl_qmm_plan plan, sl_cuda_stream stream);
+void sl_cuda_qmm_multi(const sl_cuda_qmat *const *ws, int n, const float *x, float *const *ys,
+                       int T, sl_cuda_stream stream);
+
 /* F16 weights through cuBLAS: y[T][N] (f32) = x[T][K] (f32, rounded to f16 inside) · Wᵀ with
  * w f16 [N][K] (IEEE binary16 bits), f32 accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F). The
  * cuBLAS handle and the f16 copy of x belong to the launcher (one stream at a time). */

@@ -103,13 +103,27 @@ template <int W> __device__ __forceinline__ void ldg_x(uint32_t (&d)[W], const _
     }
 }
 
+/* The weights of one launch (1 to 3 of one format, group and K on the same x: q/k/v, gate/up),
+ * each its own run of row blocks; entries past n repeat the first. */
+struct qmm_segs {
+    const uint4 *codes[3];
+    const void *scales[3], *offsets[3];
+    float *y[3];
+    int N[3], row_tiles[3];
+    int rb0[3];          /* the segment's first row block */
+    long long poff[3];   /* where its partial sums start in the workspace (floats) */
+    int n;
+};
+
+template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
+    return sg == 0 ? a : sg == 1 ? b : c; /* selects: no dynamic indexing of the parameters */
+}
+
 template <bool Q4, int NT, bool OFFS, int SC, bool SH>
 __global__ void __launch_bounds__(QMM_THREADS, 2)
-    qmm_kernel(const uint4 *__restrict__ codes, const void *__restrict__ scales,
-               const void *__restrict__ offsets, const __half *__restrict__ x,
-               float *__restrict__ y, float *__restrict__ part, unsigned *__restrict__ counters,
-               int T, int N, int K, int row_tiles, int k_tiles, int n_rec, int rec_shift,
-               int tiles_per_split, int kw) {
+    qmm_kernel(const qmm_segs segs, const __half *__restrict__ x, float *__restrict__ part,
+               unsigned *__restrict__ counters, int T, int K, int k_tiles, int n_rec,
+               int rec_shift, int tiles_per_split, int kw) {
     constexpr int KT = ktile(Q4), STEPS = KT / 16;
     constexpr int SPA = 1 << SC;       /* steps per unit (one scale) */
     constexpr int UPT = STEPS / SPA;   /* units per tile */
@@ -125,10 +139,21 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
     SL_SHARED(float, red, [QMM_WARPS * NT * 4 * 32]); /* the kw warps' sums of a row tile */
     SL_SHARED(unsigned, last_block, [1]);
 
+    /* this block's weight and its row block rb there */
+    const int sg = (segs.n > 1 && (int)blockIdx.x >= segs.rb0[1]) + (segs.n > 2 && (int)blockIdx.x >= segs.rb0[2]);
+    const uint4 *__restrict__ codes = pick(sg, segs.codes[0], segs.codes[1], segs.codes[2]);
+    const void *__restrict__ scales = pick(sg, segs.scales[0], segs.scales[1], segs.scales[2]);
+    const void *__restrict__ offsets = pick(sg, segs.offsets[0], segs.offsets[1], segs.offsets[2]);
+    float *__restrict__ y = pick(sg, segs.y[0], segs.y[1], segs.y[2]);
+    const int N = pick(sg, segs.N[0], segs.N[1], segs.N[2]);
+    const int row_tiles = pick(sg, segs.row_tiles[0], segs.row_tiles[1], segs.row_tiles[2]);
+    const int rb = (int)blockIdx.x - pick(sg, segs.rb0[0], segs.rb0[1], segs.rb0[2]);
+    part += pick(sg, segs.poff[0], segs.poff[1], segs.poff[2]);
+
     const int tiles_per_block = QMM_WARPS / kw;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
     const int part_w = warp % kw, lt = warp / kw; /* local row tile */
-    const int rt = blockIdx.x * tiles_per_block + lt;
+    const int rt = rb * tiles_per_block + lt;
     const bool active = rt < row_tiles;
     const int split = blockIdx.y, splits = gridDim.y;
     /* this warp's column tiles [k0, k1): its part of its block's split */
@@ -293,7 +318,7 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
     __syncthreads();
     if (!last_block[0]) return;
     __threadfence();
-    const int rows = tiles_per_block * 16, r0 = blockIdx.x * rows;
+    const int rows = tiles_per_block * 16, r0 = rb * rows;
     for (int i = threadIdx.x; i < T * rows; i += QMM_THREADS) {
         const int tok = i / rows, r = r0 + i % rows;
         if (r >= N) continue;
@@ -315,46 +340,66 @@ int ilog2(int v) {
  * the tile's when the group is as long as the tile or longer) */
 int qmm_sc(bool q4, int group) { return ilog2(sl_qmat_spa(q4, group)); }
 
+/* one launch's weights and outputs (1 to 3, sl_cuda_qmm_groupable) */
+struct qmm_job {
+    const sl_cuda_qmat *w[3];
+    float *y[3];
+    int n;
+};
+
 template <bool Q4, int NT, bool OFFS, int SC, bool SH>
-void launch(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
-            float *part, unsigned *counters, cudaStream_t stream) {
+void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *part,
+            unsigned *counters, cudaStream_t stream) {
+    const sl_cuda_qmat *w = j.w[0]; /* the format, group and K of all */
     const int kt = ktile(Q4), lg = ilog2(w->group), lkt = ilog2(kt);
     /* scale records (qmat_layout.cuh): one per tile, or one per group when groups are longer */
     const int n_rec = (int)(w->group > kt ? w->g_pad : w->k_tiles), rec_shift = lg > lkt ? lg - lkt : 0;
     const int tps = (int)sl_div_up(w->k_tiles, plan.splits);
-    const dim3 grid(sl_div_up(w->row_tiles, QMM_WARPS / plan.warps_per_tile),
-                    (unsigned)plan.splits);
-    SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC, SH>), grid, QMM_THREADS, 0, stream,
-              static_cast<const uint4 *>(w->codes), static_cast<const void *>(w->scales),
-              static_cast<const void *>(w->offsets), x, y, part, counters,
-              T, (int)w->rows, (int)w->cols, (int)w->row_tiles, (int)w->k_tiles, n_rec,
-              rec_shift, tps, plan.warps_per_tile);
+    const int tpb = QMM_WARPS / plan.warps_per_tile;
+    qmm_segs s{};
+    int rb = 0;
+    long long rows_before = 0;
+    for (int i = 0; i < 3; i++) {
+        const int k = i < j.n ? i : 0;
+        const sl_cuda_qmat *wi = j.w[k];
+        s.codes[i] = static_cast<const uint4 *>(wi->codes);
+        s.scales[i] = wi->scales, s.offsets[i] = wi->offsets, s.y[i] = j.y[k];
+        s.N[i] = (int)wi->rows, s.row_tiles[i] = (int)wi->row_tiles;
+        s.rb0[i] = i < j.n ? rb : 0;
+        s.poff[i] = i < j.n ? (long long)plan.splits * T * 16 * rows_before : 0;
+        if (i < j.n) rb += (int)sl_div_up(wi->row_tiles, tpb), rows_before += wi->row_tiles;
+    }
+    s.n = j.n;
+    const dim3 grid((unsigned)rb, (unsigned)plan.splits);
+    SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC, SH>), grid, QMM_THREADS, 0, stream, s, x, part,
+              counters, T, (int)w->cols, (int)w->k_tiles, n_rec, rec_shift, tps,
+              plan.warps_per_tile);
     SL_CUDA_CHECK(cudaGetLastError());
 }
 
 template <bool Q4, int NT, bool OFFS, bool SH>
-void launch_sc(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
-               float *part, unsigned *counters, cudaStream_t stream) {
-    switch (qmm_sc(Q4, (int)w->group)) {
-    case 0: launch<Q4, NT, OFFS, 0, SH>(w, x, y, T, plan, part, counters, stream); break;
-    case 1: launch<Q4, NT, OFFS, 1, SH>(w, x, y, T, plan, part, counters, stream); break;
+void launch_sc(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *part,
+               unsigned *counters, cudaStream_t stream) {
+    switch (qmm_sc(Q4, (int)j.w[0]->group)) {
+    case 0: launch<Q4, NT, OFFS, 0, SH>(j, x, T, plan, part, counters, stream); break;
+    case 1: launch<Q4, NT, OFFS, 1, SH>(j, x, T, plan, part, counters, stream); break;
     default: /* QW4 only: 4 steps per tile */
-        launch<Q4, NT, OFFS, Q4 ? 2 : 1, SH>(w, x, y, T, plan, part, counters, stream);
+        launch<Q4, NT, OFFS, Q4 ? 2 : 1, SH>(j, x, T, plan, part, counters, stream);
     }
 }
 
 template <bool Q4, int NT, bool OFFS>
-void launch_sh(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
-               float *part, unsigned *counters, cudaStream_t stream) {
-    if (w->scale_bytes == 2) launch_sc<Q4, NT, OFFS, true>(w, x, y, T, plan, part, counters, stream);
-    else launch_sc<Q4, NT, OFFS, false>(w, x, y, T, plan, part, counters, stream);
+void launch_sh(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *part,
+               unsigned *counters, cudaStream_t stream) {
+    if (j.w[0]->scale_bytes == 2) launch_sc<Q4, NT, OFFS, true>(j, x, T, plan, part, counters, stream);
+    else launch_sc<Q4, NT, OFFS, false>(j, x, T, plan, part, counters, stream);
 }
 
 template <bool Q4, int NT>
-void launch_offs(const sl_cuda_qmat *w, const __half *x, float *y, int T, sl_qmm_plan plan,
-                 float *part, unsigned *counters, cudaStream_t stream) {
-    if (w->offsets) launch_sh<Q4, NT, true>(w, x, y, T, plan, part, counters, stream);
-    else launch_sh<Q4, NT, false>(w, x, y, T, plan, part, counters, stream);
+void launch_offs(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *part,
+                 unsigned *counters, cudaStream_t stream) {
+    if (j.w[0]->offsets) launch_sh<Q4, NT, true>(j, x, T, plan, part, counters, stream);
+    else launch_sh<Q4, NT, false>(j, x, T, plan, part, counters, stream);
 }
 
 /* the launcher's workspace: partial sums and per-row-block counters (zero between launches) */
@@ -552,15 +597,19 @@ extern "C" void sl_cuda_qmat_deinit(sl_cuda_qmat *q) {
     *q = sl_cuda_qmat{};
 }
 
-extern "C" sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w) {
+namespace {
+
+/* The default plan for row_tiles row tiles of k_tiles column tiles (one weight's, or the sum
+ * over a group's weights) */
+sl_qmm_plan plan_for(int64_t row_tiles, int64_t k_tiles) {
     /* About 16 warps per SM (two blocks of 8: the kernel's launch bounds), each streaming at
      * least 4 column tiles. The warps a row tile gets (per_tile) are 2 per block (kw) and the
      * rest splits over blocks: a block reads the x of its columns once (its 8 / kw row tiles
      * share it through L1), so x's traffic from L2 grows with the row blocks, that is with
-     * kw, and at 16 to 32 tokens rivals the weight's own bytes, while a split adds only a partial
-     * sum per output. Not yet tuned on a GPU: the benchmark's plan sweep is the tool. */
+     * kw, and at 16 to 32 tokens rivals the weight's own bytes, while a split adds only a
+     * partial sum per output. Not yet tuned on a GPU: the benchmark's plan sweep is the tool. */
     const int64_t want = 16 * (int64_t)sm_count();
-    int64_t per_tile = sl_min64(want / w->row_tiles, w->k_tiles / 4);
+    int64_t per_tile = sl_min64(want / row_tiles, k_tiles / 4);
     if (per_tile < 1) per_tile = 1;
     sl_qmm_plan p;
     p.warps_per_tile = per_tile >= 2 ? 2 : 1;
@@ -569,12 +618,36 @@ extern "C" sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w) {
     return p;
 }
 
-extern "C" void sl_cuda_qmm_f16(const sl_cuda_qmat *w, const uint16_t *x16, float *y, int T,
-                                sl_qmm_plan plan, sl_cuda_stream stream) {
-    SL_CUDA_REQUIRE(w && w->codes && x16 && y && T >= 1);
+} // namespace
+
+extern "C" sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w) {
+    return plan_for(w->row_tiles, w->k_tiles);
+}
+
+extern "C" int sl_cuda_qmm_groupable(const sl_cuda_qmat *const *ws, int n) {
+    if (n < 1 || n > 3) return 0;
+    for (int i = 0; i < n; i++) {
+        const sl_cuda_qmat *w = ws[i], *a = ws[0];
+        if (!w || !w->codes || (w->fmt != SL_WF_QW4 && w->fmt != SL_WF_QW8)) return 0;
+        if (w->fmt != a->fmt || w->cols != a->cols || w->group != a->group ||
+            w->scale_bytes != a->scale_bytes || !w->offsets != !a->offsets)
+            return 0;
+    }
+    return 1;
+}
+
+extern "C" void sl_cuda_qmm_multi_f16(const sl_cuda_qmat *const *ws, int n, const uint16_t *x16,
+                                      float *const *ys, int T, sl_qmm_plan plan,
+                                      sl_cuda_stream stream) {
+    SL_CUDA_REQUIRE(sl_cuda_qmm_groupable(ws, n) && x16 && ys && T >= 1);
     SL_CUDA_REQUIRE(((uintptr_t)x16 & 15) == 0);
-    SL_CUDA_REQUIRE(w->fmt == SL_WF_QW4 || w->fmt == SL_WF_QW8);
-    if (plan.warps_per_tile == 0 && plan.splits == 0) plan = sl_cuda_qmm_default_plan(w);
+    int64_t row_tiles = 0;
+    for (int i = 0; i < n; i++) {
+        SL_CUDA_REQUIRE(ys[i]);
+        row_tiles += ws[i]->row_tiles;
+    }
+    const sl_cuda_qmat *w = ws[0];
+    if (plan.warps_per_tile == 0 && plan.splits == 0) plan = plan_for(row_tiles, w->k_tiles);
     SL_CUDA_REQUIRE(plan.warps_per_tile == 1 || plan.warps_per_tile == 2 ||
                     plan.warps_per_tile == 4 || plan.warps_per_tile == 8);
     SL_CUDA_REQUIRE(plan.splits >= 1);
@@ -583,20 +656,37 @@ extern "C" void sl_cuda_qmm_f16(const sl_cuda_qmat *w, const uint16_t *x16, floa
     plan.splits = (int)sl_div_up(w->k_tiles, tps);
     cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
     const bool q4 = w->fmt == SL_WF_QW4;
-    const int64_t row_blocks = sl_div_up(w->row_tiles, QMM_WARPS / plan.warps_per_tile);
+    int64_t row_blocks = 0;
+    for (int i = 0; i < n; i++) row_blocks += sl_div_up(ws[i]->row_tiles, QMM_WARPS / plan.warps_per_tile);
     const __half *xh = reinterpret_cast<const __half *>(x16);
     for (int t0 = 0; t0 < T; t0 += SL_QMM_MAX_T) {
         const int tn = (int)sl_min64(SL_QMM_MAX_T, T - t0);
         const __half *xt = xh + (size_t)t0 * w->cols;
-        float *yt = y + (size_t)t0 * w->rows;
-        if (plan.splits > 1) workspace((size_t)plan.splits * tn * w->row_tiles * 16, row_blocks);
-        if (q4 && tn <= 8) launch_offs<true, 1>(w, xt, yt, tn, plan, g_part, g_counters, st);
-        else if (q4 && tn <= 16) launch_offs<true, 2>(w, xt, yt, tn, plan, g_part, g_counters, st);
-        else if (q4) launch_offs<true, 4>(w, xt, yt, tn, plan, g_part, g_counters, st);
-        else if (tn <= 8) launch_offs<false, 1>(w, xt, yt, tn, plan, g_part, g_counters, st);
-        else if (tn <= 16) launch_offs<false, 2>(w, xt, yt, tn, plan, g_part, g_counters, st);
-        else launch_offs<false, 4>(w, xt, yt, tn, plan, g_part, g_counters, st);
+        qmm_job j{};
+        j.n = n;
+        for (int i = 0; i < n; i++) j.w[i] = ws[i], j.y[i] = ys[i] + (size_t)t0 * ws[i]->rows;
+        if (plan.splits > 1) workspace((size_t)plan.splits * tn * row_tiles * 16, row_blocks);
+        if (q4 && tn <= 8) launch_offs<true, 1>(j, xt, tn, plan, g_part, g_counters, st);
+        else if (q4 && tn <= 16) launch_offs<true, 2>(j, xt, tn, plan, g_part, g_counters, st);
+        else if (q4) launch_offs<true, 4>(j, xt, tn, plan, g_part, g_counters, st);
+        else if (tn <= 8) launch_offs<false, 1>(j, xt, tn, plan, g_part, g_counters, st);
+        else if (tn <= 16) launch_offs<false, 2>(j, xt, tn, plan, g_part, g_counters, st);
+        else launch_offs<false, 4>(j, xt, tn, plan, g_part, g_counters, st);
     }
+}
+
+extern "C" void sl_cuda_qmm_f16(const sl_cuda_qmat *w, const uint16_t *x16, float *y, int T,
+                                sl_qmm_plan plan, sl_cuda_stream stream) {
+    SL_CUDA_REQUIRE(w && w->codes && x16 && y && T >= 1);
+    SL_CUDA_REQUIRE(w->fmt == SL_WF_QW4 || w->fmt == SL_WF_QW8);
+    sl_cuda_qmm_multi_f16(&w, 1, x16, &y, T, plan, stream);
+}
+
+extern "C" void sl_cuda_qmm_multi(const sl_cuda_qmat *const *ws, int n, const float *x,
+                                  float *const *ys, int T, sl_cuda_stream stream) {
+    SL_CUDA_REQUIRE(sl_cuda_qmm_groupable(ws, n) && x && T >= 1);
+    const uint16_t *x16 = sl__cuda_to_f16(x, (size_t)T * (size_t)ws[0]->cols, stream);
+    sl_cuda_qmm_multi_f16(ws, n, x16, ys, T, sl_qmm_plan{0, 0}, stream);
 }
 
 extern "C" void sl_cuda_qmm(const sl_cuda_qmat *w, const float *x, float *y, int T,

@@ -176,6 +176,102 @@ static void test_qmm(void) {
     printf("qmm: %d cases ok\n", cases);
 }
 
+/* Several weights on one x in one launch (q/k/v-like rows), every plan: each output against
+ * its own reference, no write past its buffer; and what cannot be grouped. */
+static void test_qmm_multi(void) {
+    static const int Ts[] = {1, 9, 17, 33};
+    static const int rows[3] = {83, 16, 37};
+    int cases = 0;
+    for (int f = 0; f < 2; f++)
+        for (int n = 2; n <= 3; n++) {
+            const sl_wfmt fmt = f ? SL_WF_QW8 : SL_WF_QW4;
+            const int cols = 320, group = 32, offs = n == 3;
+            sl_qw w[3];
+            sl_cuda_qmat q[3];
+            const sl_cuda_qmat *qp[3];
+            for (int i = 0; i < n; i++) {
+                random_qw(&w[i], fmt, rows[i], cols, group, offs);
+                ASSERT_EQ(sl_cuda_qmat_init(&q[i], &w[i]), 0);
+                qp[i] = &q[i];
+            }
+            ASSERT(sl_cuda_qmm_groupable(qp, n));
+            for (int ti = 0; ti < 4; ti++) {
+                const int T = Ts[ti];
+                const int64_t nx = (int64_t)T * cols;
+                float *x = rnd_vec(nx, 1.0f), *xr = sl_xmalloc((size_t)nx * sizeof(float));
+                uint16_t *x16 = sl_xmalloc((size_t)(nx + 1) * sizeof(uint16_t));
+                for (int64_t i = 0; i < nx; i++) xr[i] = sl_fp16_to_f32(x16[i] = sl_f32_to_fp16(x[i]));
+                dbuf dx16 = dev_from(x16, (nx + 1) / 2, 0);
+                double *ref[3], *bound[3];
+                for (int i = 0; i < n; i++) {
+                    ref[i] = sl_xmalloc((size_t)T * rows[i] * sizeof(double));
+                    bound[i] = sl_xmalloc((size_t)T * rows[i] * sizeof(double));
+                    reference(&w[i], xr, T, ref[i], bound[i]);
+                }
+                for (int pi = 0; pi < N_PLANS; pi++) {
+                    dbuf dy[3];
+                    float *ys[3];
+                    for (int i = 0; i < n; i++) dy[i] = dev_alloc((int64_t)T * rows[i], i), ys[i] = dy[i].p;
+                    sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dx16.p, ys, T, g_plans[pi], NULL);
+                    for (int i = 0; i < n; i++) {
+                        char what[128];
+                        snprintf(what, sizeof what, "qmm multi %s%s n=%d weight %d T=%d plan %d×%d",
+                                 sl_wfmt_name(fmt), offs ? "+offsets" : "", n, i, T,
+                                 g_plans[pi].warps_per_tile, g_plans[pi].splits);
+                        float *got = sl_xmalloc((size_t)T * rows[i] * sizeof(float));
+                        dev_get(&dy[i], got);
+                        check_bound(what, got, ref[i], bound[i], (int64_t)T * rows[i], 2e-5);
+                        dev_check_guards(&dy[i], what);
+                        free(got);
+                        dev_free(&dy[i]);
+                    }
+                    cases++;
+                }
+                /* the f32 entry point, default plan */
+                dbuf dx = dev_from(x, nx, 0), dy[3];
+                float *ys[3];
+                for (int i = 0; i < n; i++) dy[i] = dev_alloc((int64_t)T * rows[i], 0), ys[i] = dy[i].p;
+                sl_cuda_qmm_multi(qp, n, dx.p, ys, T, NULL);
+                for (int i = 0; i < n; i++) {
+                    double *ref32 = sl_xmalloc((size_t)T * rows[i] * sizeof(double));
+                    reference(&w[i], x, T, ref32, bound[i]);
+                    float *got = sl_xmalloc((size_t)T * rows[i] * sizeof(float));
+                    dev_get(&dy[i], got);
+                    check_bound("qmm multi f32 x", got, ref32, bound[i], (int64_t)T * rows[i], 0x1p-11 + 2e-5);
+                    free(got), free(ref32);
+                    dev_free(&dy[i]);
+                    free(ref[i]), free(bound[i]);
+                }
+                dev_free(&dx), dev_free(&dx16);
+                free(x), free(xr), free(x16);
+            }
+            for (int i = 0; i < n; i++) sl_cuda_qmat_deinit(&q[i]), sl_qw_free(&w[i]);
+        }
+    /* not groupable: another format, group, width of the columns, scale width or offsets */
+    sl_qw a, b;
+    sl_cuda_qmat qa, qb;
+    const sl_cuda_qmat *pair[2] = {&qa, &qb};
+    static const struct { sl_wfmt fmt; int cols, group, offs, f16; } other[] = {
+        {SL_WF_QW8, 64, 32, 0, 0}, {SL_WF_QW4, 64, 16, 0, 0}, {SL_WF_QW4, 128, 32, 0, 0},
+        {SL_WF_QW4, 64, 32, 0, 1}, {SL_WF_QW4, 64, 32, 1, 0}};
+    random_qw(&a, SL_WF_QW4, 20, 64, 32, 0);
+    ASSERT_EQ(sl_cuda_qmat_init(&qa, &a), 0);
+    for (size_t i = 0; i < sizeof other / sizeof *other; i++) {
+        g_f16_scales = other[i].f16;
+        random_qw(&b, other[i].fmt, 20, other[i].cols, other[i].group, other[i].offs);
+        g_f16_scales = 0;
+        ASSERT_EQ(sl_cuda_qmat_init(&qb, &b), 0);
+        ASSERT(!sl_cuda_qmm_groupable(pair, 2));
+        sl_cuda_qmat_deinit(&qb);
+        sl_qw_free(&b);
+    }
+    ASSERT(sl_cuda_qmm_groupable(pair, 1));
+    ASSERT(!sl_cuda_qmm_groupable(pair, 0));
+    sl_cuda_qmat_deinit(&qa);
+    sl_qw_free(&a);
+    printf("qmm multi: %d cases ok\n", cases);
+}
+
 /* pack then unpack gives back the logical weight, byte for byte */
 static void test_repack(void) {
     int cases = 0;
@@ -259,6 +355,7 @@ int main(void) {
     double t0 = sl_time_s();
     test_repack();
     test_qmm();
+    test_qmm_multi();
     test_f16();
     printf("test_cuda_matmul: ok (%ld checks, %.1f s)\n", g_checks, sl_time_s() - t0);
     return 0;
