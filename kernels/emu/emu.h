@@ -12,7 +12,7 @@ extern "C" {
 
 /* Watchdog: a launch running longer than this is reported as hung (with each block's thread
  * states and source lines) and the process aborts, so CI never hangs. <= 0 restores the
- * default, 60 s. */
+ * default, 60 s (200 s in the ASan build). */
 void sl_emu_set_timeout(double seconds);
 /* OS threads that run blocks; <= 0 restores the default (online CPUs, at most 16). Takes
  * effect at the first launch; later calls are ignored once the pool exists. */
