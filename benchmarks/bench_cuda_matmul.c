@@ -56,6 +56,26 @@ static void qmm_fn(void *arg, int i, cudaStream_t s) {
     sl_cuda_qmm_f16(&c->w[i % c->nsets], c->x16, c->y, c->T, c->plan, (sl_cuda_stream)s);
 }
 
+/* a group of weights on one x (q/k/v, gate/up): separately, or in one launch */
+typedef struct gcase {
+    sl_cuda_qmat *w[3]; /* each member's nsets copies */
+    int n, nsets, T, grouped;
+    const uint16_t *x16;
+    float *y[3];
+} gcase;
+
+static void group_fn(void *arg, int i, cudaStream_t s) {
+    gcase *c = arg;
+    const sl_cuda_qmat *ws[3];
+    for (int j = 0; j < c->n; j++) ws[j] = &c->w[j][i % c->nsets];
+    if (c->grouped) {
+        sl_cuda_qmm_multi_f16(ws, c->n, c->x16, c->y, c->T, (sl_qmm_plan){0, 0}, (sl_cuda_stream)s);
+    } else {
+        for (int j = 0; j < c->n; j++)
+            sl_cuda_qmm_f16(ws[j], c->x16, c->y[j], c->T, (sl_qmm_plan){0, 0}, (sl_cuda_stream)s);
+    }
+}
+
 typedef struct fcase {
     uint16_t *w[MAX_SETS];
     int nsets, T;
@@ -288,6 +308,45 @@ int main(int argc, char **argv) {
         }
         free_qmats(c.w, c.nsets);
         c.plan = (sl_qmm_plan){0, 0};
+    }
+
+    /* grouped launches (sl_cuda_qmm_multi, what the CUDA backend runs for q/k/v and gate/up)
+     * against one launch per weight, QW4 g32 f16 scales */
+    printf("\ngrouped weights on one x, QW4 g32 f16 scales: one launch per weight vs one for all\n\n");
+    printf("| group | T | separate µs | grouped µs | speed-up | grouped %% copy |\n|---|---|---|---|---|---|\n");
+    static const struct { const char *name; int n, shape[3]; } groups[] = {
+        {"q+k+v 4096+1024+1024 x 4096", 3, {0, 1, 1}},
+        {"gate+up 2 x 14336 x 4096", 2, {2, 2, 2}},
+    };
+    static sl_cuda_qmat gw[3][MAX_SETS];
+    for (int gi = 0; gi < 2; gi++) {
+        gcase g = {.n = groups[gi].n, .x16 = x16};
+        size_t bytes = 0;
+        int64_t rows = 0;
+        int ns[3];
+        g.nsets = MAX_SETS;
+        for (int j = 0; j < g.n; j++) {
+            const shape *sh = &g_shapes[groups[gi].shape[j]];
+            ns[j] = make_qmats(gw[j], SL_WF_QW4, 32, 0, 2, sh);
+            g.nsets = ns[j] < g.nsets ? ns[j] : g.nsets; /* the group's copies rotate together */
+            g.w[j] = gw[j];
+            bytes += qmat_bytes(&gw[j][0], 0);
+            rows += sh->rows;
+        }
+        for (int T = 1; T <= 32; T *= T == 1 ? 8 : 4) {
+            g.T = T;
+            int64_t at = 0;
+            for (int j = 0; j < g.n; j++) g.y[j] = y + at, at += (int64_t)T * g_shapes[groups[gi].shape[j]].rows;
+            g.grouped = 0;
+            const double sep = bench_graph_us(group_fn, &g, g.nsets * 2, reps);
+            g.grouped = 1;
+            const double one = bench_graph_us(group_fn, &g, g.nsets * 2, reps);
+            const double gbs = ((double)bytes + (double)T * (4096 + rows) * 4) / (one * 1e3);
+            printf("| %s | %d | %.2f | %.2f | %.2f | %.1f |\n", groups[gi].name, T, sep, one,
+                   sep / one, 100.0 * gbs / copy);
+            fflush(stdout);
+        }
+        for (int j = 0; j < g.n; j++) free_qmats(gw[j], ns[j]);
     }
     BENCH_CHECK(cudaFree(x16));
     BENCH_CHECK(cudaFree(y));
