@@ -12,7 +12,8 @@
  * ours on the same shape and T. Weights are random bytes in the physical layout (every byte
  * pattern is a valid weight; sizes here need no padding), scales random and never zero.
  * A second table sweeps the launch plan (matmul.h: warps per row tile × splits) to show what
- * the launcher's default costs.
+ * the launcher's default costs; a third times q+k+v and gate+up in one launch
+ * (sl_cuda_qmm_multi) against one launch per weight.
  */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -214,14 +215,14 @@ static void bench_f16(double f16us[4][N_TS], int reps, const uint16_t *x16, floa
 }
 
 /* --profile: a few plain launches for a profiler (scripts/gpu-check.sh runs ncu on them): QW4
- * g32 with f16 scales, gate/up, default plan, 1 then 16 tokens, after one warm-up each */
+ * g32 with f16 scales, gate/up, default plan, 1, 16 and 32 tokens, two launches each */
 static int profile_run(void) {
     uint16_t *x16 = make_x16();
     float *y;
     BENCH_CHECK(cudaMalloc((void **)&y, (size_t)MAX_BT * 14336 * sizeof(float)));
     static sl_cuda_qmat w[MAX_SETS];
     const int n = make_qmats(w, SL_WF_QW4, 32, 0, 2, &g_shapes[2]);
-    for (int T = 1; T <= 16; T += 15)
+    for (int T = 1; T <= 32; T = T == 1 ? 16 : 2 * T)
         for (int i = 0; i < 2; i++) sl_cuda_qmm_f16(&w[i], x16, y, T, (sl_qmm_plan){0, 0}, NULL);
     BENCH_CHECK(cudaDeviceSynchronize());
     free_qmats(w, n);
@@ -280,7 +281,8 @@ int main(int argc, char **argv) {
             free_qmats(c.w, c.nsets);
         }
 
-    /* the plan: QW4 g32 with f16 scales (Q4_0) at 1 and 16 tokens, warps per row tile × splits */
+    /* the plan: QW4 g32 with f16 scales (Q4_0) at 1, 16 and 32 tokens, warps per row tile ×
+     * splits */
     static const sl_qmm_plan plans[] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}, {1, 2}, {2, 2},
                                         {4, 2}, {8, 2}, {1, 4}, {2, 4}, {4, 4}, {1, 8},
                                         {2, 8}, {1, 16}, {2, 16}};
@@ -294,7 +296,7 @@ int main(int argc, char **argv) {
         const shape *sh = &g_shapes[si];
         c.nsets = make_qmats(c.w, SL_WF_QW4, 32, 0, 2, sh);
         const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0]);
-        for (int T = 1; T <= 16; T += 15) {
+        for (int T = 1; T <= 32; T = T == 1 ? 16 : 2 * T) {
             c.T = T;
             printf("| %s | %d | %d×%d |", sh->name, T, dp.warps_per_tile, dp.splits);
             for (int i = 0; i < np; i++) {

@@ -117,9 +117,9 @@ struct sl_backend {
     /* y[T][rows] = x[T][cols] · Wᵀ  (every row of W dotted with every token) */
     void (*matmul)(sl_backend *be, const sl_bweight *w, const float *x, float *y, int T);
     /* Optional (NULL: one matmul per weight): y[i] = x · w[i]ᵀ for n (2 or 3) weights of the
-     * same cols on the same x (q/k/v, gate/up), each result as matmul's; a backend may run
-     * them in one pass (the CUDA backend: one launch over all their rows, when they share a
-     * format). */
+     * same cols on the same x (q/k/v, gate/up), each within matmul's error bound; a backend
+     * may run them in one pass (the CUDA backend: one launch over the rows of those that
+     * share a format, planned for them together, so not always matmul's bits). */
     void (*matmul_multi)(sl_backend *be, const sl_bweight *const *w, int n, const float *x,
                          float *const *y, int T);
     /* y[T][D] = x[T][D] / sqrt(mean(x²) + eps) · g[D]   (y may equal x) */

@@ -67,14 +67,14 @@ if command -v cuobjdump >/dev/null && [ -f "$qmm_o" ]; then
     step sass 60 sh -c "cuobjdump -sass $qmm_o | awk '/Function :/{f=\$3; sub(/.*qmm_kernel/,\"\",f)}
         /^ +\/\*[0-9a-f]+\*\/ /{n[f]++} /HMMA/{h[f]++}
         END{for (k in n) printf \"%6d SASS %4d HMMA %6.1f per HMMA  %s\\n\", n[k], h[k], h[k] ? n[k] / h[k] : 0, k}' | sort -k7;
-        cuobjdump -res-usage $qmm_o | grep -A1 qmm_kernel | grep -o 'REG:[0-9]*' | tr '\\n' ' '"
+        cuobjdump -res-usage $qmm_o | grep -A1 qmm_kernel | grep -o 'REG:[0-9]* STACK:[0-9]*' | tr '\\n' ' '"
     cp "$logs/sass.log" "$out/sass.txt"
 fi
 
 step ctest_gpu 120 ctest --test-dir build-gpu -L gpu --output-on-failure
 tail -15 "$logs/ctest_gpu.log"
 for b in $benches; do
-    step "$b" 150 "build-gpu/$b"
+    step "$b" 240 "build-gpu/$b"
     cp "$logs/$b.log" "$out/$b.md"
 done
 # end to end: offline throughput of a ~0.6 B-parameter random Q4_0 llama (Llama-3-8B's layer
@@ -91,10 +91,10 @@ if [ -n "$e2e" ]; then
         tail -4 "$logs/$name.log"
     done
 fi
-# where the decode matmul's time goes: Nsight Compute on its launches (QW4 g32, gate/up, 1 and
-# 16 tokens, the second launch of each), when the machine has ncu
+# where the decode matmul's time goes: Nsight Compute on its launches (QW4 g32, gate/up, 1, 16
+# and 32 tokens, two launches each: the first skipped), when the machine has ncu
 if command -v ncu >/dev/null && [ -x build-gpu/bench_cuda_matmul ]; then
-    step ncu_qmm 90 ncu --kernel-name regex:qmm_kernel --launch-skip 1 --launch-count 3 \
+    step ncu_qmm 90 ncu --kernel-name regex:qmm_kernel --launch-skip 1 --launch-count 5 \
         --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
         --section MemoryWorkloadAnalysis build-gpu/bench_cuda_matmul --profile
     cp "$logs/ncu_qmm.log" "$out/ncu_qmm.txt"

@@ -520,25 +520,32 @@ void cb_matmul(sl_backend *be, const sl_bweight *w, const float *x, float *y, in
     SL_CUDA_REQUIRE(!"weight format without a matmul");
 }
 
-/* q/k/v, gate/up: one qmm launch over all their rows when they are QW weights of one format
- * (sl_cuda_qmm_groupable) and the step takes qmm's path; else one matmul each */
+/* q/k/v, gate/up: one qmm launch over the rows of each run of consecutive QW weights that
+ * share a format (sl_cuda_qmm_groupable; q and k of a Q4_K_M model, whose v is Q6_K) when the
+ * step takes qmm's path; one matmul for the rest */
 void cb_matmul_multi(sl_backend *be, const sl_bweight *const *w, int n, const float *x,
                      float *const *y, int T) {
     SL_CUDA_REQUIRE(w && n >= 1 && n <= 3 && x && y && T >= 0);
     if (T == 0) return;
     cuda_be *c = impl(be);
-    const sl_cuda_qmat *q[3];
-    bool all = true;
-    for (int i = 0; i < n; i++) {
+    const bool qmm = !(c->gemm_min_t > 0 && T >= c->gemm_min_t);
+    for (int i = 0; i < n;) {
         SL_CUDA_REQUIRE(w[i] && y[i]);
-        all = all && w[i]->qmat;
-        q[i] = all ? &w[i]->q : nullptr;
+        const sl_cuda_qmat *q[3];
+        int m = 0; /* the run at i */
+        while (qmm && i + m < n && w[i + m] && w[i + m]->qmat) {
+            q[m] = &w[i + m]->q;
+            if (!sl_cuda_qmm_groupable(q, m + 1)) break;
+            m++;
+        }
+        if (m >= 2) {
+            sl_cuda_qmm_multi(q, m, x, y + i, T, c->stream);
+            i += m;
+        } else {
+            cb_matmul(be, w[i], x, y[i], T);
+            i++;
+        }
     }
-    if (all && !(c->gemm_min_t > 0 && T >= c->gemm_min_t) && sl_cuda_qmm_groupable(q, n)) {
-        sl_cuda_qmm_multi(q, n, x, y, T, c->stream);
-        return;
-    }
-    for (int i = 0; i < n; i++) cb_matmul(be, w[i], x, y[i], T);
 }
 
 /* ---- elementwise and gathers ------------------------------------------------------------ */

@@ -12,7 +12,8 @@
  * rope freqs) and every other pointer an op takes is a backend buffer (device memory).
  *
  * Weights (weight_create; `alias` is ignored: weights are always copied to the device):
- *   QW8/QW4, group a power of 2 >= 16  → sl_cuda_qmat (matmul.h), matmul by sl_cuda_qmm:
+ *   QW8/QW4, group a power of 2 >= 16  → sl_cuda_qmat (matmul.h), matmul by sl_cuda_qmm
+ *       (q/k/v and gate/up of one format in one launch: sl_cuda_qmm_multi, matmul_multi):
  *       activations rounded to f16 (each product within 2^-11 relative of the f32 one), up
  *       to 32 tokens a launch. Steps of 64 tokens or more (sl_cuda_backend_set_gemm) dequantize
  *       the weight to f16 a block of rows at a time and multiply through cuBLAS: weights

@@ -34,9 +34,9 @@
  *       compiler may not sink towards its use (plain __ldg loads under a condition were sunk
  *       into the loop that used them, one memory latency per load: qmm.cu, first H100 run).
  *   sl_ldg_nc_v2(p)    the same for 8 bytes (8-byte aligned): ld.global.nc.v2.u32.
+ *   sl_ldg_nc_b32(p)   the same for 4 bytes (4-byte aligned): ld.global.nc.u32.
  *   sl_ldg_stream_v4(p) sl_ldg_nc_v4 for data read once (a weight streamed through): not kept
  *       in L1 (.L1::no_allocate), so it does not evict what the block reuses there.
- *   sl_ldg_nc_b32(p)   the same for 4 bytes (4-byte aligned): ld.global.nc.u32.
  *
  * All 32 lanes of the warp execute mma and ldmatrix together (.sync.aligned): never under a
  * condition that differs within a warp, never after some lanes returned.

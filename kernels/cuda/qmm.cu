@@ -12,9 +12,14 @@
  * 16-byte code load per lane and the lane's scales (and offsets) of the tile, one 4- to 32-byte
  * load (the layout keeps them together); the slot is refilled with the tile D ahead as soon as
  * its tile is multiplied, so D - 1 tiles are in flight while the warp computes one, and
- * nothing waits on the rest of the block. x comes straight from global memory (the same few KiB for every
- * warp: L1 and L2 hits), each lane's columns of a unit in one load (qmat_layout.cuh's column
- * order). No shared memory but the final sums, no barrier in the loop.
+ * nothing waits on the rest of the block. x comes straight from global memory (what the
+ * block's warps share, from L1 or L2: 8 KiB a token for K = 4096), each lane's columns of a unit
+ * in one load (qmat_layout.cuh's column order). No shared memory but the final sums, no
+ * barrier in the loop.
+ *
+ * One launch may cover up to 3 weights of one format, group and K on the same x (q/k/v,
+ * gate/up: sl_cuda_qmm_multi): blockIdx.x runs over each weight's row blocks in turn, and the
+ * plan is the one for all their rows together.
  *
  * The codes turn into f16 in registers: QW4 masks two nibbles per 16-bit half into the
  * mantissa of 1024 (OR 0x6400; the upper nibble comes out times 16, which an HFMA2 by 1/16
@@ -30,6 +35,7 @@
  * plan (kw and splits) depends on the weight's shape and the SM count, never on T: a token's
  * result is the same in any batch.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,10 +137,12 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
     constexpr int ES = SH ? 2 : 4;     /* bytes per scale */
     constexpr int NW = L * ES / 4;     /* the words they take */
     constexpr int W = 2 * SPA;         /* a lane's words of x per unit and token row */
-    /* 2 slots where 4 do not fit in 128 registers with the rest (they spilled 4 to 316 bytes
-     * in the loop): at 32 tokens with offsets or 4 units per tile, at 16 for QW4 g16 with
-     * offsets. QW4 at 32 tokens with offsets still spills 12 to 40 bytes: cheaper than a second
-     * launch reading the weight again */
+    /* 2 slots where 4 do not fit in 128 registers with the rest (they spilled 4 to 316 bytes):
+     * at 32 tokens with offsets or 4 units per tile, at 16 for QW4 g16 with offsets. Then only
+     * about 8 KiB per SM are in flight at 16 warps (a third of an H100's latency × bandwidth):
+     * the benchmark's offset rows at 32 tokens tell whether a second launch would do better.
+     * nvcc 13.0 still spills 20 to 44 bytes for QW4 with offsets at 32 tokens, 4 for a few
+     * others (gpu-check's sass step reports each instantiation's stack) */
     constexpr int D = (NT == 4 && (OFFS || UPT == 4)) || (Q4 && UPT == 4 && OFFS && NT == 2) ? 2 : QMM_D;
     SL_SHARED(float, red, [QMM_WARPS * NT * 4 * 32]); /* the kw warps' sums of a row tile */
     SL_SHARED(unsigned, last_block, [1]);
@@ -365,8 +373,9 @@ void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *p
         s.codes[i] = static_cast<const uint4 *>(wi->codes);
         s.scales[i] = wi->scales, s.offsets[i] = wi->offsets, s.y[i] = j.y[k];
         s.N[i] = (int)wi->rows, s.row_tiles[i] = (int)wi->row_tiles;
-        s.rb0[i] = i < j.n ? rb : 0;
-        s.poff[i] = i < j.n ? (long long)plan.splits * T * 16 * rows_before : 0;
+        s.rb0[i] = i < j.n ? rb : INT_MAX; /* past n: never this block's */
+        /* no workspace without splits (the pointer may be null) */
+        s.poff[i] = i < j.n && plan.splits > 1 ? (long long)plan.splits * T * 16 * rows_before : 0;
         if (i < j.n) rb += (int)sl_div_up(wi->row_tiles, tpb), rows_before += wi->row_tiles;
     }
     s.n = j.n;

@@ -131,6 +131,63 @@ static const wcase g_wcases[] = {
     {SL_WF_QW4, 16, 1, U16},   {SL_WF_QW8, 24, 1, 2 * U16}, {SL_WF_QW4, 8, 0, 2 * U16},
 };
 
+/* matmul_multi (q/k/v, gate/up): runs of weights of one QW format share a launch, the rest
+ * take matmul; each output within the matmul bound against Σ w·x in double */
+static void test_matmul_multi(void) {
+    static const struct { sl_wfmt fmt; int group, offs; } trio[][3] = {
+        {{SL_WF_QW4, 32, 0}, {SL_WF_QW4, 32, 0}, {SL_WF_QW4, 32, 0}}, /* one launch */
+        {{SL_WF_QW4, 32, 1}, {SL_WF_QW4, 32, 1}, {SL_WF_QW8, 16, 0}}, /* Q4_K_M: q+k, then v */
+        {{SL_WF_F16, 0, 0}, {SL_WF_QW8, 32, 0}, {SL_WF_QW8, 32, 0}},  /* f16, then k+v */
+        {{SL_WF_QW4, 32, 0}, {SL_WF_QW8, 32, 0}, {SL_WF_QW4, 32, 0}}, /* nothing shared */
+    };
+    static const int rows[3] = {48, 20, 33}, cols = 128, Ts[] = {1, 9, 33};
+    int cases = 0;
+    for (size_t c = 0; c < sizeof trio / sizeof *trio; c++)
+        for (int n = 2; n <= 3; n++)
+            for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++, cases++) {
+                const int T = Ts[ti];
+                sl_qw w[3];
+                sl_bweight *bw[3];
+                float *dy[3];
+                float *x = rnd_vec((int64_t)T * cols, 1), *dx = to_be(g_gpu, x, (int64_t)T * cols);
+                for (int i = 0; i < n; i++) {
+                    rnd_weight(&w[i], trio[c][i].fmt, rows[i], cols, trio[c][i].group, trio[c][i].offs);
+                    ASSERT_EQ(g_gpu->weight_create(g_gpu, &w[i], 0, &bw[i]), 0);
+                    dy[i] = g_gpu->alloc(g_gpu, (size_t)T * rows[i] * 4);
+                }
+                g_gpu->matmul_multi(g_gpu, (const sl_bweight *const *)bw, n, dx, dy, T);
+                for (int i = 0; i < n; i++) {
+                    float *got = sl_xmalloc((size_t)T * rows[i] * 4);
+                    float *wf = sl_xmalloc((size_t)rows[i] * cols * 4);
+                    from_be(g_gpu, got, dy[i], (int64_t)T * rows[i]);
+                    for (int64_t r = 0; r < rows[i]; r++) sl_qw_dequant_row(&w[i], r, wf + r * cols);
+                    for (int t = 0; t < T; t++)
+                        for (int r = 0; r < rows[i]; r++) {
+                            double ref = 0, mag = 0;
+                            for (int k = 0; k < cols; k++) {
+                                const double p = (double)wf[r * cols + k] * x[t * cols + k];
+                                ref += p, mag += fabs(p);
+                            }
+                            const double tol = (2 * U16 + 2.0 * cols / 16777216.0) * mag + cols * 3e-8;
+                            g_checks++;
+                            if (!(fabs((double)got[t * rows[i] + r] - ref) <= tol)) {
+                                fprintf(stderr, "matmul_multi case %zu n=%d weight %d T=%d: token "
+                                        "%d row %d: got %.9g, want %.9g\n", c, n, i, T, t, r,
+                                        got[t * rows[i] + r], ref);
+                                abort();
+                            }
+                        }
+                    free(got), free(wf);
+                    g_gpu->free(g_gpu, dy[i]);
+                    g_gpu->weight_destroy(g_gpu, bw[i]);
+                    sl_qw_free(&w[i]);
+                }
+                g_gpu->free(g_gpu, dx);
+                free(x);
+            }
+    printf("matmul_multi: %d cases ok\n", cases);
+}
+
 static void test_embed_matmul(void) {
     /* rows not a multiple of 16 and columns not of the 64/32-column tiles: the padding */
     static const int shapes[][2] = {{37, 96}, {16, 256}, {70, 160}};
@@ -664,6 +721,7 @@ int main(void) {
     ASSERT(sl_cuda_backend_create(sl_cuda_device_count()) == NULL); /* no such device */
     test_elementwise();
     test_embed_matmul();
+    test_matmul_multi();
     test_models();
     test_device_sampling();
     test_batch_invariance();

@@ -195,11 +195,13 @@ static void test_qmm_multi(void) {
             sl_qw w[3];
             sl_cuda_qmat q[3];
             const sl_cuda_qmat *qp[3];
+            g_f16_scales = n == 2; /* pairs with f16 scales, triples with f32 and offsets */
             for (int i = 0; i < n; i++) {
                 random_qw(&w[i], fmt, rows[i], cols, group, offs);
                 ASSERT_EQ(sl_cuda_qmat_init(&q[i], &w[i]), 0);
                 qp[i] = &q[i];
             }
+            g_f16_scales = 0;
             ASSERT(sl_cuda_qmm_groupable(qp, n));
             for (int ti = 0; ti < 4; ti++) {
                 const int T = Ts[ti];
@@ -232,6 +234,30 @@ static void test_qmm_multi(void) {
                         dev_free(&dy[i]);
                     }
                     cases++;
+                }
+                /* a token alone gets its bits in the batch (a split plan: partial sums) */
+                if (T > 1) {
+                    dbuf dyb[3], dy1[3];
+                    float *yb[3], *y1[3];
+                    for (int i = 0; i < n; i++) {
+                        dyb[i] = dev_alloc((int64_t)T * rows[i], 0), yb[i] = dyb[i].p;
+                        dy1[i] = dev_alloc(rows[i], 0), y1[i] = dy1[i].p;
+                    }
+                    const int t = T - 1;
+                    dbuf dxt = dev_from(x16 + (int64_t)t * cols, (cols + 1) / 2, 0);
+                    sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dx16.p, yb, T, g_plans[1], NULL);
+                    sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dxt.p, y1, 1, g_plans[1], NULL);
+                    for (int i = 0; i < n; i++) {
+                        float *gb = sl_xmalloc((size_t)T * rows[i] * sizeof(float));
+                        float *g1 = sl_xmalloc((size_t)rows[i] * sizeof(float));
+                        dev_get(&dyb[i], gb);
+                        dev_get(&dy1[i], g1);
+                        check_bits("qmm multi: a token alone and in the batch", g1,
+                                   gb + (int64_t)t * rows[i], rows[i], 4);
+                        free(gb), free(g1);
+                        dev_free(&dyb[i]), dev_free(&dy1[i]);
+                    }
+                    dev_free(&dxt);
                 }
                 /* the f32 entry point, default plan */
                 dbuf dx = dev_from(x, nx, 0), dy[3];
