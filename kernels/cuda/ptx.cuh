@@ -131,12 +131,20 @@ static __device__ __forceinline__ void sl_ldmatrix(uint32_t (&r)[NUM],
 #endif
 }
 
+#ifdef SL_CUDA_EMU
+/* the emulator's read-only loads: the alignment checked, then a copy */
+template <class V>
+static inline V sl__emu_ldg(const void *p, const char *what, const char *file, int line) {
+    if ((uintptr_t)p % sizeof(V)) sl_emu::trap(what, file, line);
+    V v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+#endif
+
 static __device__ __forceinline__ uint4 sl_ldg_nc_v4(const void *p SL_PTX_LOC) {
 #ifdef SL_CUDA_EMU
-    if ((uintptr_t)p & 15) sl_emu::trap("sl_ldg_nc_v4 at an address not 16-byte aligned", sl_emu_file, sl_emu_line);
-    uint4 v;
-    memcpy(&v, p, 16);
-    return v;
+    return sl__emu_ldg<uint4>(p, "sl_ldg_nc_v4 at an address not 16-byte aligned", sl_emu_file, sl_emu_line);
 #else
     uint4 v;
     asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
@@ -149,10 +157,7 @@ static __device__ __forceinline__ uint4 sl_ldg_nc_v4(const void *p SL_PTX_LOC) {
 
 static __device__ __forceinline__ uint4 sl_ldg_stream_v4(const void *p SL_PTX_LOC) {
 #ifdef SL_CUDA_EMU
-    if ((uintptr_t)p & 15) sl_emu::trap("sl_ldg_stream_v4 at an address not 16-byte aligned", sl_emu_file, sl_emu_line);
-    uint4 v;
-    memcpy(&v, p, 16);
-    return v;
+    return sl__emu_ldg<uint4>(p, "sl_ldg_stream_v4 at an address not 16-byte aligned", sl_emu_file, sl_emu_line);
 #else
     uint4 v;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
@@ -165,10 +170,7 @@ static __device__ __forceinline__ uint4 sl_ldg_stream_v4(const void *p SL_PTX_LO
 
 static __device__ __forceinline__ uint2 sl_ldg_nc_v2(const void *p SL_PTX_LOC) {
 #ifdef SL_CUDA_EMU
-    if ((uintptr_t)p & 7) sl_emu::trap("sl_ldg_nc_v2 at an address not 8-byte aligned", sl_emu_file, sl_emu_line);
-    uint2 v;
-    memcpy(&v, p, 8);
-    return v;
+    return sl__emu_ldg<uint2>(p, "sl_ldg_nc_v2 at an address not 8-byte aligned", sl_emu_file, sl_emu_line);
 #else
     uint2 v;
     asm volatile("ld.global.nc.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p) : "memory");
@@ -178,10 +180,7 @@ static __device__ __forceinline__ uint2 sl_ldg_nc_v2(const void *p SL_PTX_LOC) {
 
 static __device__ __forceinline__ uint32_t sl_ldg_nc_b32(const void *p SL_PTX_LOC) {
 #ifdef SL_CUDA_EMU
-    if ((uintptr_t)p & 3) sl_emu::trap("sl_ldg_nc_b32 at an address not 4-byte aligned", sl_emu_file, sl_emu_line);
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
+    return sl__emu_ldg<uint32_t>(p, "sl_ldg_nc_b32 at an address not 4-byte aligned", sl_emu_file, sl_emu_line);
 #else
     uint32_t v;
     asm volatile("ld.global.nc.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");

@@ -68,18 +68,26 @@ __device__ __forceinline__ uint32_t hfma2_u32(uint32_t c, __half2 m, __half2 bia
     return *reinterpret_cast<const uint32_t *>(&d);
 }
 
-/* NW words of read-only memory (4·NW-byte aligned, 16 for NW > 4), loaded where written */
-template <int NW> __device__ __forceinline__ void ldg_words(uint32_t (&d)[NW], const void *p) {
-    static_assert(NW == 1 || NW == 2 || NW == 4 || NW == 8, "a lane's scales of a tile are 4 to 32 bytes");
+/* NW words of read-only memory (4·NW-byte aligned, 16 for NW > 4): scales where written
+ * (ORDERED: ptx.cuh's volatile loads, kept ahead of their use), x where the compiler likes */
+template <class V, bool ORDERED> __device__ __forceinline__ V ldg_one(const void *p) {
+    if constexpr (!ORDERED) return __ldg(static_cast<const V *>(p));
+    else if constexpr (sizeof(V) == 4) return sl_ldg_nc_b32(p);
+    else if constexpr (sizeof(V) == 8) return sl_ldg_nc_v2(p);
+    else return sl_ldg_nc_v4(p);
+}
+template <int NW, bool ORDERED>
+__device__ __forceinline__ void ldg_words(uint32_t (&d)[NW], const void *p) {
+    static_assert(NW == 1 || NW == 2 || NW == 4 || NW == 8, "4 to 32 bytes");
     if constexpr (NW == 1) {
-        d[0] = sl_ldg_nc_b32(p);
+        d[0] = ldg_one<uint32_t, ORDERED>(p);
     } else if constexpr (NW == 2) {
-        const uint2 v = sl_ldg_nc_v2(p);
+        const uint2 v = ldg_one<uint2, ORDERED>(p);
         d[0] = v.x, d[1] = v.y;
     } else {
 #pragma unroll
         for (int i = 0; i < NW / 4; i++) {
-            const uint4 v = sl_ldg_nc_v4(static_cast<const uint4 *>(p) + i);
+            const uint4 v = ldg_one<uint4, ORDERED>(static_cast<const uint4 *>(p) + i);
             d[4 * i] = v.x, d[4 * i + 1] = v.y, d[4 * i + 2] = v.z, d[4 * i + 3] = v.w;
         }
     }
@@ -92,21 +100,6 @@ template <bool SH> __device__ __forceinline__ float2 unit_pair(const uint32_t *w
     float2 f;
     f.x = __uint_as_float(w[2 * u]), f.y = __uint_as_float(w[2 * u + 1]);
     return f;
-}
-
-/* a lane's W = 2·SPA words of x (one unit's columns, qmat_layout.cuh) */
-template <int W> __device__ __forceinline__ void ldg_x(uint32_t (&d)[W], const __half *p) {
-    static_assert(W == 2 || W == 4 || W == 8, "a lane's x of a unit is 8, 16 or 32 bytes");
-    if constexpr (W == 2) {
-        const uint2 v = __ldg(reinterpret_cast<const uint2 *>(p));
-        d[0] = v.x, d[1] = v.y;
-    } else {
-#pragma unroll
-        for (int i = 0; i < W / 4; i++) {
-            const uint4 v = __ldg(reinterpret_cast<const uint4 *>(p) + i);
-            d[4 * i] = v.x, d[4 * i + 1] = v.y, d[4 * i + 2] = v.z, d[4 * i + 3] = v.w;
-        }
-    }
 }
 
 /* The weights of one launch (1 to 3 of one format, group and K on the same x: q/k/v, gate/up),
@@ -201,8 +194,8 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
         cv[slot] = sl_ldg_stream_v4(cq + i * 32); /* read once: kept out of L1, where x is */
         /* a record per tile, or per group of 2^rec_shift tiles */
         const int at = (UPT > 1 ? i : k >> rec_shift) * 8 * L;
-        ldg_words<NW>(scv[slot], sq + at * ES);
-        if constexpr (OFFS) ldg_words<NW>(ofv[slot], oq + at * ES);
+        ldg_words<NW, true>(scv[slot], sq + at * ES);
+        if constexpr (OFFS) ldg_words<NW, true>(ofv[slot], oq + at * ES);
     };
 #pragma unroll
     for (int u = 0; u < D; u++)
@@ -220,7 +213,7 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
             const int xc = i * KT + (u == 0 ? 0 : min(u * 16 * SPA, room));
             uint32_t xb[NT][W];
 #pragma unroll
-            for (int n = 0; n < NT; n++) ldg_x<W>(xb[n], xq[n] + xc);
+            for (int n = 0; n < NT; n++) ldg_words<W, false>(xb[n], xq[n] + xc); /* x of the unit */
             float d[NT][4], ds[NT][4];
 #pragma unroll
             for (int n = 0; n < NT; n++)
