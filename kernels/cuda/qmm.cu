@@ -105,9 +105,9 @@ template <bool SH> __device__ __forceinline__ float2 unit_pair(const uint32_t *w
 /* The weights of one launch (1 to 3 of one format, group and K on the same x: q/k/v, gate/up),
  * each its own run of row blocks; entries past n repeat the first. */
 struct qmm_segs {
-    const uint4 *codes[3];
-    const void *scales[3], *offsets[3];
-    float *y[3];
+    const uint4 *codes[3];              /* device, each weight's tiles (matmul.h) */
+    const void *scales[3], *offsets[3]; /* device, their records (offsets may be null) */
+    float *y[3];                        /* device, f32 [T][N] */
     int N[3], row_tiles[3];
     int rb0[3];          /* the segment's first row block */
     long long poff[3];   /* where its partial sums start in the workspace (floats) */
