@@ -3,8 +3,9 @@
  * qmat_layout.cuh).
  *
  * One templated kernel over the format (QW4/QW8), the number of 8-token column tiles (1: up to
- * 8 tokens, 2: up to 16, 4: up to 32), whether the weight has offsets and the steps per scale. A block is 8
- * warps; each row tile (16 output rows) is shared by kw = 1, 2, 4 or 8 of them, each streaming
+ * 8 tokens, 2: up to 16, 4: up to 32), whether the weight has offsets, the steps per scale and
+ * the scales' width (f16/f32). A block is 8 warps; each row tile (16 output rows) is shared by
+ * kw = 1, 2, 4 or 8 of them, each streaming
  * a contiguous run of the row tile's column tiles, and their sums add up through shared memory
  * at the end; blockIdx.y splits the columns further over blocks.
  *
@@ -54,8 +55,9 @@ constexpr int QMM_THREADS = QMM_WARPS * 32;
 __host__ __device__ constexpr int ktile(bool q4) { return sl_qmat_kt(q4); }
 
 /* ring slots per warp: tiles in flight while it computes. With 2 to 4 blocks per SM (up to 128
- * or 64 registers), 36 to 72 KiB in flight per SM, more than an H100's latency × bandwidth (about
- * 25 KiB per SM); 8 slots cost registers (126 for QW4 g32) and so warps. */
+ * or 64 registers), 27 to 54 KiB in flight per SM (3 of 4 slots loading), more than an H100's
+ * latency × bandwidth (about 25 KiB per SM); 8 slots cost registers (126 for QW4 g32) and so
+ * warps. */
 constexpr int QMM_D = 4;
 
 /* c - bias, and c·(1/16) + bias, on both 16-bit halves of a register (reinterpretations) */
