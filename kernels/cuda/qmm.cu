@@ -136,8 +136,8 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
      * at 32 tokens with offsets or 4 units per tile, at 16 for QW4 g16 with offsets. Then only
      * about 8 KiB per SM are in flight at 16 warps (a third of an H100's latency × bandwidth):
      * the benchmark's offset rows at 32 tokens tell whether a second launch would do better.
-     * nvcc 13.0 still spills 20 to 44 bytes for QW4 with offsets at 32 tokens, 4 for a few
-     * others (gpu-check's sass step reports each instantiation's stack) */
+     * nvcc 13.0 still spills 16 to 20 bytes for QW4 with offsets at 32 tokens (gpu-check's
+     * sass step reports each instantiation's stack) */
     constexpr int D = (NT == 4 && (OFFS || UPT == 4)) || (Q4 && UPT == 4 && OFFS && NT == 2) ? 2 : QMM_D;
     SL_SHARED(float, red, [QMM_WARPS * NT * 4 * 32]); /* the kw warps' sums of a row tile */
     SL_SHARED(unsigned, last_block, [1]);
@@ -208,14 +208,22 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
                        const int k) {
         const uint32_t wq[4] = {v.x, v.y, v.z, v.w};
         /* a unit past K (the last tile's padding; only when a tile holds more than one) reads
-         * the row's last unit instead: its scales and offsets are zero, so finite x adds 0 */
+         * the row's last unit instead: its scales and offsets are zero, so finite x adds 0.
+         * Only a row's last tile can hold one: the others keep immediate offsets (about 10
+         * fewer instructions a tile) */
+        const bool tail = UPT > 1 && (k + 1) * KT > K; /* uniform over the warp */
         const int room = K - k * KT - 16 * SPA;
 #pragma unroll
         for (int u = 0; u < UPT; u++) {
-            const int xc = i * KT + (u == 0 ? 0 : min(u * 16 * SPA, room));
             uint32_t xb[NT][W];
+            if (!tail) { /* immediate offsets from the ring's pointers */
 #pragma unroll
-            for (int n = 0; n < NT; n++) ldg_words<W, false>(xb[n], xq[n] + xc); /* x of the unit */
+                for (int n = 0; n < NT; n++) ldg_words<W, false>(xb[n], xq[n] + i * KT + u * 16 * SPA);
+            } else {
+                const int xc = i * KT + (u == 0 ? 0 : min(u * 16 * SPA, room));
+#pragma unroll
+                for (int n = 0; n < NT; n++) ldg_words<W, false>(xb[n], xq[n] + xc);
+            }
             float d[NT][4], ds[NT][4];
 #pragma unroll
             for (int n = 0; n < NT; n++)
