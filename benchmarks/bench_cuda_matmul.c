@@ -61,6 +61,7 @@ static void qmm_fn(void *arg, int i, cudaStream_t s) {
 typedef struct gcase {
     sl_cuda_qmat *w[3]; /* each member's nsets copies */
     int n, nsets, T, grouped;
+    sl_qmm_plan plan; /* the grouped launch's ({0, 0}: the default) */
     const uint16_t *x16;
     float *y[3];
 } gcase;
@@ -70,7 +71,7 @@ static void group_fn(void *arg, int i, cudaStream_t s) {
     const sl_cuda_qmat *ws[3];
     for (int j = 0; j < c->n; j++) ws[j] = &c->w[j][i % c->nsets];
     if (c->grouped) {
-        sl_cuda_qmm_multi_f16(ws, c->n, c->x16, c->y, c->T, (sl_qmm_plan){0, 0}, (sl_cuda_stream)s);
+        sl_cuda_qmm_multi_f16(ws, c->n, c->x16, c->y, c->T, c->plan, (sl_cuda_stream)s);
     } else {
         for (int j = 0; j < c->n; j++)
             sl_cuda_qmm_f16(ws[j], c->x16, c->y[j], c->T, (sl_qmm_plan){0, 0}, (sl_cuda_stream)s);
@@ -321,6 +322,7 @@ int main(int argc, char **argv) {
         {"gate+up 2 x 14336 x 4096", 2, {2, 2, 2}},
     };
     static sl_cuda_qmat gw[3][MAX_SETS];
+    static char sweeps[2][1024]; /* each group's launch at 1 token by plan, printed after the table */
     for (int gi = 0; gi < 2; gi++) {
         gcase g = {.n = groups[gi].n, .x16 = x16};
         size_t bytes = 0;
@@ -348,8 +350,21 @@ int main(int argc, char **argv) {
                    sep / one, 100.0 * gbs / copy);
             fflush(stdout);
         }
+        /* the grouped launch's plan at 1 token: µs per plan of the sweep above */
+        g.T = 1, g.grouped = 1;
+        sweeps[gi][0] = '\0';
+        for (int i = 0; i < np; i++) {
+            g.plan = plans[i];
+            const size_t used = strlen(sweeps[gi]);
+            snprintf(sweeps[gi] + used, sizeof sweeps[gi] - used, " %d×%d %.2f µs;",
+                     plans[i].warps_per_tile, plans[i].splits,
+                     bench_graph_us(group_fn, &g, g.nsets * 2, reps));
+        }
+        g.plan = (sl_qmm_plan){0, 0};
         for (int j = 0; j < g.n; j++) free_qmats(gw[j], ns[j]);
     }
+    for (int gi = 0; gi < 2; gi++)
+        printf("\n%s, grouped, 1 token, by plan:%s\n", groups[gi].name, sweeps[gi]);
     BENCH_CHECK(cudaFree(x16));
     BENCH_CHECK(cudaFree(y));
     return 0;
