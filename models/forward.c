@@ -177,6 +177,16 @@ static int check_batch(const sl_model *m, const sl_kv_cache *kv, const sl_batch 
 
 /* The forward pass up to the logits, left in the workspace's backend buffer (w->logits):
  * 0, or 1 when there is nothing more to do (no logit rows); errors as sl_forward. */
+/* several weights on the same x (q/k/v, gate/up): in one pass where the backend can */
+static void matmuls(sl_backend *be, const sl_bweight *const *ws, int n, const float *x,
+                    float *const *ys, int T) {
+    if (be->matmul_multi) {
+        be->matmul_multi(be, ws, n, x, ys, T);
+        return;
+    }
+    for (int i = 0; i < n; i++) be->matmul(be, ws[i], x, ys[i], T);
+}
+
 static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
     sl_backend *be = m->be;
     const sl_hparams *hp = &m->hp;
@@ -197,15 +207,9 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
     for (int l = 0; l < hp->n_layer; l++) {
         const sl_layer *ly = &m->layers[l];
         be->rmsnorm(be, w->x, ly->attn_norm, w->h, T, E, hp->eps);
-        if (be->matmul_multi) {
-            const sl_bweight *ws[3] = {ly->wq, ly->wk, ly->wv};
-            float *ys[3] = {w->q, w->k, w->v};
-            be->matmul_multi(be, ws, 3, w->h, ys, T);
-        } else {
-            be->matmul(be, ly->wq, w->h, w->q, T);
-            be->matmul(be, ly->wk, w->h, w->k, T);
-            be->matmul(be, ly->wv, w->h, w->v, T);
-        }
+        const sl_bweight *qkv[3] = {ly->wq, ly->wk, ly->wv};
+        float *qkv_out[3] = {w->q, w->k, w->v};
+        matmuls(be, qkv, 3, w->h, qkv_out, T);
         if (ly->bq) be->add_bias(be, w->q, ly->bq, T, QD);
         if (ly->bk) be->add_bias(be, w->k, ly->bk, T, KD);
         if (ly->bv) be->add_bias(be, w->v, ly->bv, T, KD);
@@ -220,14 +224,9 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
         be->add(be, w->x, w->h, (int64_t)T * E);
 
         be->rmsnorm(be, w->x, ly->ffn_norm, w->h, T, E, hp->eps);
-        if (be->matmul_multi) {
-            const sl_bweight *ws[2] = {ly->w_gate, ly->w_up};
-            float *ys[2] = {w->g, w->u};
-            be->matmul_multi(be, ws, 2, w->h, ys, T);
-        } else {
-            be->matmul(be, ly->w_gate, w->h, w->g, T);
-            be->matmul(be, ly->w_up, w->h, w->u, T);
-        }
+        const sl_bweight *gu[2] = {ly->w_gate, ly->w_up};
+        float *gu_out[2] = {w->g, w->u};
+        matmuls(be, gu, 2, w->h, gu_out, T);
         if (ly->b_gate) be->add_bias(be, w->g, ly->b_gate, T, F);
         if (ly->b_up) be->add_bias(be, w->u, ly->b_up, T, F);
         be->swiglu(be, w->g, w->u, w->g, (int64_t)T * F);
