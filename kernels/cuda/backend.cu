@@ -101,16 +101,11 @@ __global__ void gather_rows_kernel(const float *__restrict__ x, const int32_t *_
         y[i * D + j] = x[(int64_t)r * D + j];
 }
 
-/* s·c (+ o), the multiply and the add rounded separately: sl_qw_dequant_row's arithmetic */
-__device__ __forceinline__ float dequant(float s, float c, const float *o, int64_t at) {
-    const float v = __fmul_rn(s, c);
-    return o ? __fadd_rn(v, o[at]) : v;
-}
-
-/* the same from a tiled matrix's scales and offsets of sb bytes each (matmul.h; f16 ones are
- * the f32 values exactly) */
-__device__ __forceinline__ float dequant_t(const void *sc, const void *of, int sb, float c,
-                                           int64_t at) {
+/* s·c (+ o), the multiply and the add rounded separately (sl_qw_dequant_row's arithmetic), from
+ * scales and offsets of sb bytes each: 4 for the logical layout, 2 or 4 for a tiled matrix's
+ * (matmul.h; f16 ones are the f32 values exactly) */
+__device__ __forceinline__ float dequant(const void *sc, const void *of, int sb, float c,
+                                         int64_t at) {
     const float v = __fmul_rn(sl_qmat_scale(sc, sb, at), c);
     return of ? __fadd_rn(v, sl_qmat_scale(of, sb, at)) : v;
 }
@@ -138,7 +133,7 @@ __device__ __forceinline__ float qmat_at(const uint8_t *__restrict__ codes,
         code = (float)((int)lb[j] - 128);
     }
     const int64_t at = sl_qmat_scale_at(Q4, group, k_tiles, g_pad, rt, c, rr);
-    return dequant_t(scales, offsets, sb, code, at);
+    return dequant(scales, offsets, sb, code, at);
 }
 
 /* Row tok[t] of a tiled QW matrix: blockIdx.x the token, blockIdx.y a slice of the row. */
@@ -200,7 +195,7 @@ __global__ void qmat_rows_f16_kernel(const uint4 *__restrict__ codes,
                             code = (float)((int)((w[j / 4] >> (8 * (j % 4))) & 255) - 128);
                         }
                         const int64_t at = sl_qmat_scale_at(Q4, group, k_tiles, g_pad, rt, c + odd, rr);
-                        v2[odd] = dequant_t(scales, offsets, sb, code, at);
+                        v2[odd] = dequant(scales, offsets, sb, code, at);
                     }
                     *reinterpret_cast<__half2 *>(out + r * cols + c) = __floats2half2_rn(v2[0], v2[1]);
                 }
@@ -225,7 +220,7 @@ __global__ void dequant_f16_kernel(const void *__restrict__ codes,
             code = (float)static_cast<const int8_t *>(codes)[i];
         }
         const int64_t at = r * (cols / group) + c / group;
-        out[i] = __float2half_rn(dequant(scales[at], code, offsets, at));
+        out[i] = __float2half_rn(dequant(scales, offsets, 4, code, at));
     }
 }
 

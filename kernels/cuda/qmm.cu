@@ -689,9 +689,7 @@ extern "C" void sl_cuda_qmm_multi_f16(const sl_cuda_qmat *const *ws, int n, cons
 
 extern "C" void sl_cuda_qmm_f16(const sl_cuda_qmat *w, const uint16_t *x16, float *y, int T,
                                 sl_qmm_plan plan, sl_cuda_stream stream) {
-    SL_CUDA_REQUIRE(w && w->codes && x16 && y && T >= 1);
-    SL_CUDA_REQUIRE(w->fmt == SL_WF_QW4 || w->fmt == SL_WF_QW8);
-    sl_cuda_qmm_multi_f16(&w, 1, x16, &y, T, plan, stream);
+    sl_cuda_qmm_multi_f16(&w, 1, x16, &y, T, plan, stream); /* which checks the arguments */
 }
 
 extern "C" void sl_cuda_qmm_multi(const sl_cuda_qmat *const *ws, int n, const float *x,
