@@ -102,11 +102,13 @@ static float *random_floats(int64_t n, float scale, uint64_t seed) {
     return h;
 }
 
-/* n random scales of sb bytes each (f32, or f16: the kernel's two widths) on the device */
+/* n random scales of sb bytes each (f32, f16, or 1: two-level's int8 multipliers) on the device */
 static void *dev_scales(int64_t n, int sb, float scale, uint64_t seed) {
     float *h = random_floats(n, scale, seed);
     uint16_t *h16 = sb == 2 ? malloc((size_t)n * 2) : NULL;
     for (int64_t i = 0; h16 && i < n; i++) h16[i] = sl_f32_to_fp16(h[i]);
+    if (sb == 1)
+        for (int64_t i = 0; i < n; i++) ((int8_t *)h)[i] = (int8_t)(h[i] / scale * 63.0f);
     void *d = NULL;
     BENCH_CHECK(cudaMalloc(&d, (size_t)n * sb));
     BENCH_CHECK(cudaMemcpy(d, h16 ? (void *)h16 : (void *)h, (size_t)n * sb, cudaMemcpyHostToDevice));
@@ -116,7 +118,8 @@ static void *dev_scales(int64_t n, int sb, float scale, uint64_t seed) {
 
 static size_t qmat_bytes(const sl_cuda_qmat *w, int offsets) {
     return (size_t)w->row_tiles * w->k_tiles * 512 +
-           (size_t)w->row_tiles * w->g_pad * 16 * w->scale_bytes * (offsets ? 2 : 1);
+           (size_t)w->row_tiles * w->g_pad * 16 * w->scale_bytes * (offsets ? 2 : 1) +
+           sl_cuda_qmat_factor_bytes(w);
 }
 
 /* nsets random weights of one format and shape (the first random, the rest its copies) */
@@ -131,6 +134,8 @@ static int make_qmats(sl_cuda_qmat *w, sl_wfmt fmt, int group, int offsets, int 
     q.row_tiles = sh->rows / 16;
     q.k_tiles = sh->cols / sl_cuda_qmat_ktile(fmt);
     q.g_pad = sh->cols / group;
+    q.offsets = offsets ? (void *)&q : NULL; /* for sl_cuda_qmat_factor_bytes; replaced below */
+    const size_t fb = sl_cuda_qmat_factor_bytes(&q);
     const size_t bytes = qmat_bytes(&q, offsets), cb = (size_t)q.row_tiles * q.k_tiles * 512;
     const int64_t ns = q.row_tiles * q.g_pad * 16;
     int nsets = (int)ceil(3.0 * (double)bench_l2_bytes() / (double)bytes);
@@ -142,11 +147,18 @@ static int make_qmats(sl_cuda_qmat *w, sl_wfmt fmt, int group, int offsets, int 
             bench_fill_random(w[i].codes, cb, 0x5eed + (uint64_t)sh->rows);
             w[i].scales = dev_scales(ns, sb, 0.02f, 7);
             w[i].offsets = offsets ? dev_scales(ns, sb, 0.1f, 11) : NULL;
+            /* two-level: f16 factors, as K-quants' d and dmin */
+            w[i].factors = fb ? dev_scales((int64_t)fb / 2, 2, 0.001f, 13) : NULL;
         } else {
             BENCH_CHECK(cudaMemcpy(w[i].codes, w[0].codes, cb, cudaMemcpyDeviceToDevice));
             BENCH_CHECK(cudaMalloc(&w[i].scales, (size_t)ns * sb));
             BENCH_CHECK(cudaMemcpy(w[i].scales, w[0].scales, (size_t)ns * sb, cudaMemcpyDeviceToDevice));
             w[i].offsets = NULL;
+            w[i].factors = NULL;
+            if (fb) {
+                BENCH_CHECK(cudaMalloc(&w[i].factors, fb));
+                BENCH_CHECK(cudaMemcpy(w[i].factors, w[0].factors, fb, cudaMemcpyDeviceToDevice));
+            }
             if (offsets) {
                 BENCH_CHECK(cudaMalloc(&w[i].offsets, (size_t)ns * sb));
                 BENCH_CHECK(cudaMemcpy(w[i].offsets, w[0].offsets, (size_t)ns * sb,
@@ -162,6 +174,7 @@ static void free_qmats(sl_cuda_qmat *w, int n) {
         BENCH_CHECK(cudaFree(w[i].codes));
         BENCH_CHECK(cudaFree(w[i].scales));
         BENCH_CHECK(cudaFree(w[i].offsets));
+        BENCH_CHECK(cudaFree(w[i].factors));
     }
 }
 
@@ -248,13 +261,17 @@ int main(int argc, char **argv) {
     double f16us[4][N_TS];
     bench_f16(f16us, reps, x16, y);
 
-    /* f16 scales are what Q4_0 and Q8_0 weights get (exact); f32 what K-quants get */
+    /* f16 scales are what Q4_0 and Q8_0 weights get (exact), two-level ones (int8 × f16,
+     * "i8s") what the K-quants get (Q4_K: QW4 g32+off, Q6_K: QW8 g16, Q5_K: QW8 g32+off), f32
+     * the load-time quantization */
     static const struct { sl_wfmt fmt; int group, offsets, sb; const char *name; } fmts[] = {
         {SL_WF_QW4, 32, 0, 2, "QW4 g32 f16s"},
         {SL_WF_QW4, 32, 0, 4, "QW4 g32"},
+        {SL_WF_QW4, 32, 1, 1, "QW4 g32+off i8s"},
         {SL_WF_QW4, 32, 1, 4, "QW4 g32+off"},
         {SL_WF_QW4, 128, 1, 4, "QW4 g128+off"},
         {SL_WF_QW8, 32, 0, 2, "QW8 g32 f16s"},
+        {SL_WF_QW8, 16, 0, 1, "QW8 g16 i8s"},
         {SL_WF_QW8, 32, 0, 4, "QW8 g32"},
     };
     const int nf = (int)(sizeof fmts / sizeof *fmts);

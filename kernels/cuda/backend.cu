@@ -101,54 +101,52 @@ __global__ void gather_rows_kernel(const float *__restrict__ x, const int32_t *_
         y[i * D + j] = x[(int64_t)r * D + j];
 }
 
-/* s·c (+ o), the multiply and the add rounded separately (sl_qw_dequant_row's arithmetic), from
- * scales and offsets of sb bytes each: 4 for the logical layout, 2 or 4 for a tiled matrix's
- * (matmul.h; f16 ones are the f32 values exactly) */
-__device__ __forceinline__ float dequant(const void *sc, const void *of, int sb, float c,
-                                         int64_t at) {
-    const float v = __fmul_rn(sl_qmat_scale(sc, sb, at), c);
-    return of ? __fadd_rn(v, sl_qmat_scale(of, sb, at)) : v;
+/* s·c (+ o), the multiply and the add rounded separately (sl_qw_dequant_row's arithmetic) */
+__device__ __forceinline__ float dequant(float s, const float *o, float c) {
+    const float v = __fmul_rn(s, c);
+    return o ? __fadd_rn(v, *o) : v;
+}
+
+/* The same for row rr of row tile rt of a tiled QW matrix at column c (its exact scale and
+ * offset in any width: qmat_layout.cuh) */
+__device__ __forceinline__ float dequant_qmat(const sl_cuda_qmat &q, int64_t rt, int64_t c, int rr,
+                                              float code) {
+    const float o = q.offsets ? sl_qmat_value(q, true, rt, c, rr) : 0.0f;
+    return dequant(sl_qmat_value(q, false, rt, c, rr), q.offsets ? &o : nullptr, code);
 }
 
 /* Element (r, c) of a tiled QW matrix (matmul.h), dequantized exactly as sl_qw_dequant_row:
  * qmat_layout.cuh's positions. */
 template <bool Q4>
-__device__ __forceinline__ float qmat_at(const uint8_t *__restrict__ codes,
-                                         const void *__restrict__ scales,
-                                         const void *__restrict__ offsets, int sb, int64_t k_tiles,
-                                         int64_t g_pad, int group, int64_t r, int64_t c) {
+__device__ __forceinline__ float qmat_at(const sl_cuda_qmat &q, int64_t r, int64_t c) {
     constexpr int KT = Q4 ? 64 : 32;
     const int64_t rt = r / 16;
     const int rr = (int)(r % 16);
     int s, kk, lane, j;
-    sl_qmat_step(sl_qmat_spa(Q4, group), (int)(c % KT), &s, &kk);
+    sl_qmat_step(sl_qmat_spa(Q4, q.group), (int)(c % KT), &s, &kk);
     sl_qmat_frag(Q4, rr, s, kk, &lane, &j);
-    const uint8_t *lb = codes + ((size_t)rt * k_tiles + c / KT) * 512 + lane * 16;
+    const uint8_t *lb = static_cast<const uint8_t *>(q.codes) + ((size_t)rt * q.k_tiles + c / KT) * 512 + lane * 16;
     float code;
     if (Q4) {
         const int nib = j % 8; /* nibble j: word j / 8, nibble j % 8 */
-        const unsigned q = (lb[(j / 8) * 4 + nib / 2] >> (4 * (nib % 2))) & 15;
-        code = (float)(offsets ? (int)q : (int)q - 8);
+        const unsigned n = (lb[(j / 8) * 4 + nib / 2] >> (4 * (nib % 2))) & 15;
+        code = (float)(q.offsets ? (int)n : (int)n - 8);
     } else {
         code = (float)((int)lb[j] - 128);
     }
-    const int64_t at = sl_qmat_scale_at(Q4, group, k_tiles, g_pad, rt, c, rr);
-    return dequant(scales, offsets, sb, code, at);
+    return dequant_qmat(q, rt, c, rr, code);
 }
 
 /* Row tok[t] of a tiled QW matrix: blockIdx.x the token, blockIdx.y a slice of the row. */
 template <bool Q4>
-__global__ void embed_qmat_kernel(const uint8_t *__restrict__ codes,
-                                  const void *__restrict__ scales,
-                                  const void *__restrict__ offsets, int sb, int64_t rows, int64_t cols,
-                                  int64_t k_tiles, int64_t g_pad, int group,
-                                  const int32_t *__restrict__ tok, float *__restrict__ y) {
+__global__ void embed_qmat_kernel(const sl_cuda_qmat q, const int32_t *__restrict__ tok,
+                                  float *__restrict__ y) {
     const int64_t t = blockIdx.x;
     const int64_t r = tok[t];
-    if (r < 0 || r >= rows) __trap();
-    for (int64_t c = (int64_t)blockIdx.y * blockDim.x + threadIdx.x; c < cols;
+    if (r < 0 || r >= q.rows) __trap();
+    for (int64_t c = (int64_t)blockIdx.y * blockDim.x + threadIdx.x; c < q.cols;
          c += (int64_t)gridDim.y * blockDim.x)
-        y[t * cols + c] = qmat_at<Q4>(codes, scales, offsets, sb, k_tiles, g_pad, group, r, c);
+        y[t * q.cols + c] = qmat_at<Q4>(q, r, c);
 }
 
 /* Rows [r0, r0 + nr) of a tiled QW matrix (r0 a multiple of 16), dequantized and rounded to
@@ -157,13 +155,12 @@ __global__ void embed_qmat_kernel(const uint8_t *__restrict__ codes,
  * at k indices 2t (+1) (+8), which qmat_layout.cuh maps to pairs of adjacent columns; so each
  * lane decodes its 16 bytes and stores pairs. The values are qmat_at's, bit for bit. */
 template <bool Q4>
-__global__ void qmat_rows_f16_kernel(const uint4 *__restrict__ codes,
-                                     const void *__restrict__ scales,
-                                     const void *__restrict__ offsets, int sb, int64_t cols,
-                                     int64_t k_tiles, int64_t g_pad, int group, int64_t r0,
-                                     int64_t nr, __half *__restrict__ out) {
+__global__ void qmat_rows_f16_kernel(const sl_cuda_qmat qm, int64_t r0, int64_t nr,
+                                     __half *__restrict__ out) {
     constexpr int KT = Q4 ? 64 : 32, STEPS = KT / 16;
-    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, spa = sl_qmat_spa(Q4, group);
+    const uint4 *__restrict__ codes = static_cast<const uint4 *>(qm.codes);
+    const int64_t cols = qm.cols, k_tiles = qm.k_tiles;
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, spa = sl_qmat_spa(Q4, qm.group);
     const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
     const int64_t n_tiles = (nr + 15) / 16 * k_tiles;
     for (int64_t i = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; i < n_tiles; i += warps) {
@@ -189,13 +186,12 @@ __global__ void qmat_rows_f16_kernel(const uint4 *__restrict__ codes,
                         if (Q4) {
                             const int j = s * 8 + v / 2 + (v % 2) * 4; /* nibble j: word j / 8 */
                             const unsigned n = (w[j / 8] >> (4 * (j % 8))) & 15;
-                            code = (float)(offsets ? (int)n : (int)n - 8);
+                            code = (float)(qm.offsets ? (int)n : (int)n - 8);
                         } else {
                             const int j = s * 8 + v; /* byte j */
                             code = (float)((int)((w[j / 4] >> (8 * (j % 4))) & 255) - 128);
                         }
-                        const int64_t at = sl_qmat_scale_at(Q4, group, k_tiles, g_pad, rt, c + odd, rr);
-                        v2[odd] = dequant(scales, offsets, sb, code, at);
+                        v2[odd] = dequant_qmat(qm, rt, c + odd, rr, code);
                     }
                     *reinterpret_cast<__half2 *>(out + r * cols + c) = __floats2half2_rn(v2[0], v2[1]);
                 }
@@ -220,7 +216,7 @@ __global__ void dequant_f16_kernel(const void *__restrict__ codes,
             code = (float)static_cast<const int8_t *>(codes)[i];
         }
         const int64_t at = r * (cols / group) + c / group;
-        out[i] = __float2half_rn(dequant(scales, offsets, 4, code, at));
+        out[i] = __float2half_rn(dequant(scales[at], offsets ? offsets + at : nullptr, code));
     }
 }
 
@@ -464,13 +460,10 @@ void qmat_gemm(cuda_be *c, const sl_cuda_qmat &q, const float *x, float *y, int 
         const int64_t nr = sl_min64(br, N - r0);
         const int64_t tiles = (nr + 15) / 16 * q.k_tiles;
         const unsigned grid = (unsigned)sl_min64(MAX_BLOCKS * 8, sl_div_up(tiles, THREADS / 32));
-        const uint4 *tc = static_cast<const uint4 *>(q.codes);
         if (q.fmt == SL_WF_QW4)
-            SL_LAUNCH(qmat_rows_f16_kernel<true>, grid, THREADS, 0, c->stream, tc, q.scales,
-                      q.offsets, (int)q.scale_bytes, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
+            SL_LAUNCH(qmat_rows_f16_kernel<true>, grid, THREADS, 0, c->stream, q, r0, nr, c->deq);
         else
-            SL_LAUNCH(qmat_rows_f16_kernel<false>, grid, THREADS, 0, c->stream, tc, q.scales,
-                      q.offsets, (int)q.scale_bytes, K, q.k_tiles, q.g_pad, (int)q.group, r0, nr, c->deq);
+            SL_LAUNCH(qmat_rows_f16_kernel<false>, grid, THREADS, 0, c->stream, q, r0, nr, c->deq);
         SL_CUDA_CHECK(cudaGetLastError());
         /* column-major view: Y[:, r0:r0+nr]ᵀ (nr×T, ld N) = Wbᵀ (K×nr, transposed) · Xᵀ (K×T) */
         SL_BLAS_CHECK(sl_blas_required().gemm_ex(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, T, (int)K,
@@ -587,13 +580,10 @@ void cb_embed(sl_backend *be, const sl_bweight *table, const int32_t *tok, float
     const sl_cuda_qmat &q = table->q;
     const unsigned threads = (unsigned)sl_min64(THREADS, sl_div_up(q.cols, 32) * 32);
     const dim3 grid((unsigned)T, (unsigned)sl_min64(MAX_SLICES, sl_div_up(q.cols, threads)));
-    const uint8_t *codes = static_cast<const uint8_t *>(q.codes);
     if (q.fmt == SL_WF_QW4)
-        SL_LAUNCH(embed_qmat_kernel<true>, grid, threads, 0, st, codes, q.scales, q.offsets,
-                  (int)q.scale_bytes, q.rows, q.cols, q.k_tiles, q.g_pad, (int)q.group, tok, y);
+        SL_LAUNCH(embed_qmat_kernel<true>, grid, threads, 0, st, q, tok, y);
     else
-        SL_LAUNCH(embed_qmat_kernel<false>, grid, threads, 0, st, codes, q.scales, q.offsets,
-                  (int)q.scale_bytes, q.rows, q.cols, q.k_tiles, q.g_pad, (int)q.group, tok, y);
+        SL_LAUNCH(embed_qmat_kernel<false>, grid, threads, 0, st, q, tok, y);
     SL_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -21,11 +21,19 @@
  *              QW8: step s is bytes 8s..8s+7, v_j in byte 8s + j, each code stored + 128
  *                   (0..255), so that a byte under 0x64 in a 16-bit half gives 1024 + 128 + code.
  *   scales:  row_tiles · G_pad · 16 of them (G_pad = ceil(K_pad / group)) in records that
- *            give each lane its scales of a tile in one load (qmat_layout.cuh); f16 when each
- *            scale and offset of the weight is exactly an f16 (the logical format's f32 values
- *            unchanged: GGUF's Q4_0 and Q8_0 scales are f16), else f32. At 4 bits and group 32,
- *            f16 scales are 10% fewer bytes per weight (4.5 bits instead of 5).
+ *            give each lane its scales of a tile in one load (qmat_layout.cuh), in the first
+ *            of these widths that keeps every scale and offset of the weight exactly:
+ *              f16 (scale_bytes 2): each value an f16 (GGUF's Q4_0, Q8_0, Q4_1, Q5_0, Q5_1).
+ *              two-level (scale_bytes 1): int8 multipliers times a per-row f16 factor of each
+ *                   256 columns (SL_QMAT_SB), in `factors` (qmat_layout.cuh), when group <= KT
+ *                   and cols % 256 == 0: the K-quants, whose scales are an f16 super-block
+ *                   scale times a 6- or 8-bit one (Q4_K, Q5_K, Q6_K). QW4 only with offsets
+ *                   and multipliers 0..127 (qmm.cu scales its codes by them in f16).
+ *              f32 (scale_bytes 4): anything else (the load-time int8/int4 quantization).
+ *            Bytes per weight at 4 bits, group 32, with offsets: f32 0.75, f16 0.625, two-level
+ *            0.578 (GGUF's Q4_K: 0.5625); QW8 group 16 (Q6_K): f32 1.25, two-level 1.07.
  *   offsets: the same layout and width, or NULL (symmetric).
+ *   factors: two-level only: row_tiles · (K_pad / 256) · 16 · (2 with offsets, else 1) f16.
  *
  * Codes stay exact in f16; scales and offsets are applied in f32 after the products of each
  * group's columns within a tile: y = Σ s·(Σ c·x) + o·(Σ x). Activations are rounded to f16
@@ -57,12 +65,15 @@ typedef struct sl_cuda_qmat {
     void *codes;          /* row_tiles · k_tiles · 512 bytes */
     void *scales;         /* row_tiles · g_pad · 16 of scale_bytes each */
     void *offsets;        /* the same, or NULL */
-    int32_t scale_bytes;  /* 2: f16, when every scale and offset is exactly an f16 (Q4_0, Q8_0
-                           * from GGUF); else 4: f32 */
+    int32_t scale_bytes;  /* 2: f16, 1: two-level (int8 × f16 factors), 4: f32 (above) */
+    void *factors;        /* two-level scales' factors, else NULL */
 } sl_cuda_qmat;
 
 /* Columns per 512-byte tile: 64 for QW4, 32 for QW8. */
 int sl_cuda_qmat_ktile(sl_wfmt fmt);
+
+/* Bytes of q's two-level factors (0 unless scale_bytes is 1). */
+size_t sl_cuda_qmat_factor_bytes(const sl_cuda_qmat *q);
 
 /* The repack on the host: fills *q's sizes and host buffers (codes, scales, offsets:
  * malloc'ed, freed with sl_cuda_qmat_host_free) from the logical w (QW8 or QW4, group a

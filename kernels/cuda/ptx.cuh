@@ -35,6 +35,7 @@
  *       into the loop that used them, one memory latency per load: qmm.cu, first H100 run).
  *   sl_ldg_nc_v2(p)    the same for 8 bytes (8-byte aligned): ld.global.nc.v2.u32.
  *   sl_ldg_nc_b32(p)   the same for 4 bytes (4-byte aligned): ld.global.nc.u32.
+ *   sl_ldg_nc_u16(p)   the same for 2 bytes (2-byte aligned), zero-extended: ld.global.nc.u16.
  *   sl_ldg_stream_v4(p) sl_ldg_nc_v4 for data read once (a weight streamed through): not kept
  *       in L1 (.L1::no_allocate), so it does not evict what the block reuses there.
  *
@@ -184,6 +185,16 @@ static __device__ __forceinline__ uint32_t sl_ldg_nc_b32(const void *p SL_PTX_LO
 #else
     uint32_t v;
     asm volatile("ld.global.nc.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+#endif
+}
+
+static __device__ __forceinline__ uint32_t sl_ldg_nc_u16(const void *p SL_PTX_LOC) {
+#ifdef SL_CUDA_EMU
+    return sl__emu_ldg<uint16_t>(p, "sl_ldg_nc_u16 at an address not 2-byte aligned", sl_emu_file, sl_emu_line);
+#else
+    unsigned short v;
+    asm volatile("ld.global.nc.u16 %0, [%1];\n" : "=h"(v) : "l"(p) : "memory");
     return v;
 #endif
 }

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "common.cuh"
+#include "matmul.h"
 
 #include <cuda_fp16.h>
 
@@ -74,6 +75,31 @@ static __host__ __device__ __forceinline__ int64_t sl_qmat_scale_at(bool q4, int
 static __host__ __device__ __forceinline__ float sl_qmat_scale(const void *p, int bytes, int64_t at) {
     if (bytes == 2) return __half2float(static_cast<const __half *>(p)[at]);
     return static_cast<const float *>(p)[at];
+}
+
+/* Two-level scales (scale_bytes 1, matmul.h): the records hold int8 multipliers q, and a row's
+ * value is q times the row's factor of its SL_QMAT_SB columns (f16, exact in f32 as the
+ * product). Factors are records too: [row tile][K_pad / SL_QMAT_SB][8][F], for g = rr % 8 the
+ * scales' factors of rows g and g + 8, then (F = 4, with offsets) the offsets' ones. */
+#define SL_QMAT_SB 256
+
+static __host__ __device__ __forceinline__ int64_t sl_qmat_factor_at(int64_t n_sb, bool offs,
+                                                                     int64_t rt, int64_t c,
+                                                                     int rr, bool offset) {
+    return ((rt * n_sb + c / SL_QMAT_SB) * 8 + rr % 8) * (offs ? 4 : 2) + 2 * offset + rr / 8;
+}
+
+/* The scale (offset: the offset) of row rr of row tile rt at column c, exactly the logical f32
+ * value, whatever the width. */
+static __host__ __device__ __forceinline__ float sl_qmat_value(const sl_cuda_qmat &q, bool offset,
+                                                               int64_t rt, int64_t c, int rr) {
+    const bool q4 = q.fmt == SL_WF_QW4;
+    const int64_t at = sl_qmat_scale_at(q4, q.group, q.k_tiles, q.g_pad, rt, c, rr);
+    const void *p = offset ? q.offsets : q.scales;
+    if (q.scale_bytes != 1) return sl_qmat_scale(p, q.scale_bytes, at);
+    const int64_t n_sb = q.k_tiles * sl_qmat_kt(q4) / SL_QMAT_SB;
+    const __half f = static_cast<const __half *>(q.factors)[sl_qmat_factor_at(n_sb, q.offsets != nullptr, rt, c, rr, offset)];
+    return __half2float(f) * (float)static_cast<const int8_t *>(p)[at];
 }
 
 #endif

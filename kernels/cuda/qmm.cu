@@ -37,6 +37,7 @@
  * result is the same in any batch.
  */
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,6 +70,14 @@ __device__ __forceinline__ uint32_t hfma2_u32(uint32_t c, __half2 m, __half2 bia
     const __half2 d = __hfma2(*reinterpret_cast<const __half2 *>(&c), m, bias);
     return *reinterpret_cast<const uint32_t *>(&d);
 }
+/* c·m + a and c·m on registers of f16 pairs */
+__device__ __forceinline__ uint32_t hfma2_u32(uint32_t c, uint32_t m, uint32_t a) {
+    return hfma2_u32(c, *reinterpret_cast<const __half2 *>(&m), *reinterpret_cast<const __half2 *>(&a));
+}
+__device__ __forceinline__ uint32_t hmul2_u32(uint32_t c, uint32_t m) {
+    const __half2 d = __hmul2(*reinterpret_cast<const __half2 *>(&c), *reinterpret_cast<const __half2 *>(&m));
+    return *reinterpret_cast<const uint32_t *>(&d);
+}
 
 /* NW words of read-only memory (4·NW-byte aligned, 16 for NW > 4): scales where written
  * (ORDERED: ptx.cuh's volatile loads, kept ahead of their use), x where the compiler likes */
@@ -95,13 +104,20 @@ __device__ __forceinline__ void ldg_words(uint32_t (&d)[NW], const void *p) {
     }
 }
 
-/* unit u's scales (or offsets) of rows g and g + 8 from a lane's record words: f16 pairs (SH)
- * or f32 */
-template <bool SH> __device__ __forceinline__ float2 unit_pair(const uint32_t *w, int u) {
-    if constexpr (SH) return __half22float2(*reinterpret_cast<const __half2 *>(&w[u]));
-    float2 f;
-    f.x = __uint_as_float(w[2 * u]), f.y = __uint_as_float(w[2 * u + 1]);
-    return f;
+/* unit u's scales (or offsets) of rows g and g + 8 from a lane's record words: f16 pairs
+ * (ES 2), f32 (ES 4), or int8 pairs times the rows' factors f (ES 1: QW8's two-level scales,
+ * the product exact) */
+template <int ES> __device__ __forceinline__ float2 unit_pair(const uint32_t *w, int u, float2 f) {
+    if constexpr (ES == 2) return __half22float2(*reinterpret_cast<const __half2 *>(&w[u]));
+    float2 v;
+    if constexpr (ES == 4) {
+        v.x = __uint_as_float(w[2 * u]), v.y = __uint_as_float(w[2 * u + 1]);
+    } else {
+        const uint32_t word = w[u / 2];
+        const int sh = 16 * (u % 2);
+        v.x = f.x * (float)(int8_t)(word >> sh), v.y = f.y * (float)(int8_t)(word >> (sh + 8));
+    }
+    return v;
 }
 
 /* The weights of one launch (1 to 3 of one format, group and K on the same x: q/k/v, gate/up),
@@ -109,6 +125,7 @@ template <bool SH> __device__ __forceinline__ float2 unit_pair(const uint32_t *w
 struct qmm_segs {
     const uint4 *codes[3];              /* device, each weight's tiles (matmul.h) */
     const void *scales[3], *offsets[3]; /* device, their records (offsets may be null) */
+    const void *factors[3];             /* device, two-level scales' factors (or null) */
     float *y[3];                        /* device, f32 [T][N] */
     int N[3], row_tiles[3];
     int rb0[3];          /* the segment's first row block */
@@ -120,7 +137,7 @@ template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
     return sg == 0 ? a : sg == 1 ? b : c; /* selects: no dynamic indexing of the parameters */
 }
 
-template <bool Q4, int NT, bool OFFS, int SC, bool SH>
+template <bool Q4, int NT, bool OFFS, int SC, int ES>
 __global__ void __launch_bounds__(QMM_THREADS, 2)
     qmm_kernel(const qmm_segs segs, const __half *__restrict__ x, float *__restrict__ part,
                unsigned *__restrict__ counters, int T, int K, int k_tiles, int n_rec,
@@ -129,8 +146,10 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
     constexpr int SPA = 1 << SC;       /* steps per unit (one scale) */
     constexpr int UPT = STEPS / SPA;   /* units per tile */
     constexpr int L = 2 * UPT;         /* a lane's scales per tile: rows g and g + 8 per unit */
-    constexpr int ES = SH ? 2 : 4;     /* bytes per scale */
-    constexpr int NW = L * ES / 4;     /* the words they take */
+    constexpr int RB = L * ES;         /* their bytes (ES per scale: 1 two-level, 2 f16, 4 f32) */
+    constexpr int NW = RB < 4 ? 1 : RB / 4; /* the words they take */
+    constexpr int FW = OFFS ? 2 : 1;   /* two-level: a lane's factor words (f16 pairs) */
+    constexpr int SBS = Q4 ? 2 : 3;    /* log2 of the tiles per factor (SL_QMAT_SB columns) */
     constexpr int W = 2 * SPA;         /* a lane's words of x per unit and token row */
     /* 2 slots where 4 do not fit in 128 registers with the rest (they spilled 4 to 316 bytes):
      * at 32 tokens with offsets or 4 units per tile, at 16 for QW4 g16 with offsets. Then only
@@ -147,6 +166,7 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
     const uint4 *__restrict__ codes = pick(sg, segs.codes[0], segs.codes[1], segs.codes[2]);
     const void *__restrict__ scales = pick(sg, segs.scales[0], segs.scales[1], segs.scales[2]);
     const void *__restrict__ offsets = pick(sg, segs.offsets[0], segs.offsets[1], segs.offsets[2]);
+    const void *__restrict__ factors = pick(sg, segs.factors[0], segs.factors[1], segs.factors[2]);
     float *__restrict__ y = pick(sg, segs.y[0], segs.y[1], segs.y[2]);
     const int N = pick(sg, segs.N[0], segs.N[1], segs.N[2]);
     const int row_tiles = pick(sg, segs.row_tiles[0], segs.row_tiles[1], segs.row_tiles[2]);
@@ -182,6 +202,10 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
     const size_t sbase = (rtc * n_rec * 8 + g) * L + (UPT > 1 ? (size_t)k0 * 8 * L : 0);
     const char *sq = static_cast<const char *>(scales) + sbase * ES;
     const char *oq = OFFS ? static_cast<const char *>(offsets) + sbase * ES : nullptr;
+    /* two-level: the lane's factors of the row tile (K_pad / SL_QMAT_SB of them) */
+    const uint32_t *fq = ES == 1 ? static_cast<const uint32_t *>(factors) +
+                                       (rtc * (k_tiles >> SBS) * 8 + g) * FW
+                                 : nullptr;
     /* token rows past T read row T - 1: an mma's output column depends on its own B column
      * alone, so they reach only outputs that are not stored */
     const __half *xq[NT];
@@ -190,23 +214,69 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
         xq[n] = x + (size_t)min(n * 8 + g, T - 1) * K + (size_t)k0 * KT + t * 4 * SPA;
 
     uint4 cv[D];
-    uint32_t scv[D][NW], ofv[D][NW];
+    uint32_t scv[D][NW], ofv[D][NW], fv[D][FW];
     /* slot's loads of tile k = k0 + i (i from the pointers' tile) */
     auto issue = [&](const int slot, const int i, const int k) {
         cv[slot] = sl_ldg_stream_v4(cq + i * 32); /* read once: kept out of L1, where x is */
         /* a record per tile, or per group of 2^rec_shift tiles */
         const int at = (UPT > 1 ? i : k >> rec_shift) * 8 * L;
-        ldg_words<NW, true>(scv[slot], sq + at * ES);
-        if constexpr (OFFS) ldg_words<NW, true>(ofv[slot], oq + at * ES);
+        if constexpr (RB == 2) {
+            scv[slot][0] = sl_ldg_nc_u16(sq + at);
+            if constexpr (OFFS) ofv[slot][0] = sl_ldg_nc_u16(oq + at);
+        } else {
+            ldg_words<NW, true>(scv[slot], sq + at * ES);
+            if constexpr (OFFS) ldg_words<NW, true>(ofv[slot], oq + at * ES);
+        }
+        if constexpr (ES == 1) ldg_words<FW, true>(fv[slot], fq + (k >> SBS) * 8 * FW);
     };
 #pragma unroll
     for (int u = 0; u < D; u++)
         if (k0 + u < k1) issue(u, u, k0 + u);
 
-    /* one tile's products: v the lane's codes, sc/of its scales and offsets */
-    auto product = [&](const uint4 v, const uint32_t (&sc)[NW], const uint32_t (&of)[NW], const int i,
-                       const int k) {
+    /* QW4 two-level (AS): the multipliers q (0..127) scale the codes in f16, exactly: the
+     * HFMA2 that turns a code into f16 multiplies by q·2^-24 (a subnormal, the byte moved in by
+     * one byte permute) instead of 1, so A holds c·q·2^-24 (rows g + 8: c·q·2^-20, the upper
+     * nibble's 16), integers under 2048 times a power of 2. The products of a factor's 256
+     * columns then add up in the tensor core (sb_s, and sb_o for the offsets, whose A is q·2^-24
+     * itself), and the factors apply once per 256 columns, scaled back by 2^24 (2^20): no f32
+     * work per unit. */
+    constexpr bool AS = Q4 && ES == 1;
+    float sb_s[NT][4], sb_o[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sb_s[n][e] = sb_o[n][e] = 0.0f;
+    /* the factors' sums into acc, after tile k when it ends its 256 columns or the warp's run */
+    auto flush = [&](const uint32_t (&fw)[FW], const int k) {
+        if (((k + 1) & ((1 << SBS) - 1)) != 0 && k + 1 != k1) return; /* uniform */
+        const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&fw[0]));
+        const float fg = f.x * 0x1p24f, fg8 = f.y * 0x1p20f;
+        float2 o = make_float2(0.0f, 0.0f);
+        if constexpr (OFFS) o = __half22float2(*reinterpret_cast<const __half2 *>(&fw[FW - 1]));
+        const float og = o.x * 0x1p24f, og8 = o.y * 0x1p24f;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            acc[n][0] += fg * sb_s[n][0], acc[n][1] += fg * sb_s[n][1];
+            acc[n][2] += fg8 * sb_s[n][2], acc[n][3] += fg8 * sb_s[n][3];
+            if constexpr (OFFS) {
+                acc[n][0] += og * sb_o[n][0], acc[n][1] += og * sb_o[n][1];
+                acc[n][2] += og8 * sb_o[n][2], acc[n][3] += og8 * sb_o[n][3];
+            }
+#pragma unroll
+            for (int e = 0; e < 4; e++) sb_s[n][e] = sb_o[n][e] = 0.0f;
+        }
+    };
+
+    /* one tile's products: v the lane's codes, sc/of its scales and offsets, fw its factors */
+    auto product = [&](const uint4 v, const uint32_t (&sc)[NW], const uint32_t (&of)[NW],
+                       const uint32_t (&fw)[FW], const int i, const int k) {
         const uint32_t wq[4] = {v.x, v.y, v.z, v.w};
+        /* two-level QW8: the rows' factors of the scales and the offsets, applied per unit */
+        float2 fs = make_float2(0.0f, 0.0f), fo = fs;
+        if constexpr (ES == 1 && !AS) {
+            fs = __half22float2(*reinterpret_cast<const __half2 *>(&fw[0]));
+            if constexpr (OFFS) fo = __half22float2(*reinterpret_cast<const __half2 *>(&fw[FW - 1]));
+        }
         /* a unit past K (the last tile's padding; only when a tile holds more than one) reads
          * the row's last unit instead: its scales and offsets are zero, so finite x adds 0.
          * Only a row's last tile can hold one: the others keep immediate offsets (about 10
@@ -229,11 +299,32 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
             for (int n = 0; n < NT; n++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) d[n][e] = ds[n][e] = 0.0f;
+            /* AS: the unit's multipliers of rows g, g + 8 (bytes 2u % 4 and the next of their
+             * record word) as f16 pairs q·2^-24, and the HFMA2's addends -1024·q·2^-24 */
+            uint32_t kg = 0, kg8 = 0, bg = 0, bg8 = 0, mg = 0, mg8 = 0;
+            if constexpr (AS) {
+                const int byte = 2 * u % 4;
+                const uint32_t sw = sc[u / 2];
+                kg = __byte_perm(sw, 0u, 0x4040u | byte | byte << 8);
+                kg8 = __byte_perm(sw, 0u, 0x4040u | (byte + 1) | (byte + 1) << 8);
+                bg = hmul2_u32(kg, 0xE400E400u), bg8 = hmul2_u32(kg8, 0xE400E400u); /* -1024 */
+                if constexpr (OFFS) {
+                    const uint32_t ow = of[u / 2];
+                    mg = __byte_perm(ow, 0u, 0x4040u | byte | byte << 8);
+                    mg8 = __byte_perm(ow, 0u, 0x4040u | (byte + 1) | (byte + 1) << 8);
+                }
+            }
 #pragma unroll
             for (int ss = 0; ss < SPA; ss++) {
                 const int s = u * SPA + ss;
                 uint32_t a[4];
-                if constexpr (Q4) {
+                if constexpr (AS) {
+                    const uint32_t w0 = wq[s], w8 = w0 >> 8;
+                    a[0] = hfma2_u32((w0 & 0x000F000Fu) | 0x64006400u, kg, bg);
+                    a[1] = hfma2_u32((w0 & 0x00F000F0u) | 0x64006400u, kg8, bg8);
+                    a[2] = hfma2_u32((w8 & 0x000F000Fu) | 0x64006400u, kg, bg);
+                    a[3] = hfma2_u32((w8 & 0x00F000F0u) | 0x64006400u, kg8, bg8);
+                } else if constexpr (Q4) {
                     const uint32_t w0 = wq[s], w8 = w0 >> 8;
                     a[0] = hsub2_u32((w0 & 0x000F000Fu) | 0x64006400u, bias);
                     a[1] = hfma2_u32((w0 & 0x00F000F0u) | 0x64006400u, sixteenth, bias16);
@@ -249,11 +340,18 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
 #pragma unroll
                 for (int n = 0; n < NT; n++) {
                     const uint32_t b[2] = {xb[n][2 * ss], xb[n][2 * ss + 1]};
-                    sl_mma_m16n8k16_f16(d[n], a, b, d[n]);
-                    if constexpr (OFFS) sl_mma_m16n8k16_f16(ds[n], ones, b, ds[n]);
+                    if constexpr (AS) {
+                        const uint32_t am[4] = {mg, mg8, mg, mg8};
+                        sl_mma_m16n8k16_f16(sb_s[n], a, b, sb_s[n]);
+                        if constexpr (OFFS) sl_mma_m16n8k16_f16(sb_o[n], am, b, sb_o[n]);
+                    } else {
+                        sl_mma_m16n8k16_f16(d[n], a, b, d[n]);
+                        if constexpr (OFFS) sl_mma_m16n8k16_f16(ds[n], ones, b, ds[n]);
+                    }
                 }
             }
-            const float2 scu = unit_pair<SH>(sc, u); /* rows g, g + 8 */
+            if constexpr (AS) continue; /* the factors apply in flush */
+            const float2 scu = unit_pair<ES>(sc, u, fs); /* rows g, g + 8 */
 #pragma unroll
             for (int n = 0; n < NT; n++) {
                 acc[n][0] += scu.x * d[n][0];
@@ -261,7 +359,7 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
                 acc[n][2] += scu.y * d[n][2];
                 acc[n][3] += scu.y * d[n][3];
                 if constexpr (OFFS) {
-                    const float2 ofu = unit_pair<SH>(of, u);
+                    const float2 ofu = unit_pair<ES>(of, u, fo);
                     acc[n][0] += ofu.x * ds[n][0];
                     acc[n][1] += ofu.x * ds[n][1];
                     acc[n][2] += ofu.y * ds[n][2];
@@ -276,7 +374,8 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
         for (int u = 0; u < D; u++) {
             const int k = kt + u;
             if (k < k1) {
-                product(cv[u], scv[u], ofv[u], u, k);
+                product(cv[u], scv[u], ofv[u], fv[u], u, k);
+                if constexpr (AS) flush(fv[u], k);
                 if (k + D < k1) issue(u, u + D, k + D);
             }
         }
@@ -358,7 +457,7 @@ struct qmm_job {
     int n;
 };
 
-template <bool Q4, int NT, bool OFFS, int SC, bool SH>
+template <bool Q4, int NT, bool OFFS, int SC, int ES>
 void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *part,
             unsigned *counters, cudaStream_t stream) {
     const sl_cuda_qmat *w = j.w[0]; /* the format, group and K of all */
@@ -374,7 +473,8 @@ void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *p
         const int k = i < j.n ? i : 0;
         const sl_cuda_qmat *wi = j.w[k];
         s.codes[i] = static_cast<const uint4 *>(wi->codes);
-        s.scales[i] = wi->scales, s.offsets[i] = wi->offsets, s.y[i] = j.y[k];
+        s.scales[i] = wi->scales, s.offsets[i] = wi->offsets, s.factors[i] = wi->factors;
+        s.y[i] = j.y[k];
         s.N[i] = (int)wi->rows, s.row_tiles[i] = (int)wi->row_tiles;
         s.rb0[i] = i < j.n ? rb : INT_MAX; /* past n: never this block's */
         /* no workspace without splits (the pointer may be null) */
@@ -383,28 +483,34 @@ void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *p
     }
     s.n = j.n;
     const dim3 grid((unsigned)rb, (unsigned)plan.splits);
-    SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC, SH>), grid, QMM_THREADS, 0, stream, s, x, part,
+    SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC, ES>), grid, QMM_THREADS, 0, stream, s, x, part,
               counters, T, (int)w->cols, (int)w->k_tiles, n_rec, rec_shift, tps,
               plan.warps_per_tile);
     SL_CUDA_CHECK(cudaGetLastError());
 }
 
-template <bool Q4, int NT, bool OFFS, bool SH>
+template <bool Q4, int NT, bool OFFS, int ES>
 void launch_sc(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *part,
                unsigned *counters, cudaStream_t stream) {
     switch (qmm_sc(Q4, (int)j.w[0]->group)) {
-    case 0: launch<Q4, NT, OFFS, 0, SH>(j, x, T, plan, part, counters, stream); break;
-    case 1: launch<Q4, NT, OFFS, 1, SH>(j, x, T, plan, part, counters, stream); break;
+    case 0: launch<Q4, NT, OFFS, 0, ES>(j, x, T, plan, part, counters, stream); break;
+    case 1: launch<Q4, NT, OFFS, 1, ES>(j, x, T, plan, part, counters, stream); break;
     default: /* QW4 only: 4 steps per tile */
-        launch<Q4, NT, OFFS, Q4 ? 2 : 1, SH>(j, x, T, plan, part, counters, stream);
+        launch<Q4, NT, OFFS, Q4 ? 2 : 1, ES>(j, x, T, plan, part, counters, stream);
     }
 }
 
 template <bool Q4, int NT, bool OFFS>
 void launch_sh(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *part,
                unsigned *counters, cudaStream_t stream) {
-    if (j.w[0]->scale_bytes == 2) launch_sc<Q4, NT, OFFS, true>(j, x, T, plan, part, counters, stream);
-    else launch_sc<Q4, NT, OFFS, false>(j, x, T, plan, part, counters, stream);
+    switch (j.w[0]->scale_bytes) {
+    case 1: /* QW4: with offsets only (sl_cuda_qmat_pack_host) */
+        if constexpr (!Q4 || OFFS) launch_sc<Q4, NT, OFFS, 1>(j, x, T, plan, part, counters, stream);
+        else SL_CUDA_REQUIRE(!"QW4 two-level scales without offsets");
+        break;
+    case 2: launch_sc<Q4, NT, OFFS, 2>(j, x, T, plan, part, counters, stream); break;
+    default: launch_sc<Q4, NT, OFFS, 4>(j, x, T, plan, part, counters, stream);
+    }
 }
 
 template <bool Q4, int NT>
@@ -461,14 +567,82 @@ size_t code_pos(const sl_cuda_qmat *q, int64_t r, int64_t c, int *j) {
 
 bool exact_f16(float v) { return __half2float(__float2half_rn(v)) == v; }
 
-void put_scale(void *p, bool f16, int64_t at, float v) {
-    if (f16) static_cast<__half *>(p)[at] = __float2half_rn(v);
+void put_scale(void *p, int bytes, int64_t at, float v) {
+    if (bytes == 2) static_cast<__half *>(p)[at] = __float2half_rn(v);
     else static_cast<float *>(p)[at] = v;
+}
+
+bool same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+/* Two levels for the n values v: an f16 factor *f and q[i] in lo..hi (within -128..127) with
+ * *f · q[i] equal to v[i] bit for bit in f32. The multiplier m of the value of largest
+ * magnitude is tried at 63, 127 and -128 first (the K-quants' 6-bit scales reach 63, Q6_K's
+ * int8 ones 127 or -128 with a negative d), then at every other; false when none works. */
+bool two_level(const float *v, int n, int lo, int hi, float *f, int8_t *q) {
+    float vm = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(v[i]) > fabsf(vm)) vm = v[i];
+    static const int first[] = {63, 127, -128};
+    for (int c = 0; c < 3 + 255; c++) {
+        /* then 126, -126, 125, -125, ..., 1, -1 (and -127, 64, -64, -63 in their places) */
+        const int m = c < 3 ? first[c] : (c - 3) % 2 ? -(127 - (c - 3) / 2) : 127 - (c - 3) / 2;
+        if ((c >= 3 && (m == 63 || m == 127)) || m == 0 || m < lo || m > hi) continue;
+        const float d = vm / (float)m;
+        if (vm != 0.0f && (d == 0.0f || !exact_f16(d))) continue;
+        bool ok = true;
+        for (int i = 0; i < n && ok; i++) {
+            const float r = vm != 0.0f ? rintf(v[i] / d) : 0.0f;
+            ok = r >= (float)lo && r <= (float)hi;
+            q[i] = ok ? (int8_t)r : 0;
+            ok = ok && same_bits(d * (float)q[i], v[i]); /* as the kernel multiplies: 0 is +0 */
+        }
+        if (ok) {
+            *f = d;
+            return true;
+        }
+        if (vm == 0.0f) return false; /* a −0 */
+    }
+    return false;
+}
+
+/* The two-level form of w's scales and offsets (matmul.h), when the layout allows it and every
+ * super-block of every row factors: qs/qo the multipliers [rows][cols / group], fs/fo the
+ * factors [rows][cols / SL_QMAT_SB] (malloc'ed; qo, fo only with offsets). QW4 needs offsets
+ * and multipliers in 0..127 (the kernel scales its codes by them in f16), QW8 -128..127. */
+bool two_level_all(const sl_qw *w, int8_t **qs, int8_t **qo, float **fs, float **fo) {
+    const bool q4 = w->fmt == SL_WF_QW4;
+    const int kt = ktile(q4), lo = q4 ? 0 : -128;
+    *qs = *qo = nullptr, *fs = *fo = nullptr;
+    if (w->group > kt || w->cols % SL_QMAT_SB || (q4 && !w->offsets)) return false;
+    const int64_t gpr = w->cols / w->group, spr = w->cols / SL_QMAT_SB;
+    const int per = SL_QMAT_SB / w->group; /* groups per factor */
+    *qs = static_cast<int8_t *>(malloc((size_t)(w->rows * gpr)));
+    *fs = static_cast<float *>(malloc((size_t)(w->rows * spr) * sizeof(float)));
+    if (w->offsets) {
+        *qo = static_cast<int8_t *>(malloc((size_t)(w->rows * gpr)));
+        *fo = static_cast<float *>(malloc((size_t)(w->rows * spr) * sizeof(float)));
+    }
+    bool ok = *qs && *fs && (!w->offsets || (*qo && *fo));
+    for (int64_t i = 0; i < w->rows * spr && ok; i++) {
+        ok = two_level(w->scales + i * per, per, lo, 127, *fs + i, *qs + i * per);
+        if (ok && w->offsets) ok = two_level(w->offsets + i * per, per, lo, 127, *fo + i, *qo + i * per);
+    }
+    if (!ok) {
+        free(*qs), free(*qo), free(*fs), free(*fo);
+        *qs = *qo = nullptr, *fs = *fo = nullptr;
+    }
+    return ok;
 }
 
 } // namespace
 
 extern "C" int sl_cuda_qmat_ktile(sl_wfmt fmt) { return ktile(fmt == SL_WF_QW4); }
+
+extern "C" size_t sl_cuda_qmat_factor_bytes(const sl_cuda_qmat *q) {
+    if (q->scale_bytes != 1) return 0;
+    const int64_t n_sb = q->k_tiles * ktile(q->fmt == SL_WF_QW4) / SL_QMAT_SB;
+    return (size_t)(q->row_tiles * n_sb * 16 * (q->offsets ? 2 : 1)) * sizeof(__half);
+}
 
 extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
     *q = sl_cuda_qmat{};
@@ -486,18 +660,25 @@ extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
     q->k_tiles = round_up(w->cols, kt) / kt;
     q->g_pad = (q->k_tiles * kt + w->group - 1) / w->group;
     const int64_t gpr = w->cols / w->group; /* logical groups per row */
-    /* f16 scales when that changes no value */
+    /* the narrowest scales that change no value: f16, two-level, else f32 */
     bool f16 = true;
     for (int64_t i = 0; i < w->rows * gpr && f16; i++)
         f16 = exact_f16(w->scales[i]) && (!w->offsets || exact_f16(w->offsets[i]));
-    q->scale_bytes = f16 ? 2 : 4;
+    int8_t *tq[2] = {nullptr, nullptr};
+    float *tf[2] = {nullptr, nullptr};
+    const bool tl = !f16 && two_level_all(w, &tq[0], &tq[1], &tf[0], &tf[1]);
+    q->scale_bytes = f16 ? 2 : tl ? 1 : 4;
     const size_t code_bytes = (size_t)q->row_tiles * q->k_tiles * 512;
     const size_t sc_n = (size_t)q->row_tiles * q->g_pad * 16;
+    const int64_t n_sb = q->k_tiles * kt / SL_QMAT_SB, spr = w->cols / SL_QMAT_SB;
+    const size_t f_n = tl ? (size_t)q->row_tiles * n_sb * 16 * (w->offsets ? 2 : 1) : 0;
     unsigned char *codes = static_cast<unsigned char *>(calloc(code_bytes, 1));
     void *scales = calloc(sc_n, q->scale_bytes);
     void *offsets = w->offsets ? calloc(sc_n, q->scale_bytes) : nullptr;
-    if (!codes || !scales || (w->offsets && !offsets)) {
-        free(codes), free(scales), free(offsets);
+    __half *factors = tl ? static_cast<__half *>(calloc(f_n, sizeof(__half))) : nullptr;
+    if (!codes || !scales || (w->offsets && !offsets) || (tl && !factors)) {
+        free(codes), free(scales), free(offsets), free(factors);
+        free(tq[0]), free(tq[1]), free(tf[0]), free(tf[1]);
         return -1;
     }
     for (int64_t r = 0; r < w->rows; r++) {
@@ -520,10 +701,21 @@ extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
         }
         for (int64_t gi = 0; gi < gpr; gi++) {
             const int64_t at = sl_qmat_scale_at(q4, q->group, q->k_tiles, q->g_pad, rt, gi * q->group, (int)(r % 16));
-            put_scale(scales, f16, at, w->scales[r * gpr + gi]);
-            if (offsets) put_scale(offsets, f16, at, w->offsets[r * gpr + gi]);
+            if (tl) {
+                static_cast<int8_t *>(scales)[at] = tq[0][r * gpr + gi];
+                if (offsets) static_cast<int8_t *>(offsets)[at] = tq[1][r * gpr + gi];
+                continue;
+            }
+            put_scale(scales, q->scale_bytes, at, w->scales[r * gpr + gi]);
+            if (offsets) put_scale(offsets, q->scale_bytes, at, w->offsets[r * gpr + gi]);
         }
+        for (int64_t b = 0; tl && b < spr; b++)
+            for (int o = 0; o < (offsets ? 2 : 1); o++) {
+                const int64_t at = sl_qmat_factor_at(n_sb, offsets != nullptr, rt, b * SL_QMAT_SB, (int)(r % 16), o);
+                factors[at] = __float2half_rn(tf[o][r * spr + b]); /* exact: two_level */
+            }
     }
+    free(tq[0]), free(tq[1]), free(tf[0]), free(tf[1]);
     /* padding: QW8 code 0 is stored as 128 (scale 0 makes any code 0; keep it the real zero) */
     if (!q4)
         for (int64_t rt = 0; rt < q->row_tiles; rt++)
@@ -536,6 +728,7 @@ extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
     q->codes = codes;
     q->scales = scales;
     q->offsets = offsets;
+    q->factors = factors;
     return 0;
 }
 
@@ -561,9 +754,8 @@ extern "C" void sl_cuda_qmat_unpack_host(const sl_cuda_qmat *q, sl_qw *w) {
             }
         }
         for (int64_t gi = 0; gi < gpr; gi++) {
-            const int64_t at = sl_qmat_scale_at(q4, q->group, q->k_tiles, q->g_pad, rt, gi * q->group, (int)(r % 16));
-            w->scales[r * gpr + gi] = sl_qmat_scale(q->scales, q->scale_bytes, at);
-            if (w->offsets) w->offsets[r * gpr + gi] = sl_qmat_scale(q->offsets, q->scale_bytes, at);
+            w->scales[r * gpr + gi] = sl_qmat_value(*q, false, rt, gi * q->group, (int)(r % 16));
+            if (w->offsets) w->offsets[r * gpr + gi] = sl_qmat_value(*q, true, rt, gi * q->group, (int)(r % 16));
         }
     }
 }
@@ -573,6 +765,7 @@ extern "C" void sl_cuda_qmat_host_free(sl_cuda_qmat *q) {
     free(q->codes);
     free(q->scales);
     free(q->offsets);
+    free(q->factors);
     *q = sl_cuda_qmat{};
 }
 
@@ -583,13 +776,15 @@ extern "C" int sl_cuda_qmat_init(sl_cuda_qmat *q, const sl_qw *w) {
         return -1;
     }
     *q = h;
-    q->codes = nullptr, q->scales = nullptr, q->offsets = nullptr;
+    q->codes = nullptr, q->scales = nullptr, q->offsets = nullptr, q->factors = nullptr;
     const size_t code_bytes = (size_t)h.row_tiles * h.k_tiles * 512;
     const size_t sc_bytes = (size_t)h.row_tiles * h.g_pad * 16 * h.scale_bytes;
+    const size_t f_bytes = h.factors ? sl_cuda_qmat_factor_bytes(&h) : 0;
     q->codes = sl_cuda_malloc(code_bytes);
     q->scales = sl_cuda_malloc(sc_bytes);
     if (h.offsets) q->offsets = sl_cuda_malloc(sc_bytes);
-    if (!q->codes || !q->scales || (h.offsets && !q->offsets)) {
+    if (h.factors) q->factors = sl_cuda_malloc(f_bytes);
+    if (!q->codes || !q->scales || (h.offsets && !q->offsets) || (h.factors && !q->factors)) {
         sl_cuda_qmat_deinit(q);
         sl_cuda_qmat_host_free(&h);
         return -2;
@@ -597,6 +792,7 @@ extern "C" int sl_cuda_qmat_init(sl_cuda_qmat *q, const sl_qw *w) {
     sl_cuda_upload(q->codes, h.codes, code_bytes);
     sl_cuda_upload(q->scales, h.scales, sc_bytes);
     if (h.offsets) sl_cuda_upload(q->offsets, h.offsets, sc_bytes);
+    if (h.factors) sl_cuda_upload(q->factors, h.factors, f_bytes);
     sl_cuda_qmat_host_free(&h);
     return 0;
 }
@@ -606,6 +802,7 @@ extern "C" void sl_cuda_qmat_deinit(sl_cuda_qmat *q) {
     sl_cuda_free(q->codes);
     sl_cuda_free(q->scales);
     sl_cuda_free(q->offsets);
+    sl_cuda_free(q->factors);
     *q = sl_cuda_qmat{};
 }
 

@@ -25,7 +25,10 @@
 #include <unistd.h>
 
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/matmul.h"
 #include "kernels/qw.h"
+#include "models/gguf.h"
+#include "models/quant.h"
 #include "models/mkmodel.h"
 #include "models/model.h"
 #include "scheduler/engine.h"
@@ -52,6 +55,8 @@ static void from_be(sl_backend *be, void *host, const void *p, int64_t n) {
 }
 
 /* A random logical weight (host): codes uniform over the format's range, scales ±[0.1, 1)/8. */
+static int g_scale_kind = -1; /* rnd_weight's scales: -1 in turn, else that kind (below) */
+
 static void rnd_weight(sl_qw *w, sl_wfmt fmt, int64_t rows, int64_t cols, int group, int offs) {
     int q = fmt == SL_WF_QW8 || fmt == SL_WF_QW4;
     sl_qw_alloc(w, fmt, rows, cols, q ? group : 0, offs);
@@ -65,19 +70,57 @@ static void rnd_weight(sl_qw *w, sl_wfmt fmt, int64_t rows, int64_t cols, int gr
     if (!q) return;
     int64_t bytes = fmt == SL_WF_QW8 ? n : n / 2;
     for (int64_t i = 0; i < bytes; i++) ((uint8_t *)w->codes)[i] = (uint8_t)sl_rng_u64(&g_rng);
-    /* every other weight's scales and offsets exactly f16 values, as GGUF's Q4_0/Q8_0 give:
-     * the CUDA backend then keeps them in f16 (matmul.h), so both widths go through its
-     * readers */
+    /* in turn, scales and offsets of any f32 value, exactly f16 values (as GGUF's Q4_0/Q8_0
+     * give) and two-level ones (an f16 factor per row and 256 columns times an int8, as the
+     * K-quants give): the CUDA backend keeps each in its own width where the layout allows
+     * (matmul.h), so every width goes through its readers */
     static int calls;
-    const int f16 = calls++ & 1;
+    const int kind = g_scale_kind >= 0 ? g_scale_kind : calls++ % 3;
+    float fs = 0, fo = 0;
     for (int64_t i = 0; i < n / group; i++) {
         w->scales[i] = rnd() / (fmt == SL_WF_QW8 ? 1024 : 64);
         if (offs) w->offsets[i] = rnd() * 0.1f;
-        if (f16) {
+        if (kind == 1) {
             w->scales[i] = sl_fp16_to_f32(sl_f32_to_fp16(w->scales[i]));
             if (offs) w->offsets[i] = sl_fp16_to_f32(sl_f32_to_fp16(w->offsets[i]));
+        } else if (kind == 2) {
+            if ((i * group) % cols % 256 < group) {
+                fs = sl_fp16_to_f32(sl_f32_to_fp16(1.3f / (fmt == SL_WF_QW8 ? 131072 : 8192))); /* not f16 products */
+                fo = sl_fp16_to_f32(sl_f32_to_fp16(0.1f / 128));
+            }
+            /* QW4's multipliers 0..127 (qmm.cu), with the offsets' factor negative as Q4_K's */
+            const int q4 = fmt == SL_WF_QW4;
+            w->scales[i] = fs * (float)(q4 ? rnd_int(128) : rnd_int(256) - 128);
+            if (offs) w->offsets[i] = (q4 ? -fo : fo) * (float)(q4 ? rnd_int(128) : rnd_int(256) - 128);
         }
     }
+}
+
+/* The GGUF K-quants get two-level scales on the CUDA backend (Q4_K 0.578 bytes per weight, not
+ * 0.75 with f32 scales), Q4_0 and Q8_0 f16 ones; the round trip keeps every value. */
+static void test_kquant_scales(void) {
+    static const struct { uint32_t type; int bytes; } cases[] = {
+        {SL_GGML_Q4_K, 1}, {SL_GGML_Q5_K, 1}, {SL_GGML_Q6_K, 1}, {SL_GGML_Q4_0, 2}, {SL_GGML_Q8_0, 2}};
+    const int64_t rows = 20, cols = 512;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const int64_t blocks = rows * cols / (cases[c].type >= SL_GGML_Q4_K ? 256 : 32);
+        void *raw = sl_xmalloc((size_t)blocks * 256); /* more than any block type needs */
+        sl_quant_random(cases[c].type, &g_rng, raw, blocks, 0.5f);
+        sl_qw w, back;
+        ASSERT_EQ(sl_repack(cases[c].type, raw, rows, cols, -1, 32, 0, &w), SL_OK);
+        sl_cuda_qmat q;
+        ASSERT_EQ(sl_cuda_qmat_pack_host(&q, &w), 0);
+        ASSERT_EQ(q.scale_bytes, cases[c].bytes);
+        sl_qw_alloc(&back, w.fmt, rows, cols, w.group, w.offsets != NULL);
+        sl_cuda_qmat_unpack_host(&q, &back);
+        const int64_t ng = rows * cols / w.group;
+        check_bits("K-quant scales", back.scales, w.scales, ng, 4);
+        if (w.offsets) check_bits("K-quant offsets", back.offsets, w.offsets, ng, 4);
+        sl_cuda_qmat_host_free(&q);
+        sl_qw_free(&w), sl_qw_free(&back);
+        free(raw);
+    }
+    printf("K-quant scales: %zu types ok\n", sizeof cases / sizeof *cases);
 }
 
 /* ---- add, add_bias, gather_rows, embed: exact ------------------------------------------- */
@@ -140,7 +183,7 @@ static void test_matmul_multi(void) {
         {{SL_WF_F16, 0, 0}, {SL_WF_QW8, 32, 0}, {SL_WF_QW8, 32, 0}},  /* f16, then k+v */
         {{SL_WF_QW4, 32, 0}, {SL_WF_QW8, 32, 0}, {SL_WF_QW4, 32, 0}}, /* nothing shared */
     };
-    static const int rows[3] = {48, 20, 33}, cols = 128, Ts[] = {1, 9, 33};
+    static const int rows[3] = {48, 20, 33}, cols = 256, Ts[] = {1, 9, 33};
     int cases = 0;
     for (size_t c = 0; c < sizeof trio / sizeof *trio; c++)
         for (int n = 2; n <= 3; n++)
@@ -189,8 +232,9 @@ static void test_matmul_multi(void) {
 }
 
 static void test_embed_matmul(void) {
-    /* rows not a multiple of 16 and columns not of the 64/32-column tiles: the padding */
-    static const int shapes[][2] = {{37, 96}, {16, 256}, {70, 160}};
+    /* rows not a multiple of 16 and columns not of the 64/32-column tiles: the padding; the
+     * last with two-level scales (rnd_weight's kind 2) where the format takes them */
+    static const int shapes[][3] = {{37, 96, -1}, {16, 256, -1}, {70, 160, -1}, {19, 512, 2}};
     /* 17: qmm's 32-token kernel; 35: two of qmm's launches of 32; 70: the f16 GEMM of prefill-sized steps (dequantized 16
      * rows at a time here, so that most weights take several blocks, the last one short) */
     static const int Ts[] = {1, 5, 17, 35, 70};
@@ -202,7 +246,9 @@ static void test_embed_matmul(void) {
             int64_t rows = shapes[s][0], cols = shapes[s][1];
             if (wc->group && cols % wc->group) continue;
             sl_qw w;
+            g_scale_kind = shapes[s][2];
             rnd_weight(&w, wc->fmt, rows, cols, wc->group, wc->offs);
+            g_scale_kind = -1;
             sl_bweight *bc, *bg;
             ASSERT_EQ(g_cpu->weight_create(g_cpu, &w, 0, &bc), 0);
             ASSERT_EQ(g_gpu->weight_create(g_gpu, &w, 0, &bg), 0);
@@ -720,6 +766,7 @@ int main(void) {
     ASSERT(g_gpu != NULL);
     ASSERT(sl_cuda_backend_create(sl_cuda_device_count()) == NULL); /* no such device */
     test_elementwise();
+    test_kquant_scales();
     test_embed_matmul();
     test_matmul_multi();
     test_models();

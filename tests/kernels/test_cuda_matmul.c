@@ -11,21 +11,47 @@
 #include "kernels/cuda/matmul.h"
 #include "tests/kernels/test_cuda_harness.h"
 
-/* scales and offsets of random_qw's weights exactly f16 values (as GGUF's Q4_0/Q8_0 give),
- * which the repack stores as f16 */
-static int g_f16_scales;
+/* the scales and offsets random_qw makes: any f32 values; exactly f16 values (as GGUF's
+ * Q4_0/Q8_0 give), which the repack stores as f16; or two-level ones, an f16 factor per row and
+ * 256 columns times int8 multipliers (as the K-quants give), stored so where the layout allows */
+enum { SCALES_F32, SCALES_F16, SCALES_TWO_LEVEL };
+static int g_scales;
 
-static float scale_value(float v) { return g_f16_scales ? sl_fp16_to_f32(sl_f32_to_fp16(v)) : v; }
+/* one scale or offset of about amp: f factor of its 256 columns (two-level; multipliers
+ * -128..127, never 0, or 1..127 when unsigned, as QW4's must be) */
+static float scale_value(float amp, float f, int unsigned_q) {
+    if (g_scales == SCALES_TWO_LEVEL) {
+        if (unsigned_q) return f * (float)(1 + (int)(sl_rng_u64(&g_rng) % 127));
+        int q = (int)(sl_rng_u64(&g_rng) % 255) - 127;
+        return f * (float)(q ? q : -128);
+    }
+    const float v = rnd() * amp;
+    return g_scales == SCALES_F16 ? sl_fp16_to_f32(sl_f32_to_fp16(v)) : v;
+}
 
 /* A random QW weight: codes over their whole range, scales and offsets never zero. */
 static void random_qw(sl_qw *w, sl_wfmt fmt, int rows, int cols, int group, int offsets) {
     sl_qw_alloc(w, fmt, rows, cols, group, offsets);
     const int64_t n = (int64_t)rows * cols, bytes = fmt == SL_WF_QW8 ? n : n / 2;
     for (int64_t i = 0; i < bytes; i++) ((uint8_t *)w->codes)[i] = (uint8_t)sl_rng_u64(&g_rng);
+    float fs = 0, fo = 0; /* two-level: the factors of the current 256 columns */
     for (int64_t g = 0; g < n / group; g++) {
-        w->scales[g] = scale_value(rnd() * 0.03f);
-        if (offsets) w->offsets[g] = scale_value(rnd() * 0.2f);
+        if ((g * group) % cols % 256 < group) { /* a row's next 256 columns: factors of any sign */
+            fs = sl_fp16_to_f32(sl_f32_to_fp16((1.0f + fabsf(rnd())) * (rnd() < 0 ? -0.0002f : 0.0002f)));
+            fo = sl_fp16_to_f32(sl_f32_to_fp16((1.0f + fabsf(rnd())) * (rnd() < 0 ? -0.001f : 0.001f)));
+        }
+        w->scales[g] = scale_value(0.03f, fs, fmt == SL_WF_QW4);
+        if (offsets) w->offsets[g] = scale_value(0.2f, fo, fmt == SL_WF_QW4);
     }
+}
+
+/* the scale width the repack picks for random_qw's weights (matmul.h) */
+static int want_scale_bytes(sl_wfmt fmt, int cols, int group, int offsets) {
+    if (g_scales == SCALES_F16) return 2;
+    if (g_scales == SCALES_TWO_LEVEL && group <= sl_cuda_qmat_ktile(fmt) && cols % 256 == 0 &&
+        (fmt == SL_WF_QW8 || offsets))
+        return 1;
+    return 4;
 }
 
 /* ref[T][rows] in double and bound[T][rows] = Σ|w·x|, from the dequantized rows */
@@ -73,7 +99,7 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
     random_qw(&w, fmt, rows, cols, group, offsets);
     sl_cuda_qmat q;
     ASSERT_EQ(sl_cuda_qmat_init(&q, &w), 0);
-    ASSERT_EQ(q.scale_bytes, g_f16_scales ? 2 : 4); /* f16 exactly when no value changes */
+    ASSERT_EQ(q.scale_bytes, want_scale_bytes(fmt, cols, group, offsets)); /* none changes a value */
     for (int ti = 0; ti < nT; ti++) {
         const int T = Ts[ti];
         const int64_t nx = (int64_t)T * cols, ny = (int64_t)T * rows;
@@ -89,8 +115,8 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
             const sl_qmm_plan plan = g_plans[pi];
             dbuf dy = dev_alloc(ny, off);
             sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, plan, NULL);
-            snprintf(what, sizeof what, "qmm %s%s g%d f%d scales %dx%d T=%d plan %d×%d",
-                     sl_wfmt_name(fmt), offsets ? "+offsets" : "", group, 8 * q.scale_bytes, rows,
+            snprintf(what, sizeof what, "qmm %s%s g%d %d-byte scales %dx%d T=%d plan %d×%d",
+                     sl_wfmt_name(fmt), offsets ? "+offsets" : "", group, q.scale_bytes, rows,
                      cols, T, plan.warps_per_tile, plan.splits);
             dev_get(&dy, got);
             check_bound(what, got, ref, bound, ny, 2e-5);
@@ -133,7 +159,7 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
 static void test_qmm(void) {
     /* each side of the 8-token column tiles (NT 1, 2, 4) and odd counts */
     static const int Ts[] = {1, 2, 5, 8, 9, 16, 17, 32};
-    static const int Ts_f16[] = {1, 9, 17}; /* f16 scales: only how scales load differs */
+    static const int Ts_f16[] = {1, 9, 17}; /* other widths: only how scales load differs */
     const sl_wfmt fmts[] = {SL_WF_QW4, SL_WF_QW8};
     static const int groups[] = {16, 32, 128};
     int cases = 0;
@@ -143,43 +169,102 @@ static void test_qmm(void) {
     static const int T16[] = {16};
     qmm_case(SL_WF_QW4, 70, 256, 32, 0, T16, 1, 3, 0);
     cases += 3;
-    for (g_f16_scales = 0; g_f16_scales < 2; g_f16_scales++)
+    for (g_scales = SCALES_F32; g_scales <= SCALES_TWO_LEVEL; g_scales++)
         for (int f = 0; f < 2; f++)
             for (int gi = 0; gi < 3; gi++)
                 for (int offs = 0; offs < 2; offs++) {
                     /* odd rows (a partial row tile and row block), columns not a multiple of
-                     * the tile (padding), all token counts and split paths, f32 and f16 scales */
-                    const int rows = 16 * 5 + 3 + gi, cols = groups[gi] * (gi == 2 ? 3 : 9);
+                     * the tile (padding; two-level scales need whole 256-column blocks), all
+                     * token counts and split paths, each scale width */
+                    const int rows = 16 * 5 + 3 + gi;
+                    const int cols = g_scales == SCALES_TWO_LEVEL ? 256 * (2 + gi)
+                                                                  : groups[gi] * (gi == 2 ? 3 : 9);
                     /* every plan for QW4 with f32 scales, the first 5 for the others (the
                      * split logic is the same for all) */
-                    const int nT = g_f16_scales ? 3 : 8, np = g_f16_scales || f ? 5 : N_PLANS;
-                    qmm_case(fmts[f], rows, cols, groups[gi], offs, g_f16_scales ? Ts_f16 : Ts,
-                             nT, np, (f + gi) & 1);
+                    const int other = g_scales != SCALES_F32;
+                    const int nT = other ? 3 : 8, np = other || f ? 5 : N_PLANS;
+                    qmm_case(fmts[f], rows, cols, groups[gi], offs, other ? Ts_f16 : Ts, nT, np,
+                             (f + gi) & 1);
                     cases += nT * np;
                 }
-    g_f16_scales = 0;
+    g_scales = SCALES_F32;
     /* long rows (up to 40 tiles per warp: the ring of loads wraps many times), a few row
      * blocks, T over 32 (two launches) */
     static const int Tbig[] = {1, 32, 33};
     qmm_case(SL_WF_QW4, 300, 2560, 32, 0, Tbig, 3, 5, 0);
     qmm_case(SL_WF_QW8, 140, 2176, 128, 1, Tbig, 3, 5, 1);
-    g_f16_scales = 1;
+    g_scales = SCALES_F16;
     qmm_case(SL_WF_QW4, 300, 2560, 32, 1, Tbig, 2, 3, 1);
-    g_f16_scales = 0;
+    g_scales = SCALES_TWO_LEVEL;
+    qmm_case(SL_WF_QW8, 140, 2560, 16, 0, Tbig, 2, 3, 0);
+    g_scales = SCALES_F32;
     qmm_case(SL_WF_QW4, 1, 16, 16, 1, Ts, 3, N_PLANS, 0); /* one row, one step */
-    cases += 2 * 3 * 5 + 2 * 3 + 3 * N_PLANS;
+    cases += 2 * 3 * 5 + 2 * 2 * 3 + 3 * N_PLANS;
     /* groups of one QW4 tile (one scale record per tile) and of several tiles (one record per
      * group of 4 or 8 tiles), both widths */
     static const int T3[] = {1, 5, 16, 29};
-    for (g_f16_scales = 0; g_f16_scales < 2; g_f16_scales++)
+    for (g_scales = SCALES_F32; g_scales <= SCALES_TWO_LEVEL; g_scales++)
         for (int f = 0; f < 2; f++)
             for (int gi = 0; gi < 2; gi++) {
                 const int group = gi ? 256 : 64;
-                qmm_case(fmts[f], 40, group * 3, group, (f + gi + g_f16_scales) & 1, T3, 4, N_PLANS, 0);
+                /* two-level: QW4 group 64 (a unit per tile) takes it, the rest fall back */
+                qmm_case(fmts[f], 40, 256 * 3, group, (f + gi + g_scales) & 1, T3, 4, N_PLANS, 0);
                 cases += 4 * N_PLANS;
             }
-    g_f16_scales = 0;
+    g_scales = SCALES_F32;
     printf("qmm: %d cases ok\n", cases);
+}
+
+/* QW8's two-level scales give the f32 scales' results bit for bit (the kernel multiplies out
+ * each exact scale): the same K-quant-like weight with one scale nudged off its two-level form
+ * (so the whole weight packs f32 scales), every other row's outputs equal, at each column-tile
+ * count; Q6_K- and Q5_K-like shapes. (QW4's round differently: its multipliers scale the codes
+ * and the factors apply per 256 columns; qmm_case checks them against the reference.) */
+static void test_qmm_two_level(void) {
+    static const struct { sl_wfmt fmt; int group, offs; } shapes[] = {{SL_WF_QW8, 16, 0}, {SL_WF_QW8, 32, 1}};
+    static const int Ts[] = {1, 9, 17};
+    const int rows = 40, cols = 768;
+    int cases = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        sl_qw w, w32;
+        g_scales = SCALES_TWO_LEVEL;
+        random_qw(&w, shapes[si].fmt, rows, cols, shapes[si].group, shapes[si].offs);
+        g_scales = SCALES_F32;
+        sl_qw_alloc(&w32, w.fmt, rows, cols, w.group, w.offsets != NULL);
+        memcpy(w32.codes, w.codes, (size_t)sl_qw_row_bytes(&w) * rows);
+        memcpy(w32.scales, w.scales, (size_t)rows * (cols / w.group) * sizeof(float));
+        if (w.offsets) memcpy(w32.offsets, w.offsets, (size_t)rows * (cols / w.group) * sizeof(float));
+        w32.scales[0] *= 1.01f; /* row 0 */
+        sl_cuda_qmat q, q32;
+        ASSERT_EQ(sl_cuda_qmat_init(&q, &w), 0);
+        ASSERT_EQ(sl_cuda_qmat_init(&q32, &w32), 0);
+        ASSERT_EQ(q.scale_bytes, 1);
+        ASSERT_EQ(q32.scale_bytes, 4);
+        for (int ti = 0; ti < 3; ti++) {
+            const int T = Ts[ti];
+            const int64_t nx = (int64_t)T * cols, ny = (int64_t)T * rows;
+            float *x = rnd_vec(nx, 1.0f);
+            uint16_t *x16 = sl_xmalloc((size_t)(nx + 1) * sizeof(uint16_t));
+            for (int64_t i = 0; i < nx; i++) x16[i] = sl_f32_to_fp16(x[i]);
+            dbuf dx16 = dev_from(x16, (nx + 1) / 2, 0), dy = dev_alloc(ny, 0), dy32 = dev_alloc(ny, 0);
+            sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){2, 3}, NULL);
+            sl_cuda_qmm_f16(&q32, (const uint16_t *)dx16.p, dy32.p, T, (sl_qmm_plan){2, 3}, NULL);
+            float *y = sl_xmalloc((size_t)ny * sizeof(float)), *y32 = sl_xmalloc((size_t)ny * sizeof(float));
+            dev_get(&dy, y), dev_get(&dy32, y32);
+            char what[96];
+            snprintf(what, sizeof what, "two-level vs f32 scales %s g%d%s T=%d", sl_wfmt_name(w.fmt),
+                     w.group, w.offsets ? "+offsets" : "", T);
+            for (int t = 0; t < T; t++)
+                check_bits(what, y + (int64_t)t * rows + 1, y32 + (int64_t)t * rows + 1, rows - 1, 4);
+            ASSERT(y[0] != y32[0]); /* the nudged row: the test sees the scales */
+            dev_free(&dx16), dev_free(&dy), dev_free(&dy32);
+            free(x), free(x16), free(y), free(y32);
+            cases++;
+        }
+        sl_cuda_qmat_deinit(&q), sl_cuda_qmat_deinit(&q32);
+        sl_qw_free(&w), sl_qw_free(&w32);
+    }
+    printf("qmm two-level: %d cases ok\n", cases);
 }
 
 /* Several weights on one x in one launch (q/k/v-like rows), every plan: each output against
@@ -189,19 +274,22 @@ static void test_qmm_multi(void) {
     static const int rows[3] = {83, 16, 37};
     int cases = 0;
     for (int f = 0; f < 2; f++)
-        for (int n = 2; n <= 3; n++) {
+        for (int v = 0; v < 3; v++) {
+            /* pairs with f16 scales, triples with f32 or two-level ones and offsets */
+            const int n = v ? 3 : 2;
             const sl_wfmt fmt = f ? SL_WF_QW8 : SL_WF_QW4;
-            const int cols = 320, group = 32, offs = n == 3;
+            const int cols = v == 2 ? 512 : 320, group = 32, offs = n == 3;
             sl_qw w[3];
             sl_cuda_qmat q[3];
             const sl_cuda_qmat *qp[3];
-            g_f16_scales = n == 2; /* pairs with f16 scales, triples with f32 and offsets */
+            g_scales = v == 0 ? SCALES_F16 : v == 1 ? SCALES_F32 : SCALES_TWO_LEVEL;
             for (int i = 0; i < n; i++) {
                 random_qw(&w[i], fmt, rows[i], cols, group, offs);
                 ASSERT_EQ(sl_cuda_qmat_init(&q[i], &w[i]), 0);
+                ASSERT_EQ(q[i].scale_bytes, want_scale_bytes(fmt, cols, group, offs));
                 qp[i] = &q[i];
             }
-            g_f16_scales = 0;
+            g_scales = SCALES_F32;
             ASSERT(sl_cuda_qmm_groupable(qp, n));
             for (int ti = 0; ti < 4; ti++) {
                 const int T = Ts[ti];
@@ -223,8 +311,8 @@ static void test_qmm_multi(void) {
                     sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dx16.p, ys, T, g_plans[pi], NULL);
                     for (int i = 0; i < n; i++) {
                         char what[128];
-                        snprintf(what, sizeof what, "qmm multi %s%s n=%d weight %d T=%d plan %d×%d",
-                                 sl_wfmt_name(fmt), offs ? "+offsets" : "", n, i, T,
+                        snprintf(what, sizeof what, "qmm multi %s%s %d-byte scales n=%d weight %d T=%d plan %d×%d",
+                                 sl_wfmt_name(fmt), offs ? "+offsets" : "", q[0].scale_bytes, n, i, T,
                                  g_plans[pi].warps_per_tile, g_plans[pi].splits);
                         float *got = sl_xmalloc((size_t)T * rows[i] * sizeof(float));
                         dev_get(&dy[i], got);
@@ -283,15 +371,16 @@ static void test_qmm_multi(void) {
     sl_qw a, b;
     sl_cuda_qmat qa, qb;
     const sl_cuda_qmat *pair[2] = {&qa, &qb};
-    static const struct { sl_wfmt fmt; int cols, group, offs, f16; } other[] = {
-        {SL_WF_QW8, 64, 32, 0, 0}, {SL_WF_QW4, 64, 16, 0, 0}, {SL_WF_QW4, 128, 32, 0, 0},
-        {SL_WF_QW4, 64, 32, 0, 1}, {SL_WF_QW4, 64, 32, 1, 0}};
-    random_qw(&a, SL_WF_QW4, 20, 64, 32, 0);
+    static const struct { sl_wfmt fmt; int cols, group, offs, scales; } other[] = {
+        {SL_WF_QW8, 256, 32, 0, SCALES_F32},  {SL_WF_QW4, 256, 16, 0, SCALES_F32},
+        {SL_WF_QW4, 128, 32, 0, SCALES_F32},  {SL_WF_QW4, 256, 32, 0, SCALES_F16},
+        {SL_WF_QW4, 256, 32, 1, SCALES_F32}};
+    random_qw(&a, SL_WF_QW4, 20, 256, 32, 0);
     ASSERT_EQ(sl_cuda_qmat_init(&qa, &a), 0);
     for (size_t i = 0; i < sizeof other / sizeof *other; i++) {
-        g_f16_scales = other[i].f16;
+        g_scales = other[i].scales;
         random_qw(&b, other[i].fmt, 20, other[i].cols, other[i].group, other[i].offs);
-        g_f16_scales = 0;
+        g_scales = SCALES_F32;
         ASSERT_EQ(sl_cuda_qmat_init(&qb, &b), 0);
         ASSERT(!sl_cuda_qmm_groupable(pair, 2));
         sl_cuda_qmat_deinit(&qb);
@@ -299,6 +388,22 @@ static void test_qmm_multi(void) {
     }
     ASSERT(sl_cuda_qmm_groupable(pair, 1));
     ASSERT(!sl_cuda_qmm_groupable(pair, 0));
+    /* and two-level beside f32 scales */
+    for (int f = 0; f < 2; f++) {
+        sl_qw c;
+        sl_cuda_qmat qc;
+        const sl_cuda_qmat *tl_pair[2] = {&qb, &qc};
+        random_qw(&b, f ? SL_WF_QW8 : SL_WF_QW4, 20, 256, 32, 1);
+        g_scales = SCALES_TWO_LEVEL;
+        random_qw(&c, f ? SL_WF_QW8 : SL_WF_QW4, 20, 256, 32, 1);
+        g_scales = SCALES_F32;
+        ASSERT_EQ(sl_cuda_qmat_init(&qb, &b), 0);
+        ASSERT_EQ(sl_cuda_qmat_init(&qc, &c), 0);
+        ASSERT(qb.scale_bytes == 4 && qc.scale_bytes == 1);
+        ASSERT(!sl_cuda_qmm_groupable(tl_pair, 2));
+        sl_cuda_qmat_deinit(&qb), sl_cuda_qmat_deinit(&qc);
+        sl_qw_free(&b), sl_qw_free(&c);
+    }
     sl_cuda_qmat_deinit(&qa);
     sl_qw_free(&a);
     printf("qmm multi: %d cases ok\n", cases);
@@ -308,24 +413,24 @@ static void test_qmm_multi(void) {
 static void test_repack(void) {
     int cases = 0;
     const sl_wfmt fmts[] = {SL_WF_QW4, SL_WF_QW8};
-    for (int f = 0; f < 4; f++)
+    for (int f = 0; f < 6; f++) /* each format with f32, f16 and two-level scales */
         for (int rows = 1; rows <= 40; rows += 13)
             for (int group = 16; group <= 128; group *= 2)
                 for (int offs = 0; offs < 2; offs++) {
-                    const int cols = group * (1 + rows % 5);
+                    g_scales = f / 2;
+                    const int cols = g_scales == SCALES_TWO_LEVEL ? 256 * (1 + rows % 3) : group * (1 + rows % 5);
                     sl_qw w, back;
-                    g_f16_scales = f >= 2; /* and again with f16 scales */
                     random_qw(&w, fmts[f % 2], rows, cols, group, offs);
-                    g_f16_scales = 0;
                     sl_cuda_qmat q;
                     ASSERT_EQ(sl_cuda_qmat_pack_host(&q, &w), 0);
                     ASSERT_EQ(q.row_tiles, (rows + 15) / 16);
-                    ASSERT_EQ(q.scale_bytes, f >= 2 ? 2 : 4);
+                    ASSERT_EQ(q.scale_bytes, want_scale_bytes(fmts[f % 2], cols, group, offs));
+                    g_scales = SCALES_F32;
                     sl_qw_alloc(&back, fmts[f % 2], rows, cols, group, offs);
                     sl_cuda_qmat_unpack_host(&q, &back);
                     char what[96];
-                    snprintf(what, sizeof what, "repack %s %dx%d g%d f%d scales",
-                             sl_wfmt_name(fmts[f % 2]), rows, cols, group, 8 * q.scale_bytes);
+                    snprintf(what, sizeof what, "repack %s %dx%d g%d %d-byte scales",
+                             sl_wfmt_name(fmts[f % 2]), rows, cols, group, q.scale_bytes);
                     const int64_t n = (int64_t)rows * cols;
                     check_bits(what, back.codes, w.codes, fmts[f % 2] == SL_WF_QW8 ? n : n / 2, 1);
                     check_bits(what, back.scales, w.scales, n / group, 4);
@@ -387,6 +492,7 @@ int main(void) {
     double t0 = sl_time_s();
     test_repack();
     test_qmm();
+    test_qmm_two_level();
     test_qmm_multi();
     test_f16();
     printf("test_cuda_matmul: ok (%ld checks, %.1f s)\n", g_checks, sl_time_s() - t0);
