@@ -36,9 +36,11 @@
  *   factors: two-level only: row_tiles · (K_pad / 256) · 16 · (2 with offsets, else 1) f16.
  *
  * Codes stay exact in f16; scales and offsets are applied in f32 after the products of each
- * group's columns within a tile: y = Σ s·(Σ c·x) + o·(Σ x). Activations are rounded to f16
- * (the tensor cores' input): each product is within 2^-11 relative of the f32 one, the only
- * rounding the f16 path adds.
+ * group's columns within a tile: y = Σ s·(Σ c·x) + o·(Σ x). With two-level scales QW8 does the
+ * same with s = factor·q (exact); QW4 multiplies its codes by q in f16 (c·q < 2048, exact) and
+ * applies the factors in f32 per 256 columns: y = Σ f·(Σ q·c·x) + f_o·(Σ q_o·x). Activations
+ * are rounded to f16 (the tensor cores' input): each product is within 2^-11 relative of the
+ * f32 one, the only rounding the f16 path adds.
  */
 #ifndef SL_CUDA_MATMUL_H
 #define SL_CUDA_MATMUL_H

@@ -4,7 +4,8 @@
  *
  * One templated kernel over the format (QW4/QW8), the number of 8-token column tiles (1: up to
  * 8 tokens, 2: up to 16, 4: up to 32), whether the weight has offsets, the steps per scale and
- * the scales' width (f16/f32). A block is 8 warps; each row tile (16 output rows) is shared by
+ * the scales' width (f16, f32, or two-level: int8 multipliers of an f16 factor per 256 columns,
+ * the K-quants' form). A block is 8 warps; each row tile (16 output rows) is shared by
  * kw = 1, 2, 4 or 8 of them, each streaming
  * a contiguous run of the row tile's column tiles, and their sums add up through shared memory
  * at the end; blockIdx.y splits the columns further over blocks.
@@ -28,7 +29,9 @@
  * mma.m16n8k16 per 16 columns and 8 tokens; the steps of a unit (one scale) add up in the tensor
  * core and the unit's scales apply once in f32. With offsets, Σx over the unit comes from one
  * more mma with an all-ones A (every row gets the column sums, already in the accumulator's
- * layout): y = Σ_units s·(Σ c·x) + o·(Σ x).
+ * layout): y = Σ_units s·(Σ c·x) + o·(Σ x). QW4 with two-level scales instead multiplies the
+ * codes by their multipliers in the same HFMA2 and applies the factors per 256 columns (AS
+ * below).
  *
  * Splits over blocks: with more than one, each block writes its partial sums to the launcher's
  * workspace; the last block of a row block to finish (an atomic count per row block) adds the
