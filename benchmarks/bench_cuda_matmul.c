@@ -108,7 +108,7 @@ static void *dev_scales(int64_t n, int sb, float scale, uint64_t seed) {
     uint16_t *h16 = sb == 2 ? malloc((size_t)n * 2) : NULL;
     for (int64_t i = 0; h16 && i < n; i++) h16[i] = sl_f32_to_fp16(h[i]);
     if (sb == 1)
-        for (int64_t i = 0; i < n; i++) ((int8_t *)h)[i] = (int8_t)(h[i] / scale * 63.0f);
+        for (int64_t i = 0; i < n; i++) ((int8_t *)h)[i] = (int8_t)(fabsf(h[i]) / scale * 63.0f); /* 6..63 */
     void *d = NULL;
     BENCH_CHECK(cudaMalloc(&d, (size_t)n * sb));
     BENCH_CHECK(cudaMemcpy(d, h16 ? (void *)h16 : (void *)h, (size_t)n * sb, cudaMemcpyHostToDevice));

@@ -582,8 +582,8 @@ bool same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
  * magnitude is tried at 63, 127 and -128 first (the K-quants' 6-bit scales reach 63, Q6_K's
  * int8 ones 127 or -128 with a negative d), then at every other; false when none works. */
 bool two_level(const float *v, int n, int lo, int hi, float *f, int8_t *q) {
-    float vm = 0.0f;
-    for (int i = 0; i < n; i++)
+    float vm = v[0]; /* its sign too when all are zeros: -0 = -0 · 0 */
+    for (int i = 1; i < n; i++)
         if (fabsf(v[i]) > fabsf(vm)) vm = v[i];
     static const int first[] = {63, 127, -128};
     for (int c = 0; c < 3 + 255; c++) {

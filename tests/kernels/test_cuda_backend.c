@@ -84,9 +84,10 @@ static void rnd_weight(sl_qw *w, sl_wfmt fmt, int64_t rows, int64_t cols, int gr
             w->scales[i] = sl_fp16_to_f32(sl_f32_to_fp16(w->scales[i]));
             if (offs) w->offsets[i] = sl_fp16_to_f32(sl_f32_to_fp16(w->offsets[i]));
         } else if (kind == 2) {
-            if ((i * group) % cols % 256 < group) {
-                fs = sl_fp16_to_f32(sl_f32_to_fp16(1.3f / (fmt == SL_WF_QW8 ? 131072 : 8192))); /* not f16 products */
-                fo = sl_fp16_to_f32(sl_f32_to_fp16(0.1f / 128));
+            if ((i * group) % cols % 256 < group) { /* each row's 256 columns: new factors */
+                const float u = (float)(1 + rnd_int(7)); /* 1.3·u: products not f16 */
+                fs = sl_fp16_to_f32(sl_f32_to_fp16(1.3f * u / (fmt == SL_WF_QW8 ? 1048576 : 65536)));
+                fo = sl_fp16_to_f32(sl_f32_to_fp16(0.1f * u / 1024));
             }
             /* QW4's multipliers 0..127 (qmm.cu), with the offsets' factor negative as Q4_K's */
             const int q4 = fmt == SL_WF_QW4;

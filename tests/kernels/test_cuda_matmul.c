@@ -207,8 +207,10 @@ static void test_qmm(void) {
         for (int f = 0; f < 2; f++)
             for (int gi = 0; gi < 2; gi++) {
                 const int group = gi ? 256 : 64;
-                /* two-level: QW4 group 64 (a unit per tile) takes it, the rest fall back */
-                qmm_case(fmts[f], 40, 256 * 3, group, (f + gi + g_scales) & 1, T3, 4, N_PLANS, 0);
+                /* two-level: QW4 group 64 (a unit per tile, with offsets) takes it, the rest
+                 * fall back */
+                const int offs = g_scales == SCALES_TWO_LEVEL && f == 0 ? 1 : (f + gi + g_scales) & 1;
+                qmm_case(fmts[f], 40, 256 * 3, group, offs, T3, 4, N_PLANS, 0);
                 cases += 4 * N_PLANS;
             }
     g_scales = SCALES_F32;
