@@ -289,17 +289,37 @@ static void repack_row(uint32_t type, const uint8_t *b, int64_t nb, void *codes,
     }
 }
 
+/* f16 values next to v: the nearest at or above it (up) or at or below it (down); inf past
+ * the range */
+static float f16_up(float v) {
+    const float h = sl_fp16_to_f32(sl_f32_to_fp16(v));
+    if (h >= v) return h;
+    const uint16_t b = sl_f32_to_fp16(v);
+    return sl_fp16_to_f32(h >= 0.0f ? (uint16_t)(b + 1) : (uint16_t)(b - 1)); /* away from 0 / toward */
+}
+static float f16_down(float v) { return -f16_up(-v); }
+
 /* Round-to-nearest of one row of floats at load. QW8: symmetric, s = absmax/127,
  * c = round(x/s) in −127..127. QW4: asymmetric, s = (max−min)/15, o = min,
- * c = round((x−o)/s) clamped to 0..15 (error ≤ s/2 with the full 16 levels used). */
-static void rtn_row(const float *x, int64_t n, int group, sl_wfmt fmt, void *codes, float *sc,
-                    float *of) {
+ * c = round((x−o)/s) clamped to 0..15 (error ≤ s/2 with the full 16 levels used).
+ * With f16: s and o are f16 values (half the bytes of their f32 on the GPU, as ggml's Q8_0
+ * and Q4_1 keep them): o the f16 at or below min, s the f16 at or above the quotient, so the
+ * grid still covers the group (error ≤ s/2, s within 2^-10 of the f32 one). Returns 0 when
+ * a group's s would be an f16 subnormal (too coarse) or overflow: the caller then quantizes
+ * the tensor with f32 scales. */
+static int rtn_row(const float *x, int64_t n, int group, sl_wfmt fmt, int f16, void *codes,
+                   float *sc, float *of) {
     for (int64_t g = 0; g < n / group; g++) {
         const float *xg = x + g * group;
         if (fmt == SL_WF_QW8) {
             float amax = 0.0f;
             for (int i = 0; i < group; i++) amax = fmaxf(amax, fabsf(xg[i]));
-            float s = amax / 127.0f, id = s > 0.0f ? 1.0f / s : 0.0f;
+            float s = amax / 127.0f;
+            if (f16 && s > 0.0f) {
+                s = f16_up(s);
+                if (s < 0x1p-14f || isinf(s)) return 0;
+            }
+            const float id = s > 0.0f ? 1.0f / s : 0.0f;
             int8_t *c = (int8_t *)codes + g * group;
             for (int i = 0; i < group; i++) {
                 float q = nearbyintf(xg[i] * id);
@@ -312,7 +332,16 @@ static void rtn_row(const float *x, int64_t n, int group, sl_wfmt fmt, void *cod
                 lo = fminf(lo, xg[i]);
                 hi = fmaxf(hi, xg[i]);
             }
-            float s = (hi - lo) / 15.0f, id = s > 0.0f ? 1.0f / s : 0.0f;
+            if (f16) {
+                lo = f16_down(lo);
+                if (isinf(lo)) return 0;
+            }
+            float s = (hi - lo) / 15.0f;
+            if (f16 && s > 0.0f) {
+                s = f16_up(s);
+                if (s < 0x1p-14f || isinf(s)) return 0;
+            }
+            const float id = s > 0.0f ? 1.0f / s : 0.0f;
             uint8_t *c = (uint8_t *)codes + g * group / 2;
             for (int i = 0; i < group; i += 2) {
                 float q0 = nearbyintf((xg[i] - lo) * id), q1 = nearbyintf((xg[i + 1] - lo) * id);
@@ -324,6 +353,7 @@ static void rtn_row(const float *x, int64_t n, int group, sl_wfmt fmt, void *cod
             of[g] = lo;
         }
     }
+    return 1;
 }
 
 int sl_repack(uint32_t type, const void *src, int64_t rows, int64_t cols, int quant_to,
@@ -355,6 +385,7 @@ int sl_repack(uint32_t type, const void *src, int64_t rows, int64_t cols, int qu
         sl_qw_alloc(out, (sl_wfmt)quant_to, rows, cols, group, quant_to == SL_WF_QW4);
         float *tmp = type == SL_GGML_F32 ? NULL : sl_xmalloc((size_t)cols * sizeof(float));
         int64_t ng = cols / group, cb = sl_qw_row_bytes(out);
+        int f16 = 1; /* f16 scales and offsets while every group allows them, else f32 from row 0 */
         for (int64_t r = 0; r < rows; r++) {
             const float *x = (const float *)(s + r * src_row);
             if (tmp) {
@@ -365,8 +396,11 @@ int sl_repack(uint32_t type, const void *src, int64_t rows, int64_t cols, int qu
                 memcpy(tmp, x, (size_t)cols * 4);
                 x = tmp;
             }
-            rtn_row(x, cols, group, out->fmt, (uint8_t *)out->codes + r * cb, out->scales + r * ng,
-                    out->offsets ? out->offsets + r * ng : NULL);
+            if (!rtn_row(x, cols, group, out->fmt, f16, (uint8_t *)out->codes + r * cb,
+                         out->scales + r * ng, out->offsets ? out->offsets + r * ng : NULL)) {
+                f16 = 0;
+                r = -1; /* again from row 0 */
+            }
         }
         free(tmp);
         return SL_OK;

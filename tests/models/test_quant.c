@@ -524,13 +524,79 @@ static void test_quantize_roundtrip(void) {
     free(q);
 }
 
-/* RTN quantization at load (sl_repack with quant_to) from F32, F16 and BF16 sources. */
+static int is_f16(float v) { return sl_fp16_to_f32(sl_f32_to_fp16(v)) == v; }
+
+/* The checks of one RTN weight w of rows × cols from the float rows a_of(r) (the source
+ * dequantized): each group's scale (and offset) as quant.h defines it, f16 values (want_f16)
+ * or the f32 formulas; every error within s/2; QW8's extreme code ±127. Returns the largest
+ * error / (s/2). */
+static double check_rtn(const sl_qw *w, uint32_t type, const uint8_t *src, int esz, int want_f16) {
+    const int64_t rows = w->rows, cols = w->cols, group = w->group;
+    const int f = w->fmt == SL_WF_QW4;
+    float *a = malloc((size_t)cols * 4), *y = malloc((size_t)cols * 4);
+    double worst = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        sl_dequant_row(type, src + r * cols * esz, a, cols);
+        sl_qw_dequant_row(w, r, y);
+        for (int64_t g = 0; g < cols / group; g++) {
+            float lo = FLT_MAX, hi = -FLT_MAX, amax = 0;
+            for (int i = 0; i < group; i++) {
+                float v = a[g * group + i];
+                lo = fminf(lo, v);
+                hi = fmaxf(hi, v);
+                amax = fmaxf(amax, fabsf(v));
+            }
+            float s = w->scales[r * (cols / group) + g];
+            if (f) {
+                float o = w->offsets[r * (cols / group) + g];
+                if (want_f16) { /* o the f16 at or below lo, s just covering [o, hi] */
+                    ASSERT(is_f16(o) && is_f16(s) && o <= lo && lo - o <= fabsf(lo) * 0x1p-10f + 0x1p-24f);
+                    ASSERT(s >= (hi - o) / 15.0f && s <= (hi - o) / 15.0f * (1 + 0x1p-10f));
+                } else {
+                    ASSERT(s == (hi - lo) / 15.0f);
+                    ASSERT(o == lo);
+                }
+            } else if (want_f16) {
+                ASSERT(is_f16(s) && s >= amax / 127.0f && s <= amax / 127.0f * (1 + 0x1p-10f));
+            } else {
+                ASSERT(s == amax / 127.0f);
+            }
+            for (int i = 0; i < group; i++) {
+                int64_t j = g * group + i;
+                double err = fabs((double)a[j] - y[j]);
+                double bound = 0.5 * s * (1 + 1e-5) + fabs(a[j]) * 3e-7;
+                if (!(err <= bound)) {
+                    fprintf(stderr, "RTN %s/%d row %lld el %lld: %.9g vs %.9g (s %g)\n",
+                            sl_wfmt_name(w->fmt), (int)group, (long long)r, (long long)j, y[j], a[j], s);
+                    ASSERT(0);
+                }
+                if (s > 0) worst = fmax(worst, err / (0.5 * s));
+                if (hi == lo) ASSERT(y[j] == a[j] || want_f16); /* constant group: exact in f32 */
+            }
+        }
+        if (!f) /* the extreme of each non-zero group maps to ±127, none beyond */
+            for (int64_t g = 0; g < cols / group; g++) {
+                int top = 0;
+                for (int i = 0; i < group; i++) {
+                    int c = abs(((int8_t *)w->codes)[r * cols + g * group + i]);
+                    ASSERT(c <= 127);
+                    top = c > top ? c : top;
+                }
+                ASSERT_EQ(top, w->scales[r * (cols / group) + g] > 0 ? 127 : 0);
+            }
+    }
+    free(a), free(y);
+    return worst;
+}
+
+/* RTN quantization at load (sl_repack with quant_to) from F32, F16 and BF16 sources: f16
+ * scales and offsets where every group's scale is a normal f16 (QW4 here), f32 where one is
+ * not (QW8 here: row 0's values are about 1e-3, scales under 2^-14), then QW8 without row 0. */
 static void test_rtn(void) {
     sl_rng rng;
     sl_rng_seed(&rng, 11);
     const int64_t rows = 8, cols = 512;
-    float *x = malloc((size_t)(rows * cols) * 4), *a = malloc((size_t)cols * 4),
-          *y = malloc((size_t)cols * 4);
+    float *x = malloc((size_t)(rows * cols) * 4);
     uint8_t *src = malloc((size_t)(rows * cols) * 4);
     static const uint32_t T[] = {SL_GGML_F32, SL_GGML_F16, SL_GGML_BF16};
     for (int i = 0; i < rows * cols; i++) x[i] = sl_rng_normal(&rng) * (i < cols ? 1e-3f : 1.0f);
@@ -549,53 +615,15 @@ static void test_rtn(void) {
                 ASSERT_EQ(w.group, group);
                 ASSERT_EQ(w.offsets != NULL, f);
                 ASSERT_EQ(w.owns, 1);
-                double worst = 0;
-                for (int64_t r = 0; r < rows; r++) {
-                    sl_dequant_row(T[t], src + r * cols * esz, a, cols);
-                    sl_qw_dequant_row(&w, r, y);
-                    for (int64_t g = 0; g < cols / group; g++) {
-                        float lo = FLT_MAX, hi = -FLT_MAX, amax = 0;
-                        for (int i = 0; i < group; i++) {
-                            float v = a[g * group + i];
-                            lo = fminf(lo, v);
-                            hi = fmaxf(hi, v);
-                            amax = fmaxf(amax, fabsf(v));
-                        }
-                        float s = w.scales[r * (cols / group) + g];
-                        if (f) {
-                            ASSERT(s == (hi - lo) / 15.0f);
-                            ASSERT(w.offsets[r * (cols / group) + g] == lo);
-                        } else {
-                            ASSERT(s == amax / 127.0f);
-                        }
-                        for (int i = 0; i < group; i++) {
-                            int64_t j = g * group + i;
-                            double err = fabs((double)a[j] - y[j]);
-                            double bound = 0.5 * s * (1 + 1e-5) + fabs(a[j]) * 3e-7;
-                            if (!(err <= bound)) {
-                                fprintf(stderr, "RTN %s/%d row %lld el %lld: %.9g vs %.9g (s %g)\n",
-                                        sl_wfmt_name(fmt), group, (long long)r, (long long)j, y[j],
-                                        a[j], s);
-                                ASSERT(0);
-                            }
-                            if (s > 0) worst = fmax(worst, err / (0.5 * s));
-                            if (s == 0) ASSERT(y[j] == a[j]); /* constant group: exact */
-                        }
-                    }
-                    if (!f) /* the extreme of each non-zero group maps to ±127, none beyond */
-                        for (int64_t g = 0; g < cols / group; g++) {
-                            int top = 0;
-                            for (int i = 0; i < group; i++) {
-                                int c = abs(((int8_t *)w.codes)[r * cols + g * group + i]);
-                                ASSERT(c <= 127);
-                                top = c > top ? c : top;
-                            }
-                            ASSERT_EQ(top, w.scales[r * (cols / group) + g] > 0 ? 127 : 0);
-                        }
-                }
+                const double worst = check_rtn(&w, T[t], src, esz, f);
                 sl_qw_free(&w);
                 if (t == 0 && group != 16)
                     printf("RTN %s/%d: max err / (s/2) = %.4f\n", sl_wfmt_name(fmt), group, worst);
+                if (f) continue;
+                /* QW8 without row 0: f16 scales */
+                ASSERT_EQ(sl_repack(T[t], src + cols * esz, rows - 1, cols, fmt, group, 1, &w), SL_OK);
+                check_rtn(&w, T[t], src + cols * esz, esz, 1);
+                sl_qw_free(&w);
             }
         }
     }
@@ -626,8 +654,6 @@ static void test_rtn(void) {
     ASSERT_EQ(sl_repack(99, src, 1, 32, -1, 32, 0, &w), SL_EUNSUPPORTED);
     ASSERT(w.codes == NULL && w.data == NULL);
     free(x);
-    free(a);
-    free(y);
     free(src);
 }
 
