@@ -261,15 +261,16 @@ int main(int argc, char **argv) {
     double f16us[4][N_TS];
     bench_f16(f16us, reps, x16, y);
 
-    /* f16 scales are what Q4_0 and Q8_0 weights get (exact), two-level ones (int8 × f16,
-     * "i8s") what the K-quants get (Q4_K: QW4 g32+off, Q6_K: QW8 g16, Q5_K: QW8 g32+off), f32
-     * the load-time quantization */
+    /* f16 scales ("f16s") are what Q4_0, Q4_1, Q8_0 and the load-time quantization (int4:
+     * g32 or g128 with offsets) give, two-level ones ("i8s": int8 × f16 per 256 columns) what
+     * the K-quants give (Q4_K: QW4 g32+off, Q6_K: QW8 g16, Q5_K: QW8 g32+off); f32 scales are
+     * the fallback (a quantized group too small for a normal f16 scale) */
     static const struct { sl_wfmt fmt; int group, offsets, sb; const char *name; } fmts[] = {
         {SL_WF_QW4, 32, 0, 2, "QW4 g32 f16s"},
         {SL_WF_QW4, 32, 0, 4, "QW4 g32"},
         {SL_WF_QW4, 32, 1, 1, "QW4 g32+off i8s"},
-        {SL_WF_QW4, 32, 1, 4, "QW4 g32+off"},
-        {SL_WF_QW4, 128, 1, 4, "QW4 g128+off"},
+        {SL_WF_QW4, 32, 1, 2, "QW4 g32+off f16s"},
+        {SL_WF_QW4, 128, 1, 2, "QW4 g128+off f16s"},
         {SL_WF_QW8, 32, 0, 2, "QW8 g32 f16s"},
         {SL_WF_QW8, 16, 0, 1, "QW8 g16 i8s"},
         {SL_WF_QW8, 32, 0, 4, "QW8 g32"},
