@@ -12,7 +12,9 @@
  *   C, D (16×8, f32):      c[0] = C[g][2t]     c[1] = C[g][2t+1]
  *                          c[2] = C[g+8][2t]   c[3] = C[g+8][2t+1]
  *
- *   sl_mma_m16n8k16_f16(d, a, b, c)    D = A·B + C, f16 inputs, f32 accumulate (d may be c)
+ *   sl_mma_m16n8k16_f16(d, a, b, c)    D = A·B + C, f16 inputs, f32 accumulate (d may be c);
+ *       f16 subnormal inputs count at their value (qmm.cu's two-level QW4 relies on it;
+ *       test_cuda_ptx checks it on a GPU)
  *   sl_mma_m16n8k16_bf16(d, a, b, c)   the same with bf16 inputs
  *   sl_ldmatrix<NUM, TRANS>(r, row)    ldmatrix.sync.aligned.m8n8.x{NUM}{.trans}.shared.b16:
  *       NUM 8×8 matrices of 16-bit elements from shared memory; lanes 8i..8i+7 pass the

@@ -57,6 +57,34 @@ static void test_mma_frag(int bf16) {
     dev_free(&dA), dev_free(&dB), dev_free(&dC), dev_free(&dD);
 }
 
+/* f16 subnormal A values (q·2^-24, as qmm.cu's two-level QW4 scales its codes) times B of
+ * about 2^14: exact products of order 1, which a flush of subnormals to zero would lose. */
+static void test_mma_subnormal(void) {
+    uint16_t A[256], B[128];
+    double a[256], b[128];
+    float C[128], ref[128], got[128];
+    for (int i = 0; i < 256; i++) {
+        A[i] = (uint16_t)(1 + sl_rng_u64(&g_rng) % 0x3ff) | (uint16_t)(sl_rng_u64(&g_rng) & 1) << 15;
+        a[i] = sl_fp16_to_f32(A[i]);
+    }
+    for (int i = 0; i < 128; i++) {
+        B[i] = sl_f32_to_fp16((1.0f + fabsf(rnd())) * 8192.0f);
+        b[i] = sl_fp16_to_f32(B[i]);
+        C[i] = 0.0f;
+    }
+    for (int m = 0; m < 16; m++)
+        for (int n = 0; n < 8; n++) {
+            double s = 0;
+            for (int k = 0; k < 16; k++) s += a[m * 16 + k] * b[k * 8 + n];
+            ref[m * 8 + n] = (float)s;
+        }
+    dbuf dA = dev_16(A, 256), dB = dev_16(B, 128), dC = dev_from(C, 128, 0), dD = dev_alloc(128, 0);
+    sl__test_mma_frag(0, (const uint16_t *)dA.p, (const uint16_t *)dB.p, dC.p, dD.p);
+    dev_get(&dD, got);
+    check_close("mma f16 with subnormal A", got, ref, 128, MMA_ABS, MMA_REL);
+    dev_free(&dA), dev_free(&dB), dev_free(&dC), dev_free(&dD);
+}
+
 static void test_ldmatrix(int num, int trans) {
     uint16_t src[256];
     uint32_t want[128], got[128];
@@ -131,7 +159,8 @@ int main(void) {
     if (skip) return skip;
     double t0 = sl_time_s();
     for (int bf16 = 0; bf16 < 2; bf16++) test_mma_frag(bf16);
-    printf("mma.sync m16n8k16 f16, bf16: ok\n");
+    test_mma_subnormal();
+    printf("mma.sync m16n8k16 f16, bf16, f16 subnormals: ok\n");
     for (int num = 1; num <= 4; num *= 2)
         for (int trans = 0; trans < 2; trans++) test_ldmatrix(num, trans);
     printf("ldmatrix x1, x2, x4, with and without .trans: ok\n");
