@@ -1,6 +1,7 @@
-/* matmul.h — the CUDA matmuls: weight-only int8/int4 for decode (qmm.cu) and F16 through
- * cuBLAS (gemm_f16.cu). Pointers are device memory unless stated; calls are enqueued on
- * `stream` and return before the work is done (see ops.h for the conventions).
+/* matmul.h — the CUDA matmuls: weight-only int8/int4 for decode (qmm.cu, on weights repacked
+ * by qmat.cu) and F16 through cuBLAS (gemm_f16.cu). Pointers are device memory unless stated;
+ * calls are enqueued on `stream` and return before the work is done (see ops.h for the
+ * conventions).
  *
  * ## QW8/QW4 physical layout (sl_cuda_qmat), the repack of kernels/qw.h's logical format
  *
