@@ -303,10 +303,10 @@ static float f16_down(float v) { return -f16_up(-v); }
  * c = round(x/s) in −127..127. QW4: asymmetric, s = (max−min)/15, o = min,
  * c = round((x−o)/s) clamped to 0..15 (error ≤ s/2 with the full 16 levels used).
  * With f16: s and o are f16 values (half the bytes of their f32 on the GPU, as ggml's Q8_0
- * and Q4_1 keep them): o the f16 at or below min, s the f16 at or above the quotient, so the
- * grid still covers the group (error ≤ s/2, s within 2^-10 of the f32 one). Returns 0 when
- * a group's s would be an f16 subnormal (too coarse) or overflow: the caller then quantizes
- * the tensor with f32 scales. */
+ * and Q4_1 keep them): o the f16 at or below min, s the f16 at or above absmax/127 or
+ * (max − o)/15 (within 2^-10 of it, or 2^-24 when subnormal), so the grid still covers the
+ * group and the error stays ≤ s/2. Returns 0 when a value is past the f16 range (or NaN): the
+ * caller then quantizes the tensor with f32 scales. */
 static int rtn_row(const float *x, int64_t n, int group, sl_wfmt fmt, int f16, void *codes,
                    float *sc, float *of) {
     for (int64_t g = 0; g < n / group; g++) {
@@ -315,9 +315,9 @@ static int rtn_row(const float *x, int64_t n, int group, sl_wfmt fmt, int f16, v
             float amax = 0.0f;
             for (int i = 0; i < group; i++) amax = fmaxf(amax, fabsf(xg[i]));
             float s = amax / 127.0f;
-            if (f16 && s > 0.0f) {
+            if (f16 && s != 0.0f) {
                 s = f16_up(s);
-                if (s < 0x1p-14f || isinf(s)) return 0;
+                if (!(s > 0.0f && s <= 65504.0f)) return 0; /* past the range, or NaN */
             }
             const float id = s > 0.0f ? 1.0f / s : 0.0f;
             int8_t *c = (int8_t *)codes + g * group;
@@ -334,12 +334,12 @@ static int rtn_row(const float *x, int64_t n, int group, sl_wfmt fmt, int f16, v
             }
             if (f16) {
                 lo = f16_down(lo);
-                if (isinf(lo)) return 0;
+                if (!(fabsf(lo) <= 65504.0f)) return 0;
             }
             float s = (hi - lo) / 15.0f;
-            if (f16 && s > 0.0f) {
+            if (f16 && s != 0.0f) {
                 s = f16_up(s);
-                if (s < 0x1p-14f || isinf(s)) return 0;
+                if (!(s > 0.0f && s <= 65504.0f)) return 0;
             }
             const float id = s > 0.0f ? 1.0f / s : 0.0f;
             uint8_t *c = (uint8_t *)codes + g * group / 2;
@@ -385,7 +385,7 @@ int sl_repack(uint32_t type, const void *src, int64_t rows, int64_t cols, int qu
         sl_qw_alloc(out, (sl_wfmt)quant_to, rows, cols, group, quant_to == SL_WF_QW4);
         float *tmp = type == SL_GGML_F32 ? NULL : sl_xmalloc((size_t)cols * sizeof(float));
         int64_t ng = cols / group, cb = sl_qw_row_bytes(out);
-        int f16 = 1; /* f16 scales and offsets while every group allows them, else f32 from row 0 */
+        int f16 = 1; /* f16 scales and offsets unless a group cannot have them: then f32 from row 0 */
         for (int64_t r = 0; r < rows; r++) {
             const float *x = (const float *)(s + r * src_row);
             if (tmp) {

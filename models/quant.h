@@ -44,10 +44,10 @@ void sl_dequant_row(uint32_t type, const void *src, float *dst, int64_t n);
  *   SL_WF_QW4: asymmetric (with offsets), s = (max − min)/15, o = min,
  *              c = round((x − o)/s) clamped to 0..15, w = s·c + o; |error| ≤ s/2. All 16
  *              levels span the group's range, the better RTN choice over symmetric absmax/7.
- *   Scales and offsets are f16 values when every group's scale is a normal f16 (the GPU then
- *   reads half the scale bytes, as ggml's Q8_0/Q4_1 store them): o the f16 at or below min, s
- *   the f16 at or above the quotient (within 2^-10 of it), the error still ≤ s/2; else (a group
- *   of values so small that s < 2^-14, about 6e-5) the tensor's are the f32 ones above.
+ *   Scales and offsets are f16 values (the GPU then reads half the scale bytes, as ggml's
+ *   Q8_0/Q4_1 store them): o the f16 at or below min, s the f16 at or above absmax/127 or
+ *   (max − o)/15 (within 2^-10 of it, or 2^-24 when subnormal), the error still ≤ s/2; the f32
+ *   ones above only for a tensor with a value past the f16 range (or NaN).
  * GGUF-quantized types ignore quant_to and group: they always repack to their natural
  * format above (a K-quant is never re-quantized). Returns SL_EUNSUPPORTED for an unknown
  * type, SL_EINVAL for cols not a multiple of the block size, a bad quant_to or group.

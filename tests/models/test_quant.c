@@ -526,9 +526,9 @@ static void test_quantize_roundtrip(void) {
 
 static int is_f16(float v) { return sl_fp16_to_f32(sl_f32_to_fp16(v)) == v; }
 
-/* The checks of one RTN weight w of rows × cols from the float rows a_of(r) (the source
- * dequantized): each group's scale (and offset) as quant.h defines it, f16 values (want_f16)
- * or the f32 formulas; every error within s/2; QW8's extreme code ±127. Returns the largest
+/* The checks of one RTN weight w from its source src (type, esz bytes per element): each
+ * group's scale (and offset) as quant.h defines it, f16 values (want_f16) or the f32 formulas;
+ * every error within s/2; QW8's extreme code ±127 (with a normal scale). Returns the largest
  * error / (s/2). */
 static double check_rtn(const sl_qw *w, uint32_t type, const uint8_t *src, int esz, int want_f16) {
     const int64_t rows = w->rows, cols = w->cols, group = w->group;
@@ -550,14 +550,16 @@ static double check_rtn(const sl_qw *w, uint32_t type, const uint8_t *src, int e
             if (f) {
                 float o = w->offsets[r * (cols / group) + g];
                 if (want_f16) { /* o the f16 at or below lo, s just covering [o, hi] */
+                    const double q = ((double)hi - o) / 15;
                     ASSERT(is_f16(o) && is_f16(s) && o <= lo && lo - o <= fabsf(lo) * 0x1p-10f + 0x1p-24f);
-                    ASSERT(s >= (hi - o) / 15.0f && s <= (hi - o) / 15.0f * (1 + 0x1p-10f));
+                    ASSERT(s >= q * (1 - 0x1p-22) && s <= q * (1 + 0x1p-10) + 0x1p-24);
                 } else {
                     ASSERT(s == (hi - lo) / 15.0f);
                     ASSERT(o == lo);
                 }
             } else if (want_f16) {
-                ASSERT(is_f16(s) && s >= amax / 127.0f && s <= amax / 127.0f * (1 + 0x1p-10f));
+                const double q = (double)amax / 127;
+                ASSERT(is_f16(s) && s >= q * (1 - 0x1p-22) && s <= q * (1 + 0x1p-10) + 0x1p-24);
             } else {
                 ASSERT(s == amax / 127.0f);
             }
@@ -571,10 +573,10 @@ static double check_rtn(const sl_qw *w, uint32_t type, const uint8_t *src, int e
                     ASSERT(0);
                 }
                 if (s > 0) worst = fmax(worst, err / (0.5 * s));
-                if (hi == lo) ASSERT(y[j] == a[j] || want_f16); /* constant group: exact in f32 */
+                if (hi == lo) ASSERT(y[j] == a[j] || (want_f16 && !f)); /* constant group: exact, but QW8's f16 s */
             }
         }
-        if (!f) /* the extreme of each non-zero group maps to ±127, none beyond */
+        if (!f) /* the extreme of each group with a normal scale maps to ±127, none beyond */
             for (int64_t g = 0; g < cols / group; g++) {
                 int top = 0;
                 for (int i = 0; i < group; i++) {
@@ -582,16 +584,18 @@ static double check_rtn(const sl_qw *w, uint32_t type, const uint8_t *src, int e
                     ASSERT(c <= 127);
                     top = c > top ? c : top;
                 }
-                ASSERT_EQ(top, w->scales[r * (cols / group) + g] > 0 ? 127 : 0);
+                const float s = w->scales[r * (cols / group) + g];
+                if (s == 0 || s >= 0x1p-14f) ASSERT_EQ(top, s > 0 ? 127 : 0);
             }
     }
     free(a), free(y);
     return worst;
 }
 
-/* RTN quantization at load (sl_repack with quant_to) from F32, F16 and BF16 sources: f16
- * scales and offsets where every group's scale is a normal f16 (QW4 here), f32 where one is
- * not (QW8 here: row 0's values are about 1e-3, scales under 2^-14), then QW8 without row 0. */
+/* RTN quantization at load (sl_repack with quant_to) from F32, F16 and BF16 sources, with f16
+ * scales and offsets (row 0's values about 1e-3: QW8 scales f16 subnormals; an all-positive
+ * group and one near the f16 limit); then an F32 tensor whose last row holds a group past the
+ * f16 range: f32 scales for all of it. */
 static void test_rtn(void) {
     sl_rng rng;
     sl_rng_seed(&rng, 11);
@@ -602,6 +606,8 @@ static void test_rtn(void) {
     for (int i = 0; i < rows * cols; i++) x[i] = sl_rng_normal(&rng) * (i < cols ? 1e-3f : 1.0f);
     for (int i = 0; i < 128; i++) x[cols + i] = 0.0f;        /* row 1: a zero group */
     for (int i = 128; i < 256; i++) x[cols + i] = -0.75f;    /* and a constant group */
+    for (int i = 0; i < 128; i++) x[2 * cols + i] = fabsf(x[2 * cols + i]) + 3.0f; /* positive */
+    for (int i = 0; i < 128; i++) x[3 * cols + i] = 60000.0f + 40.0f * (float)(i % 97); /* near 65504 */
     for (int t = 0; t < 3; t++) {
         ASSERT_EQ(sl_quantize_row(T[t], x, src, rows * cols), SL_OK);
         int esz = T[t] == SL_GGML_F32 ? 4 : 2;
@@ -615,16 +621,22 @@ static void test_rtn(void) {
                 ASSERT_EQ(w.group, group);
                 ASSERT_EQ(w.offsets != NULL, f);
                 ASSERT_EQ(w.owns, 1);
-                const double worst = check_rtn(&w, T[t], src, esz, f);
+                const double worst = check_rtn(&w, T[t], src, esz, 1);
                 sl_qw_free(&w);
                 if (t == 0 && group != 16)
                     printf("RTN %s/%d: max err / (s/2) = %.4f\n", sl_wfmt_name(fmt), group, worst);
-                if (f) continue;
-                /* QW8 without row 0: f16 scales */
-                ASSERT_EQ(sl_repack(T[t], src + cols * esz, rows - 1, cols, fmt, group, 1, &w), SL_OK);
-                check_rtn(&w, T[t], src + cols * esz, esz, 1);
-                sl_qw_free(&w);
             }
+        }
+    }
+    /* a group past the f16 range in the last row: f32 scales for the whole tensor */
+    {
+        for (int i = 0; i < 32; i++) x[7 * cols + i] = 1e7f * (1.0f + 0.01f * (float)i);
+        ASSERT_EQ(sl_quantize_row(SL_GGML_F32, x, src, rows * cols), SL_OK);
+        for (int f = 0; f < 2; f++) {
+            sl_qw w;
+            ASSERT_EQ(sl_repack(SL_GGML_F32, src, rows, cols, f ? SL_WF_QW4 : SL_WF_QW8, 32, 1, &w), SL_OK);
+            check_rtn(&w, SL_GGML_F32, src, 4, 0);
+            sl_qw_free(&w);
         }
     }
     /* an F32 source that is not 4-byte aligned quantizes the same */
