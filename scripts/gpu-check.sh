@@ -78,7 +78,7 @@ for b in $benches; do
     cp "$logs/$b.log" "$out/$b.md"
 done
 # end to end: offline throughput of a ~0.6 B-parameter random Q4_0 llama (Llama-3-8B's layer
-# shapes, 4 layers) on the CUDA backend, batched and one request at a time
+# shapes, 4 layers) on the CUDA backend, batched and one request at a time; then as Q4_K
 if [ -n "$e2e" ]; then
     step mkmodel 120 build-gpu/sluice mkmodel --out /tmp/e2e.gguf --arch llama --type Q4_0 --dim 4096 \
         --layers 4 --heads 32 --kv-heads 8 --ff 14336 --vocab 32000
@@ -90,6 +90,12 @@ if [ -n "$e2e" ]; then
             --num-prompts 32 --input-len 128 --output-len 128 $mode
         tail -4 "$logs/$name.log"
     done
+    # the same shapes as Q4_K (two-level scales, offsets: what Q4_K_M files mostly hold), batched
+    step mkmodel_q4k 120 build-gpu/sluice mkmodel --out /tmp/e2e_q4k.gguf --arch llama --type Q4_K \
+        --dim 4096 --layers 4 --heads 32 --kv-heads 8 --ff 14336 --vocab 32000
+    step e2e_q4k 120 build-gpu/sluice bench throughput --model /tmp/e2e_q4k.gguf --device cuda \
+        --num-prompts 32 --input-len 128 --output-len 128
+    tail -4 "$logs/e2e_q4k.log"
 fi
 # where the decode matmul's time goes: Nsight Compute on its launches (QW4 g32, gate/up, 1, 16
 # and 32 tokens, two launches each: the first skipped), when the machine has ncu
