@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "common.cuh"
 #include "matmul.h"
 #include "qmat_layout.cuh"
@@ -18,6 +22,26 @@
 namespace {
 
 int ktile(bool q4) { return sl_qmat_kt(q4); }
+
+/* fn(begin, end) over [0, n), split over the CPUs in chunks of at least min_chunk (a thread
+ * that cannot start leaves its share to the caller) */
+template <class F> void parallel_for(int64_t n, int64_t min_chunk, const F &fn) {
+    const int64_t n_thr = sl_min64(std::thread::hardware_concurrency(), sl_div_up(n, min_chunk));
+    const int64_t per = sl_div_up(n, n_thr > 1 ? n_thr : 1);
+    std::vector<std::thread> workers;
+    int64_t done = sl_min64(per, n);
+    for (int64_t b = per; b < n; b += per) {
+        try {
+            workers.emplace_back(fn, b, sl_min64(b + per, n));
+            done = sl_min64(b + per, n);
+        } catch (...) {
+            break;
+        }
+    }
+    fn(0, sl_min64(per, n));
+    if (done < n) fn(done, n);
+    for (std::thread &th : workers) th.join();
+}
 
 int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
@@ -89,16 +113,62 @@ bool two_level_all(const sl_qw *w, int8_t **qs, int8_t **qo, float **fs, float *
         *qo = static_cast<int8_t *>(malloc((size_t)(w->rows * gpr)));
         *fo = static_cast<float *>(malloc((size_t)(w->rows * spr) * sizeof(float)));
     }
-    bool ok = *qs && *fs && (!w->offsets || (*qo && *fo));
-    for (int64_t i = 0; i < w->rows * spr && ok; i++) {
-        ok = two_level(w->scales + i * per, per, lo, 127, *fs + i, *qs + i * per);
-        if (ok && w->offsets) ok = two_level(w->offsets + i * per, per, lo, 127, *fo + i, *qo + i * per);
-    }
+    std::atomic<bool> all(*qs && *fs && (!w->offsets || (*qo && *fo)));
+    if (all) /* each row's blocks of 256 columns, over the CPUs */
+        parallel_for(w->rows * spr, 4096, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e && all.load(std::memory_order_relaxed); i++) {
+                bool ok = two_level(w->scales + i * per, per, lo, 127, *fs + i, *qs + i * per);
+                if (ok && w->offsets) ok = two_level(w->offsets + i * per, per, lo, 127, *fo + i, *qo + i * per);
+                if (!ok) all = false;
+            }
+        });
+    const bool ok = all;
     if (!ok) {
         free(*qs), free(*qo), free(*fs), free(*fo);
         *qs = *qo = nullptr, *fs = *fo = nullptr;
     }
     return ok;
+}
+
+/* The codes of row tiles [rt0, rt1) of w, tile by tile: each lane's 16 bytes built whole in
+ * fragment order (matmul.h), each element's column from qmat_layout.cuh's forward map, then
+ * stored once. Padding: QW4 code 0, QW8 128 (the stored form of 0). */
+struct codes_job {
+    const sl_qw *w;
+    const sl_cuda_qmat *q;
+    unsigned char *codes;
+    int col_of[4][16]; /* step s, k index kk: the column within the tile */
+};
+
+void place_codes(const codes_job &j, int64_t rt0, int64_t rt1) {
+    const sl_qw *w = j.w;
+    const bool q4 = w->fmt == SL_WF_QW4;
+    const int kt = ktile(q4), steps = kt / 16;
+    const int64_t rows = w->rows, cols = w->cols, k_tiles = j.q->k_tiles;
+    const unsigned char *c4 = static_cast<const unsigned char *>(w->codes);
+    const int8_t *c8 = static_cast<const int8_t *>(w->codes);
+    for (int64_t rt = rt0; rt < rt1; rt++)
+        for (int64_t kc = 0; kc < k_tiles; kc++)
+            for (int lane = 0; lane < 32; lane++) {
+                const int g = lane / 4, t = lane % 4;
+                uint32_t words[4] = {0, 0, 0, 0};
+                for (int st = 0; st < steps; st++)
+                    for (int v = 0; v < 8; v++) { /* fragment order: sl_qmat_frag's v */
+                        const int kk = 8 * (v / 4) + 2 * t + v % 2, rr = g + 8 * (v / 2 % 2);
+                        const int64_t r = rt * 16 + rr, c = kc * kt + j.col_of[st][kk];
+                        const bool in = r < rows && c < cols;
+                        if (q4) {
+                            const unsigned byte = in ? c4[r * (cols / 2) + c / 2] : 0;
+                            const unsigned code = c % 2 ? byte >> 4 : byte & 15;
+                            words[st] |= code << (4 * (v / 2 + v % 2 * 4));
+                        } else {
+                            const int jb = st * 8 + v; /* byte of the lane's 16 */
+                            const unsigned code = in ? (unsigned)(c8[r * cols + c] + 128) : 128u;
+                            words[jb / 4] |= code << (8 * (jb % 4));
+                        }
+                    }
+                memcpy(j.codes + ((size_t)rt * k_tiles + kc) * 512 + lane * 16, words, 16);
+            }
 }
 
 } // namespace
@@ -148,24 +218,14 @@ extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
         free(tq[0]), free(tq[1]), free(tf[0]), free(tf[1]);
         return -1;
     }
+    codes_job cj{w, q, codes, {}};
+    const int spa = sl_qmat_spa(q4, q->group);
+    for (int st = 0; st < kt / 16; st++)
+        for (int kk = 0; kk < 16; kk++) cj.col_of[st][kk] = sl_qmat_col(spa, st, kk);
+    /* the codes are most of the repack's time: row tiles over the CPUs */
+    parallel_for(q->row_tiles, 8, [&](int64_t b, int64_t e) { place_codes(cj, b, e); });
     for (int64_t r = 0; r < w->rows; r++) {
         const int64_t rt = r / 16;
-        for (int64_t c = 0; c < w->cols; c++) {
-            int j;
-            unsigned char *lb = codes + code_pos(q, r, c, &j);
-            if (q4) {
-                const unsigned char byte = static_cast<const unsigned char *>(w->codes)[r * (w->cols / 2) + c / 2];
-                const unsigned code = c % 2 ? byte >> 4 : byte & 15;
-                /* nibble j of the lane's 16 bytes: word j / 8, nibble j % 8 of the word */
-                const int word = j / 8, nib = j % 8;
-                uint32_t v;
-                memcpy(&v, lb + word * 4, 4);
-                v |= (uint32_t)code << (4 * nib);
-                memcpy(lb + word * 4, &v, 4);
-            } else {
-                lb[j] = (unsigned char)(static_cast<const int8_t *>(w->codes)[r * w->cols + c] + 128);
-            }
-        }
         for (int64_t gi = 0; gi < gpr; gi++) {
             const int64_t at = sl_qmat_scale_at(q4, q->group, q->k_tiles, q->g_pad, rt, gi * q->group, (int)(r % 16));
             if (tl) {
@@ -183,15 +243,6 @@ extern "C" int sl_cuda_qmat_pack_host(sl_cuda_qmat *q, const sl_qw *w) {
             }
     }
     free(tq[0]), free(tq[1]), free(tf[0]), free(tf[1]);
-    /* padding: QW8 code 0 is stored as 128 (scale 0 makes any code 0; keep it the real zero) */
-    if (!q4)
-        for (int64_t rt = 0; rt < q->row_tiles; rt++)
-            for (int64_t r = rt * 16; r < rt * 16 + 16; r++)
-                for (int64_t c = 0; c < q->k_tiles * kt; c++) {
-                    if (r < w->rows && c < w->cols) continue;
-                    int j;
-                    codes[code_pos(q, r, c, &j) + j] = 128;
-                }
     q->codes = codes;
     q->scales = scales;
     q->offsets = offsets;
