@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/pool.h"
 #include "gguf.h"
 
 /* Our own block table (gguf.c has the public one); FORMATS.md §2. */
@@ -356,6 +357,24 @@ static int rtn_row(const float *x, int64_t n, int group, sl_wfmt fmt, int f16, v
     return 1;
 }
 
+/* Rows [r0, r1) of a GGUF-quantized tensor into the logical format (an sl_pool job). */
+typedef struct repack_job {
+    uint32_t type;
+    const uint8_t *src;
+    int64_t src_row, nb; /* bytes and blocks per source row */
+    sl_qw *out;
+} repack_job;
+
+static void repack_rows(void *ctx, int64_t r0, int64_t r1, int tid) {
+    (void)tid;
+    const repack_job *j = ctx;
+    const sl_qw *o = j->out;
+    const int64_t ng = o->cols / o->group, cb = sl_qw_row_bytes(o);
+    for (int64_t r = r0; r < r1; r++)
+        repack_row(j->type, j->src + r * j->src_row, j->nb, (uint8_t *)o->codes + r * cb,
+                   o->scales + r * ng, o->offsets ? o->offsets + r * ng : NULL);
+}
+
 int sl_repack(uint32_t type, const void *src, int64_t rows, int64_t cols, int quant_to,
               int group, int alias, sl_qw *out) {
     memset(out, 0, sizeof *out);
@@ -420,10 +439,14 @@ int sl_repack(uint32_t type, const void *src, int64_t rows, int64_t cols, int qu
     case SL_GGML_Q6_K: g = 16; break;
     }
     sl_qw_alloc(out, fmt, rows, cols, g, offs);
-    int64_t ng = cols / g, cb = sl_qw_row_bytes(out);
-    for (int64_t r = 0; r < rows; r++)
-        repack_row(type, s + r * src_row, nb, (uint8_t *)out->codes + r * cb, out->scales + r * ng,
-                   offs ? out->offsets + r * ng : NULL);
+    repack_job j = {type, s, src_row, nb, out};
+    if (rows * cols >= (1 << 22)) { /* a large tensor: its rows over the CPUs */
+        sl_pool *pool = sl_pool_create(0);
+        sl_pool_run(pool, repack_rows, &j, rows, 64);
+        sl_pool_destroy(pool);
+    } else {
+        repack_rows(&j, 0, rows, 0);
+    }
     return SL_OK;
 }
 

@@ -217,6 +217,17 @@ static void test_exact(void) {
             "exact %-5s: repack == dequant == reference, bit for bit (%lld blocks x 16 passes)\n",
             ti->name, (long long)nblk);
     }
+    /* a tensor large enough for the repack to split its rows over threads */
+    for (int k = 0; k < NQ; k++) {
+        const tinfo *ti = &QTYPES[k];
+        if (ti->type != SL_GGML_Q4_K && ti->type != SL_GGML_Q8_0) continue;
+        const int64_t rows = 67, cols = 65536, nblk = rows * cols / ti->blck;
+        uint8_t *buf = malloc((size_t)(nblk * ti->bytes));
+        sl_quant_random(ti->type, &rng, buf, nblk, 1.0f);
+        ASSERT_EQ(check_exact(ti, buf, rows, cols, -1), 0);
+        free(buf);
+        printf("exact %-5s: %lldx%lld (rows over threads) ok\n", ti->name, (long long)rows, (long long)cols);
+    }
 }
 
 /* F32/F16/BF16 kept as is: copied or aliased. */
