@@ -55,7 +55,8 @@ step configure 120 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
     || { tail -30 "$logs/configure.log"; }
 only=${GPU_CHECK_ONLY:-*}
 gpu_tests=$(cd tests/kernels && ls test_cuda_$only.c | sed 's/\.c$/_gpu/')
-benches=$(cd benchmarks && ls bench_cuda_$only.c 2>/dev/null | sed 's/\.c$//')
+# (bench_cuda_repack times host work only: not worth the GPU's minutes)
+benches=$(cd benchmarks && ls bench_cuda_$only.c 2>/dev/null | grep -v bench_cuda_repack | sed 's/\.c$//')
 e2e=; [ -z "${GPU_CHECK_ONLY:-}" ] && e2e=sluice
 step build 240 ninja -C build-gpu -j16 $gpu_tests $benches $e2e || tail -40 "$logs/build.log"
 
