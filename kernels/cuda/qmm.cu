@@ -137,8 +137,10 @@ template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
     return sg == 0 ? a : sg == 1 ? b : c; /* selects: no dynamic indexing of the parameters */
 }
 
+/* 2 blocks per SM at least (128 registers); 3 (85) for two-level QW4 at up to 8 tokens with 2 or
+ * more steps per unit (Q4_K's g32), which fits them without spilling (77) */
 template <bool Q4, int NT, bool OFFS, int SC, int ES>
-__global__ void __launch_bounds__(QMM_THREADS, 2)
+__global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >= 1 ? 3 : 2)
     qmm_kernel(const qmm_segs segs, const __half *__restrict__ x, float *__restrict__ part,
                unsigned *__restrict__ counters, int T, int K, int k_tiles, int n_rec,
                int rec_shift, int tiles_per_split, int kw) {
@@ -214,7 +216,9 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
         xq[n] = x + (size_t)min(n * 8 + g, T - 1) * K + (size_t)k0 * KT + t * 4 * SPA;
 
     uint4 cv[D];
-    uint32_t scv[D][NW], ofv[D][NW], fv[D][FW];
+    /* fv: QW8 two-level, each slot's factors; QW4's (AS below) are loaded once per block */
+    constexpr int DF = ES == 1 && !Q4 ? D : 1;
+    uint32_t scv[D][NW], ofv[D][NW], fv[DF][FW];
     /* slot's loads of tile k = k0 + i (i from the pointers' tile) */
     auto issue = [&](const int slot, const int i, const int k) {
         cv[slot] = sl_ldg_stream_v4(cq + i * 32); /* read once: kept out of L1, where x is */
@@ -227,7 +231,7 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
             ldg_words<NW, true>(scv[slot], sq + at * ES);
             if constexpr (OFFS) ldg_words<NW, true>(ofv[slot], oq + at * ES);
         }
-        if constexpr (ES == 1) ldg_words<FW, true>(fv[slot], fq + (k >> SBS) * 8 * FW);
+        if constexpr (ES == 1 && !Q4) ldg_words<FW, true>(fv[slot], fq + (k >> SBS) * 8 * FW);
     };
 #pragma unroll
     for (int u = 0; u < D; u++)
@@ -242,12 +246,13 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
      * work per unit. */
     constexpr bool AS = Q4 && ES == 1;
     float sb_s[NT][4], sb_o[NT][4];
+    uint32_t fb[FW]; /* AS: the factors of the block being summed, loaded at its first tile */
 #pragma unroll
     for (int n = 0; n < NT; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) sb_s[n][e] = sb_o[n][e] = 0.0f;
     /* the factors' sums into acc, after tile k when it ends its 256 columns or the warp's run */
-    auto flush = [&](const uint32_t (&fw)[FW], const int k) {
+    auto flush = [&](const uint32_t (&fw)[FW], const int k) { /* AS */
         if (((k + 1) & ((1 << SBS) - 1)) != 0 && k + 1 != k1) return; /* uniform */
         const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&fw[0]));
         const float fg = f.x * 0x1p24f, fg8 = f.y * 0x1p20f;
@@ -374,8 +379,10 @@ __global__ void __launch_bounds__(QMM_THREADS, 2)
         for (int u = 0; u < D; u++) {
             const int k = kt + u;
             if (k < k1) {
-                product(cv[u], scv[u], ofv[u], fv[u], u, k);
-                if constexpr (AS) flush(fv[u], k);
+                if constexpr (AS) /* a block's first tile (or the run's): its factors, used at flush */
+                    if ((k & ((1 << SBS) - 1)) == 0 || k == k0) ldg_words<FW, true>(fb, fq + (k >> SBS) * 8 * FW);
+                product(cv[u], scv[u], ofv[u], fv[DF > 1 ? u : 0], u, k);
+                if constexpr (AS) flush(fb, k);
                 if (k + D < k1) issue(u, u + D, k + D);
             }
         }
