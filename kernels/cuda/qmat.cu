@@ -75,7 +75,7 @@ bool two_level(const float *v, int n, int lo, int hi, float *f, int8_t *q) {
         if (fabsf(v[i]) > fabsf(vm)) vm = v[i];
     static const int first[] = {63, 127, -128};
     for (int c = 0; c < 3 + 255; c++) {
-        /* then 126, -126, 125, -125, ..., 1, -1 (and -127, 64, -64, -63 in their places) */
+        /* then -127, 126, -126, ..., 1, -1, without those tried first */
         const int m = c < 3 ? first[c] : (c - 3) % 2 ? -(127 - (c - 3) / 2) : 127 - (c - 3) / 2;
         if ((c >= 3 && (m == 63 || m == 127)) || m == 0 || m < lo || m > hi) continue;
         const float d = vm / (float)m;
