@@ -2,6 +2,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -357,6 +358,40 @@ static int rtn_row(const float *x, int64_t n, int group, sl_wfmt fmt, int f16, v
     return 1;
 }
 
+/* Rows [r0, r1) of an F32/F16/BF16 tensor quantized round-to-nearest (an sl_pool job): f16
+ * scales, or f32 ones; a row that cannot have f16 ones sets failed and stops every worker. */
+typedef struct rtn_job {
+    uint32_t type;
+    const uint8_t *src;
+    int64_t src_row; /* bytes per source row */
+    int group;
+    sl_qw *out;
+    int f16;
+    atomic_int failed;
+    float *tmp; /* [threads][cols]: a row as floats */
+} rtn_job;
+
+static void rtn_rows(void *ctx, int64_t r0, int64_t r1, int tid) {
+    rtn_job *j = ctx;
+    sl_qw *o = j->out;
+    const int64_t cols = o->cols, ng = cols / j->group, cb = sl_qw_row_bytes(o);
+    float *tmp = j->tmp + (size_t)tid * (size_t)cols;
+    for (int64_t r = r0; r < r1 && !atomic_load_explicit(&j->failed, memory_order_relaxed); r++) {
+        const uint8_t *row = j->src + r * j->src_row;
+        const float *x = (const float *)row;
+        if (j->type != SL_GGML_F32) {
+            sl_dequant_row(j->type, row, tmp, cols);
+            x = tmp;
+        } else if (((uintptr_t)row & 3) != 0) {
+            memcpy(tmp, row, (size_t)cols * 4);
+            x = tmp;
+        }
+        if (!rtn_row(x, cols, j->group, o->fmt, j->f16, (uint8_t *)o->codes + r * cb,
+                     o->scales + r * ng, o->offsets ? o->offsets + r * ng : NULL))
+            atomic_store(&j->failed, 1);
+    }
+}
+
 /* Rows [r0, r1) of a GGUF-quantized tensor into the logical format (an sl_pool job). */
 typedef struct repack_job {
     uint32_t type;
@@ -402,26 +437,21 @@ int sl_repack(uint32_t type, const void *src, int64_t rows, int64_t cols, int qu
         if (group <= 0 || cols % group != 0 || (quant_to == SL_WF_QW4 && group % 2 != 0))
             return SL_EINVAL;
         sl_qw_alloc(out, (sl_wfmt)quant_to, rows, cols, group, quant_to == SL_WF_QW4);
-        float *tmp = type == SL_GGML_F32 ? NULL : sl_xmalloc((size_t)cols * sizeof(float));
-        int64_t ng = cols / group, cb = sl_qw_row_bytes(out);
-        int f16 = 1; /* f16 scales and offsets unless a group cannot have them: then f32 from row 0 */
-        for (int64_t r = 0; r < rows; r++) {
-            const float *x = (const float *)(s + r * src_row);
-            if (tmp) {
-                sl_dequant_row(type, s + r * src_row, tmp, cols);
-                x = tmp;
-            } else if (((uintptr_t)x & 3) != 0) {
-                tmp = sl_xmalloc((size_t)cols * sizeof(float));
-                memcpy(tmp, x, (size_t)cols * 4);
-                x = tmp;
-            }
-            if (!rtn_row(x, cols, group, out->fmt, f16, (uint8_t *)out->codes + r * cb,
-                         out->scales + r * ng, out->offsets ? out->offsets + r * ng : NULL)) {
-                f16 = 0;
-                r = -1; /* again from row 0 */
-            }
+        /* a large tensor's rows over the CPUs; f16 scales and offsets unless a group cannot
+         * have them: then f32 for every row */
+        sl_pool *pool = rows * cols >= (1 << 22) ? sl_pool_create(0) : NULL;
+        const int threads = pool ? sl_pool_threads(pool) : 1;
+        rtn_job j = {type, s, src_row, group, out, 1, 0,
+                     sl_xmalloc((size_t)threads * (size_t)cols * sizeof(float))};
+        for (int pass = 0; pass < 2; pass++) {
+            if (pool) sl_pool_run(pool, rtn_rows, &j, rows, 16);
+            else rtn_rows(&j, 0, rows, 0);
+            if (!atomic_load(&j.failed)) break;
+            j.f16 = 0;
+            atomic_store(&j.failed, 0);
         }
-        free(tmp);
+        sl_pool_destroy(pool);
+        free(j.tmp);
         return SL_OK;
     }
 

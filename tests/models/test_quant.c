@@ -650,6 +650,26 @@ static void test_rtn(void) {
             sl_qw_free(&w);
         }
     }
+    /* a tensor large enough for its rows to go over threads: f16 scales, then with a group
+     * past the f16 range in its last row, f32 for all of it */
+    {
+        const int64_t br = 67, bc = 65536;
+        float *bx = malloc((size_t)(br * bc) * 4);
+        for (int64_t i = 0; i < br * bc; i++) bx[i] = sl_rng_normal(&rng) * 0.02f;
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass)
+                for (int i = 0; i < 32; i++) bx[(br - 1) * bc + i] = 1e7f * (1.0f + 0.01f * (float)i);
+            for (int f = 0; f < 2; f++) {
+                sl_qw w;
+                ASSERT_EQ(sl_repack(SL_GGML_F32, bx, br, bc, f ? SL_WF_QW4 : SL_WF_QW8, 32, 1, &w), SL_OK);
+                check_rtn(&w, SL_GGML_F32, (const uint8_t *)bx, 4, !pass);
+                sl_qw_free(&w);
+            }
+        }
+        free(bx);
+        printf("RTN %lldx%lld (rows over threads): f16 scales, and f32 past the range: ok\n",
+               (long long)br, (long long)bc);
+    }
     /* an F32 source that is not 4-byte aligned quantizes the same */
     {
         ASSERT_EQ(sl_quantize_row(SL_GGML_F32, x, src, rows * cols), SL_OK);
