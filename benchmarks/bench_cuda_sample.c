@@ -1,8 +1,11 @@
 /* bench_cuda_sample.c — sl_cuda_sample (kernels/cuda/sample.h) over a 128256-token vocabulary
  * (Llama 3): microseconds per step for batches of 1, 64 and 256 rows, greedy, temperature 0.8 +
- * top_p 0.95 + top_k 50, and that with logprobs and top_logprobs 5. Next to each: the logits'
- * bytes over the time (a step reads them at least once; the selection passes re-read them, from
- * L2 when the batch fits) against the device copy bandwidth measured in the same run.
+ * top_p 0.95 + top_k 50, top_p alone, and with logprobs and top_logprobs 5; the truncated ones
+ * also selected over the whole row (list cap 0: the kernel before candidate lists), so the
+ * lists' gain is a ratio of one run. Next to each: the logits' bytes over the time (a step
+ * reads them at least once; the selection passes re-read them, from L2 when the batch fits)
+ * against the device copy bandwidth measured in the same run, and the candidate list row 0
+ * selected from (-1: the whole row, -2: none).
  *
  * Logits are normal(0, 3) (a plausible spread: top_p keeps tens to hundreds of tokens), in
  * rotating sets larger than twice the L2 together; median of CUDA-event timings.
@@ -23,6 +26,7 @@ typedef struct run {
     int32_t *tok;
     float *lp, *top_lps;
     int32_t *top_ids;
+    int32_t *list_n; /* device [B] */
     int want_lp;
 } run;
 
@@ -48,8 +52,8 @@ int main(void) {
     sl_cuda_sample_row *hr = malloc((size_t)max_b * sizeof *hr);
 
     printf("\ncopy bandwidth: %.0f GB/s (device to device, read + write)\n\n", copy);
-    printf("| batch | sampling | us/step | logits MB | GB/s (logits / time) | of copy |\n");
-    printf("|---:|---|---:|---:|---:|---:|\n");
+    printf("| batch | sampling | us/step | logits MB | GB/s (logits / time) | of copy | list |\n");
+    printf("|---:|---|---:|---:|---:|---:|---:|\n");
     for (int bi = 0; bi < 3; bi++) {
         run r = {0};
         r.B = batches[bi];
@@ -63,28 +67,46 @@ int main(void) {
         }
         BENCH_CHECK(cudaMalloc((void **)&r.rows, (size_t)r.B * sizeof *hr));
         BENCH_CHECK(cudaMalloc((void **)&r.tok, (size_t)r.B * 4));
+        BENCH_CHECK(cudaMalloc((void **)&r.list_n, (size_t)r.B * 4));
         BENCH_CHECK(cudaMalloc((void **)&r.lp, (size_t)r.B * 4));
         BENCH_CHECK(cudaMalloc((void **)&r.top_ids, (size_t)r.B * SL_CUDA_MAX_LOGPROBS * 4));
         BENCH_CHECK(cudaMalloc((void **)&r.top_lps, (size_t)r.B * SL_CUDA_MAX_LOGPROBS * 4));
-        static const char *names[] = {"greedy", "T 0.8, top_p 0.95, top_k 50",
-                                      "same + logprobs, top_logprobs 5"};
-        for (int mode = 0; mode < 3; mode++) {
+        static const struct {
+            const char *name;
+            float temperature, top_p;
+            int top_k, logprobs, cap; /* cap: the candidate list's (-1 default, 0 none) */
+        } modes[] = {
+            {"greedy", 0.0f, 1.0f, 0, 0, -1},
+            {"T 0.8, top_p 0.95, top_k 50", 0.8f, 0.95f, 50, 0, -1},
+            {"same, over the whole row", 0.8f, 0.95f, 50, 0, 0},
+            {"T 0.8, top_p 0.95", 0.8f, 0.95f, 0, 0, -1},
+            {"same, over the whole row", 0.8f, 0.95f, 0, 0, 0},
+            {"T 0.8, top_p 0.95, top_k 50 + logprobs, top_logprobs 5", 0.8f, 0.95f, 50, 1, -1},
+        };
+        for (int mode = 0; mode < (int)(sizeof modes / sizeof modes[0]); mode++) {
             for (int b = 0; b < r.B; b++) {
                 hr[b] = (sl_cuda_sample_row){
                     .u = (double)(sl_rng_u64(&rng) >> 11) * 0x1.0p-53,
-                    .temperature = mode == 0 ? 0.0f : 0.8f,
-                    .top_p = mode == 0 ? 1.0f : 0.95f,
-                    .top_k = mode == 0 ? 0 : 50,
+                    .temperature = modes[mode].temperature,
+                    .top_p = modes[mode].top_p,
+                    .top_k = modes[mode].top_k,
                     .repetition_penalty = 1.0f,
-                    .logprobs = mode == 2,
-                    .top_logprobs = mode == 2 ? 5 : 0};
+                    .logprobs = modes[mode].logprobs,
+                    .top_logprobs = modes[mode].logprobs ? 5 : 0};
             }
             BENCH_CHECK(cudaMemcpy(r.rows, hr, (size_t)r.B * sizeof *hr, cudaMemcpyHostToDevice));
-            r.want_lp = mode == 2;
+            r.want_lp = modes[mode].logprobs;
+            sl_cuda_sample_set_list_cap(modes[mode].cap);
             const double us = bench_time_us(step, &r, 5, r.B >= 64 ? 50 : 200);
+            /* row 0's candidate list, from one more call */
+            sl__cuda_sample_ex(r.logits[0], r.B, V, r.rows, r.tok, NULL, NULL, NULL, r.list_n,
+                               NULL);
+            sl_cuda_sample_set_list_cap(-1);
+            int32_t list0 = 0;
+            BENCH_CHECK(cudaMemcpy(&list0, r.list_n, 4, cudaMemcpyDeviceToHost));
             const double gbps = (double)bytes / (us * 1e-6) / 1e9;
-            printf("| %d | %s | %.1f | %.1f | %.0f | %.0f%% |\n", r.B, names[mode], us,
-                   (double)bytes / 1e6, gbps, 100.0 * gbps / copy);
+            printf("| %d | %s | %.1f | %.1f | %.0f | %.0f%% | %d |\n", r.B, modes[mode].name, us,
+                   (double)bytes / 1e6, gbps, 100.0 * gbps / copy, list0);
         }
         /* a sanity check that the tokens are tokens */
         int32_t t0 = -1;
@@ -96,6 +118,7 @@ int main(void) {
         for (int s = 0; s < r.sets; s++) BENCH_CHECK(cudaFree(r.logits[s]));
         BENCH_CHECK(cudaFree(r.rows));
         BENCH_CHECK(cudaFree(r.tok));
+        BENCH_CHECK(cudaFree(r.list_n));
         BENCH_CHECK(cudaFree(r.lp));
         BENCH_CHECK(cudaFree(r.top_ids));
         BENCH_CHECK(cudaFree(r.top_lps));

@@ -6,6 +6,10 @@
  *                the selection below, gathered (N <= 20) and ranked in shared memory
  *   adjust       each adjustment entry: save the raw logit in .raw, add the bias, penalize
  *   max          max and argmax (lowest id on ties) of the adjusted row: greedy ends here
+ *   candidates   (top_k or top_p) the row's best weighted elements that hold all the kept, by
+ *                a histogram of (max - logit) / T, collected in shared memory in id order; the
+ *                steps below then read that list instead of the row (the whole row when the
+ *                list would pass LIST_MAX)
  *   top_k        the k-th best key (logit descending, id ascending) among the min_p-kept
  *   top_p        the best-first prefix of the top_k-kept whose mass reaches top_p × theirs
  *   draw         id order over the kept: per-warp sums of contiguous id ranges, the warp whose
@@ -25,6 +29,7 @@
  * associative, so the result is deterministic (run to run and whatever the batch) and the
  * select, the warp sums and the walk of the draw agree exactly with each other.
  */
+#include <limits.h>
 #include <math.h>
 
 #include "common.cuh"
@@ -35,6 +40,7 @@
 #define BINS 256
 #define FIX_ONE 0x1p40 /* fixed-point scale of the masses */
 #define UNROLL 8       /* loads a thread issues before it uses them: a pass is latency-bound */
+#define LIST_MAX 4096  /* candidates of a truncated draw a row's list holds (32 KiB of shared) */
 
 typedef unsigned long long u64;
 
@@ -63,6 +69,22 @@ static __device__ __forceinline__ void ld_strided(const float *row, int V, int i
     }
 }
 static __device__ __forceinline__ u64 fixw(float w) { return (u64)((double)w * FIX_ONE); }
+
+/* What a selection or a draw reads: the row (element j is token j) or the candidate list in
+ * shared memory (element j is token ids[j], ids increasing). Both read in increasing id order. */
+struct RowSrc {
+    const float *row;
+    int n;
+    __device__ __forceinline__ float x(int j) const { return ld(row, j); }
+    __device__ __forceinline__ int id(int j) const { return j; }
+};
+struct ListSrc {
+    const int *ids;
+    const float *xs;
+    int n;
+    __device__ __forceinline__ float x(int j) const { return xs[j]; }
+    __device__ __forceinline__ int id(int j) const { return ids[j]; }
+};
 
 struct SumOp {
     template <class T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
@@ -149,16 +171,30 @@ static __device__ __forceinline__ void hist_add(bool on, uint32_t bin, u64 q, in
 /* The smallest best-first (largest key first) part of the set {i : elem(i, x, key, w)} whose
  * weight reaches the target: count mode (MASS false) counts elements, mass mode sums fixw(w).
  * The target is ceil(frac × the set's total) when frac >= 0, else `need`. Every thread calls
- * it; elem(i, x, &key, &w) says whether element i < V (logit x, as ld reads it) is in the set,
- * and gives its key and w. */
-template <bool MASS, class Elem>
-static __device__ SelOut radix_select(const float *row, int V, const Elem &elem, double frac,
-                                      u64 need) {
-    SL_SHARED(int, cnt, [BINS]);
-    SL_SHARED(u64, mass, [BINS]);
-    SL_SHARED(SelOut, res, [1]);
-    SL_SHARED(u64, s_need, [1]);
+ * it; elem(id, x, &key, &w) says whether the source's element (token id, logit x) is in the
+ * set, and gives its key and w. */
+/* radix_select's shared state: one for all its instantiations (a template's own would be one
+ * each, past the 48 KiB a block's static shared memory may take) */
+struct SelShared {
+    int cnt[BINS];
+    u64 mass[BINS];
+    SelOut res[1];
+    u64 s_need[1];
+};
+static __device__ SelShared &sel_shared() {
+    SL_SHARED(SelShared, s, [1]);
+    return s[0];
+}
+
+template <bool MASS, class Src, class Elem>
+static __device__ SelOut radix_select(const Src &src, const Elem &elem, double frac, u64 need) {
+    SelShared &sh = sel_shared();
+    int *const cnt = sh.cnt;
+    u64 *const mass = sh.mass;
+    SelOut *const res = sh.res;
+    u64 *const s_need = sh.s_need;
     const int lane = threadIdx.x & 31;
+    const int V = src.n;
     const int rounds = (V + (int)blockDim.x - 1) / (int)blockDim.x;
     uint32_t prefix = 0;
     for (int level = 0; level < 4; level++) {
@@ -173,7 +209,7 @@ static __device__ SelOut radix_select(const float *row, int V, const Elem &elem,
 #pragma unroll
             for (int k = 0; k < UNROLL; k++) {
                 const int i = (r0 + k) * (int)blockDim.x + (int)threadIdx.x;
-                xs[k] = r0 + k < rounds && i < V ? ld(row, i) : 0.0f;
+                xs[k] = r0 + k < rounds && i < V ? src.x(i) : 0.0f;
             }
 #pragma unroll
             for (int k = 0; k < UNROLL; k++) {
@@ -181,7 +217,7 @@ static __device__ SelOut radix_select(const float *row, int V, const Elem &elem,
                 const int i = (r0 + k) * (int)blockDim.x + (int)threadIdx.x;
                 uint32_t key = 0;
                 float w = 0.0f;
-                bool on = i < V && elem(i, xs[k], key, w);
+                bool on = i < V && elem(src.id(i), xs[k], key, w);
                 if (level > 0) on = on && (key >> (shift + 8)) == prefix;
                 hist_add<MASS>(on, (key >> shift) & (BINS - 1), MASS && on ? fixw(w) : 1ull, cnt,
                                mass);
@@ -235,9 +271,9 @@ static __device__ SelOut radix_select(const float *row, int V, const Elem &elem,
 }
 
 /* radix_select as a Cut; ties of the last pass are cut in id order by a select on ~id. */
-template <bool MASS, class Elem>
-static __device__ Cut select_cut(const float *row, int V, const Elem &elem, double frac, u64 need) {
-    const SelOut o = radix_select<MASS>(row, V, elem, frac, need);
+template <bool MASS, class Src, class Elem>
+static __device__ Cut select_cut(const Src &src, const Elem &elem, double frac, u64 need) {
+    const SelOut o = radix_select<MASS>(src, elem, frac, need);
     Cut c = {o.all, o.P, o.shift, 0, 0, 0};
     if (!o.all && o.partial) {
         const uint32_t tie_key = o.P;
@@ -247,7 +283,7 @@ static __device__ Cut select_cut(const float *row, int V, const Elem &elem, doub
             key = ~(uint32_t)i; /* larger for smaller ids: lowest id first */
             return true;
         };
-        const SelOut t = radix_select<MASS>(row, V, ties, -1.0, o.rest);
+        const SelOut t = radix_select<MASS>(src, ties, -1.0, o.rest);
         c.tie = 1;
         c.tP = t.P;
         c.tshift = t.shift;
@@ -255,10 +291,163 @@ static __device__ Cut select_cut(const float *row, int V, const Elem &elem, doub
     return c;
 }
 
+/* ---- candidate lists ------------------------------------------------------------------------ */
+
+/* A candidate list: LIST_MAX ids, then their logits (one for every use: a template's own
+ * would be one per instantiation). Its first 3 KiB also hold the histogram that chooses it. */
+static __device__ u64 *list_store() {
+    SL_SHARED(u64, store, [LIST_MAX]);
+    return store;
+}
+
+/* The bin of a weighted element by its scaled logit y = (logit − max) / temperature <= 0 (the
+ * raw logit − max for the top-N): 4·(−y), everything 63.75 or more below the largest in the
+ * last bin (TAIL). Monotone (the float subtraction and products round monotonically): a smaller
+ * logit never takes a smaller bin and equal logits share one, so the elements of bins 0..b are
+ * a best-first prefix of the row with its ties whole. */
+#define TAIL (BINS - 1)
+static __device__ __forceinline__ int vbin(float y) {
+    const float b = -4.0f * y;
+    return b < (float)TAIL ? (int)b : TAIL;
+}
+
+/* The candidates of a selection: the shortest prefix of bins 0..b (above) of the weighted
+ * elements (weight(x, &y) > 0, y the scaled logit) that holds every element the selection can
+ * keep, written to store (shared: LIST_MAX ids, then their logits) in increasing id order; its
+ * length, or -1 when more than cap (the row is then selected in full).
+ *   by count:    the bins whose count reaches k (all weighted elements when fewer): top_k, or
+ *                top_p with top_k (top_p cuts the top_k-kept, all in them), or the top-N;
+ *   by mass:     the bins whose mass reaches need = ceil(frac × the row's mass) (top_p alone),
+ *                which the caller passes to the list's select in place of the fraction (the
+ *                list does not hold the whole row's mass).
+ * One pass histograms the weighted elements (count, or the fixed-point mass, exact: the choice
+ * is deterministic), a second collects the chosen bins, a bitonic sort puts them in id order.
+ * The selects and the draw then run on at most cap elements in shared memory instead of
+ * several more passes over the row: they keep the same elements (a best-first prefix with its
+ * ties holds every kept one) and draw the same one (the same masses in the same id order). */
+template <class Weight>
+static __device__ int candidates(const float *row, int V, const Weight &weight, bool by_mass,
+                                 double frac, u64 k, int cap, u64 *store, u64 &need) {
+    int *const ids = reinterpret_cast<int *>(store);
+    float *const xs = reinterpret_cast<float *>(ids + LIST_MAX);
+    /* the histogram lives where the list goes, read before the list is written */
+    u64 *const hm = store;
+    int *const hc = reinterpret_cast<int *>(store + BINS);
+    SL_SHARED(int, s_b, [1]); /* the last bin of the list, TAIL: every weighted element; -1: none */
+    SL_SHARED(int, s_n, [1]);
+    SL_SHARED(u64, s_need, [1]);
+    const int lane = threadIdx.x & 31;
+    for (int j = threadIdx.x; j < BINS; j += blockDim.x) hc[j] = 0, hm[j] = 0;
+    __syncthreads();
+    int cnt = 0;
+    u64 tot = 0;
+    for (int i0 = threadIdx.x; i0 < V; i0 += UNROLL * blockDim.x) {
+        float xk[UNROLL];
+        ld_strided(row, V, i0, xk);
+#pragma unroll
+        for (int k = 0; k < UNROLL; k++) {
+            float y;
+            const float w = weight(xk[k], y); /* 0 past V (-inf) */
+            if (w > 0.0f) {
+                const int b = vbin(y);
+                cnt++;
+                if (b < TAIL) atomicAdd(&hc[b], 1);
+                if (by_mass) {
+                    const u64 q = fixw(w);
+                    tot += q;
+                    if (b < TAIL) atomicAdd(&hm[b], q);
+                }
+            }
+        }
+    }
+    cnt = block_reduce<int, SumOp>(cnt); /* its barriers publish the histogram */
+    if (by_mass) tot = block_reduce<u64, SumOp>(tot);
+    if (threadIdx.x < 32) {
+        /* as radix_select's target for the whole row (the set of top_p alone) */
+        u64 target = k;
+        if (by_mass) {
+            target = (u64)ceil(frac * (double)tot);
+            if (target < 1) target = 1;
+        }
+        int b = TAIL;
+        u64 inb = (u64)cnt; /* the elements in bins 0..b */
+        if (by_mass ? tot > target : (u64)cnt > target) {
+            /* lane l holds bins 8l .. 8l + 7, best first; bin TAIL is empty */
+            u64 lw = 0, lc = 0;
+            for (int j = 0; j < 8; j++)
+                lw += by_mass ? hm[8 * lane + j] : (u64)hc[8 * lane + j], lc += (u64)hc[8 * lane + j];
+            const u64 incl = warp_incl_scan(lw), cincl = warp_incl_scan(lc);
+            const unsigned hit = __ballot_sync(SL_FULL_MASK, incl >= target);
+            const int hl = hit ? __ffs((int)hit) - 1 : -1;
+            if (lane == hl) {
+                u64 before = incl - lw, cb = cincl - lc;
+                for (int j = 0; j < 8; j++) {
+                    const int bin = 8 * lane + j;
+                    before += by_mass ? hm[bin] : (u64)hc[bin];
+                    cb += (u64)hc[bin];
+                    if (before >= target) {
+                        b = bin, inb = cb;
+                        break;
+                    }
+                }
+            }
+            b = __shfl_sync(SL_FULL_MASK, b, hl < 0 ? 0 : hl);
+            inb = __shfl_sync(SL_FULL_MASK, inb, hl < 0 ? 0 : hl);
+        }
+        if (lane == 0) {
+            s_b[0] = inb <= (u64)cap ? b : -1;
+            s_n[0] = 0;
+            s_need[0] = by_mass ? target : 0;
+        }
+    }
+    __syncthreads();
+    const int b = s_b[0];
+    need = s_need[0];
+    if (b < 0) return -1;
+    /* the chosen bins, appended a warp's elements at a time (uniform trip counts: ballots) */
+    const int rounds = (V + (int)blockDim.x - 1) / (int)blockDim.x;
+    for (int r = 0; r < rounds; r++) {
+        const int i = r * (int)blockDim.x + (int)threadIdx.x;
+        float y = 0.0f, w = 0.0f;
+        const float x = i < V ? ld(row, i) : -INFINITY;
+        if (i < V) w = weight(x, y);
+        const bool in = w > 0.0f && vbin(y) <= b;
+        const unsigned m = __ballot_sync(SL_FULL_MASK, in);
+        if (!m) continue;
+        const int leader = __ffs((int)m) - 1;
+        int base = 0;
+        if (lane == leader) base = atomicAdd(&s_n[0], __popc(m));
+        base = __shfl_sync(SL_FULL_MASK, base, leader);
+        const int slot = base + __popc(m & ((1u << lane) - 1u));
+        if (in && slot < cap) ids[slot] = i, xs[slot] = x;
+    }
+    __syncthreads();
+    const int n = s_n[0] < cap ? s_n[0] : cap; /* = the count above: the same predicate */
+    int N = 1;
+    while (N < n) N <<= 1;
+    for (int j = n + (int)threadIdx.x; j < N; j += blockDim.x) ids[j] = INT_MAX;
+    __syncthreads();
+    for (int k = 2; k <= N; k <<= 1)
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            for (int i = threadIdx.x; i < N; i += blockDim.x) {
+                const int l = i ^ j; /* the pair's lower index swaps it */
+                if (l > i && (ids[i] > ids[l]) == ((i & k) == 0)) {
+                    const int t = ids[i];
+                    ids[i] = ids[l], ids[l] = t;
+                    const float v = xs[i];
+                    xs[i] = xs[l], xs[l] = v;
+                }
+            }
+            __syncthreads();
+        }
+    return n;
+}
+
 /* ---- the steps of a row ------------------------------------------------------------------- */
 
-/* log-sum-exp of the raw row (online max and sum per thread, then combined), in double. */
-static __device__ double raw_lse(const float *row, int V) {
+/* log-sum-exp of the raw row (online max and sum per thread, then combined), in double; M: the
+ * row's largest logit. */
+static __device__ double raw_lse(const float *row, int V, float &M) {
     float m = -INFINITY;
     double s = 0.0;
     for (int i0 = threadIdx.x; i0 < V; i0 += UNROLL * blockDim.x) {
@@ -275,14 +464,15 @@ static __device__ double raw_lse(const float *row, int V) {
             }
         }
     }
-    const float M = block_reduce<float, MaxOp>(m);
+    M = block_reduce<float, MaxOp>(m);
     if (M == -INFINITY) return -INFINITY;
     s = m == -INFINITY ? 0.0 : s * (double)expf(m - M);
     return (double)M + log(block_reduce<double, SumOp>(s));
 }
 
-/* The n best raw logits (n <= min(V, SL_CUDA_MAX_LOGPROBS)) and their logprobs, best first. */
-static __device__ void top_n(const float *row, int V, int n, double lse, int32_t *ids, float *lps) {
+/* The n best logits of a source (the raw row or its candidates) and their logprobs. */
+template <class Src>
+static __device__ void top_n_of(const Src &src, int n, double lse, int32_t *ids, float *lps) {
     SL_SHARED(int, g_n, [1]);
     SL_SHARED(int, g_id, [SL_CUDA_MAX_LOGPROBS]);
     SL_SHARED(float, g_v, [SL_CUDA_MAX_LOGPROBS]);
@@ -291,19 +481,15 @@ static __device__ void top_n(const float *row, int V, int n, double lse, int32_t
         w = 0.0f;
         return true;
     };
-    const Cut c = select_cut<false>(row, V, raw, -1.0, (u64)n);
+    const Cut c = select_cut<false>(src, raw, -1.0, (u64)n);
     if (threadIdx.x == 0) g_n[0] = 0;
     __syncthreads();
-    for (int i0 = threadIdx.x; i0 < V; i0 += UNROLL * blockDim.x) {
-        float xs[UNROLL];
-        ld_strided(row, V, i0, xs);
-#pragma unroll
-        for (int k = 0; k < UNROLL; k++) {
-            const int i = i0 + k * (int)blockDim.x;
-            if (i < V && cut_in(c, okey(xs[k]), i)) {
-                const int s = atomicAdd(&g_n[0], 1);
-                if (s < SL_CUDA_MAX_LOGPROBS) g_id[s] = i, g_v[s] = xs[k];
-            }
+    for (int j = threadIdx.x; j < src.n; j += blockDim.x) {
+        const float x = src.x(j);
+        const int i = src.id(j);
+        if (cut_in(c, okey(x), i)) {
+            const int s = atomicAdd(&g_n[0], 1);
+            if (s < SL_CUDA_MAX_LOGPROBS) g_id[s] = i, g_v[s] = x;
         }
     }
     __syncthreads();
@@ -316,6 +502,29 @@ static __device__ void top_n(const float *row, int V, int n, double lse, int32_t
         lps[rank] = (float)((double)v - lse);
     }
     __syncthreads();
+}
+
+/* The n best raw logits (n <= min(V, SL_CUDA_MAX_LOGPROBS)) and their logprobs, best first
+ * (M: the largest): from the candidate list of the n best finite ones when the row has n and
+ * their bins fit cap, else from the whole row. */
+static __device__ void top_n(const float *row, int V, int n, double lse, float M, int cap,
+                             int32_t *ids, float *lps) {
+    auto finite = [=](float x, float &y) {
+        y = x - M;
+        return x > -INFINITY ? 1.0f : 0.0f;
+    };
+    u64 need;
+    u64 *const store = list_store();
+    const int len = cap > 0 && M > -INFINITY
+                        ? candidates(row, V, finite, false, 0.0, (u64)n, cap, store, need)
+                        : -1;
+    if (len >= n) {
+        const int *l_ids = reinterpret_cast<const int *>(store);
+        top_n_of(ListSrc{l_ids, reinterpret_cast<const float *>(l_ids + LIST_MAX), len}, n, lse,
+                 ids, lps);
+    } else {
+        top_n_of(RowSrc{row, V}, n, lse, ids, lps);
+    }
 }
 
 /* Bias and penalties, in place (sampling.h steps 2-4, with sampling.c's f32 arithmetic: the
@@ -336,12 +545,14 @@ static __device__ void adjust(float *row, int V, const sl_cuda_sample_row &p) {
     }
 }
 
-/* The draw over the kept set {i : kept(i, &w)} in id order (sample.h step 6); -1 if empty. */
-template <class Kept>
-static __device__ int draw(const float *row, int V, double u, const Kept &kept) {
+/* The draw over the source's kept set {kept(id, x, &w)} in id order (sample.h step 6); the
+ * token, or -1 if the set is empty. */
+template <class Src, class Kept>
+static __device__ int draw(const Src &src, double u, const Kept &kept) {
     SL_SHARED(u64, wsum, [MAX_WARPS]);
     SL_SHARED(int, s_tok, [1]);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int V = src.n;
     const int seg = ((V + nw - 1) / nw + 31) / 32 * 32; /* each warp a contiguous id range */
     const int start = warp * seg, end = start + seg < V ? start + seg : V;
     u64 acc = 0;
@@ -349,12 +560,12 @@ static __device__ int draw(const float *row, int V, double u, const Kept &kept) 
     for (int i0 = start + lane; i0 < end; i0 += UNROLL * 32) {
         float xs[UNROLL];
 #pragma unroll
-        for (int k = 0; k < UNROLL; k++) xs[k] = i0 + 32 * k < end ? ld(row, i0 + 32 * k) : 0.0f;
+        for (int k = 0; k < UNROLL; k++) xs[k] = i0 + 32 * k < end ? src.x(i0 + 32 * k) : 0.0f;
 #pragma unroll
         for (int k = 0; k < UNROLL; k++) {
             const int i = i0 + 32 * k;
             float w;
-            if (i < end && kept(i, xs[k], w)) acc += fixw(w), last = i;
+            if (i < end && kept(src.id(i), xs[k], w)) acc += fixw(w), last = src.id(i);
         }
     }
     acc = warp_reduce<u64, SumOp>(acc);
@@ -379,11 +590,11 @@ static __device__ int draw(const float *row, int V, double u, const Kept &kept) 
         for (int i0 = start; i0 < end; i0 += 32) {
             const int i = i0 + lane;
             float w;
-            const u64 q = i < end && kept(i, ld(row, i), w) ? fixw(w) : 0ull;
+            const u64 q = i < end && kept(src.id(i), src.x(i), w) ? fixw(w) : 0ull;
             const u64 incl = warp_incl_scan(q);
             const unsigned hit = __ballot_sync(SL_FULL_MASK, q > 0 && (double)(base + incl) > r);
             if (hit) {
-                if (lane == __ffs((int)hit) - 1) s_tok[0] = i;
+                if (lane == __ffs((int)hit) - 1) s_tok[0] = src.id(i);
                 break;
             }
             base += __shfl_sync(SL_FULL_MASK, incl, 31);
@@ -395,15 +606,11 @@ static __device__ int draw(const float *row, int V, double u, const Kept &kept) 
     return tok;
 }
 
-/* Steps 6 for a row with temperature >= eps whose largest adjusted logit mx is finite. */
-static __device__ int sample_row(const float *row, int V, const sl_cuda_sample_row &p, float mx) {
-    const float inv_t = 1.0f / p.temperature, min_p = p.min_p;
-    /* as sampling.c's exp_row: relative to the largest, 0 below e^-87, 0 below min_p */
-    auto weight = [=](float x) {
-        const float y = (x - mx) * inv_t;
-        const float e = y < -87.0f ? 0.0f : expf(y);
-        return e < min_p ? 0.0f : e;
-    };
+/* top_k, top_p and the draw over a source (the row, or its candidates with need: top_p's
+ * target when the list does not hold the row's whole mass, else 0). */
+template <class Src, class Weight>
+static __device__ int truncated(const Src &src, const sl_cuda_sample_row &p, const Weight &weight,
+                                u64 need) {
     Cut kc = {1, 0, 32, 0, 0, 0}, pc = {1, 0, 32, 0, 0, 0};
     if (p.top_k > 0) {
         auto elem = [&](int, float x, uint32_t &key, float &w) {
@@ -411,7 +618,7 @@ static __device__ int sample_row(const float *row, int V, const sl_cuda_sample_r
             key = okey(x);
             return w > 0.0f;
         };
-        kc = select_cut<false>(row, V, elem, -1.0, (u64)p.top_k);
+        kc = select_cut<false>(src, elem, -1.0, (u64)p.top_k);
     }
     if (p.top_p < 1.0f) {
         auto elem = [&](int i, float x, uint32_t &key, float &w) {
@@ -419,19 +626,58 @@ static __device__ int sample_row(const float *row, int V, const sl_cuda_sample_r
             key = okey(x);
             return w > 0.0f && cut_in(kc, key, i);
         };
-        pc = select_cut<true>(row, V, elem, (double)p.top_p, 0);
+        pc = need ? select_cut<true>(src, elem, -1.0, need)
+                  : select_cut<true>(src, elem, (double)p.top_p, 0);
     }
     auto kept = [&](int i, float x, float &w) {
         w = weight(x);
         const uint32_t key = okey(x);
         return w > 0.0f && cut_in(kc, key, i) && cut_in(pc, key, i);
     };
-    return draw(row, V, p.u, kept);
+    return draw(src, p.u, kept);
+}
+
+/* Steps 6 for a row with temperature >= eps whose largest adjusted logit mx is finite; a
+ * truncated draw on its candidate list when it has one of at most cap elements. */
+static __device__ int sample_row(const float *row, int V, const sl_cuda_sample_row &p, float mx,
+                                 int cap, int &list_n) {
+    u64 *const store = list_store();
+    const float inv_t = 1.0f / p.temperature, min_p = p.min_p;
+    /* as sampling.c's exp_row: relative to the largest, 0 below e^-87, 0 below min_p */
+    auto weight_y = [=](float x, float &y) {
+        y = (x - mx) * inv_t;
+        const float e = y < -87.0f ? 0.0f : expf(y);
+        return e < min_p ? 0.0f : e;
+    };
+    auto weight = [=](float x) {
+        float y;
+        return weight_y(x, y);
+    };
+    const RowSrc all{row, V};
+    if (p.top_k <= 0 && !(p.top_p < 1.0f)) {
+        auto kept = [&](int, float x, float &w) {
+            w = weight(x);
+            return w > 0.0f;
+        };
+        return draw(all, p.u, kept);
+    }
+    u64 need = 0;
+    const int n = cap > 0 ? candidates(row, V, weight_y, p.top_k <= 0, (double)p.top_p,
+                                       (u64)p.top_k, cap, store, need)
+                          : -1;
+    list_n = n;
+    if (n >= 0) {
+        const int *ids = reinterpret_cast<const int *>(store);
+        return truncated(ListSrc{ids, reinterpret_cast<const float *>(ids + LIST_MAX), n}, p,
+                         weight, need);
+    }
+    return truncated(all, p, weight, 0);
 }
 
 static __global__ void __launch_bounds__(MAX_THREADS)
     sample_kernel(float *logits, int V, const sl_cuda_sample_row *__restrict__ rows,
-                  int32_t *tokens, float *logprobs, int32_t *top_ids, float *top_lps) {
+                  int32_t *tokens, float *logprobs, int32_t *top_ids, float *top_lps, int cap,
+                  int32_t *list_ns) {
     SL_SHARED(float, s_raw, [1]);
     const int b = blockIdx.x;
     float *row = logits + (int64_t)b * V;
@@ -444,9 +690,10 @@ static __global__ void __launch_bounds__(MAX_THREADS)
     /* 1: from the raw logits */
     double lse = 0.0;
     if (want_lp) {
-        lse = raw_lse(row, V);
+        float M;
+        lse = raw_lse(row, V, M);
         if (n_top > 0)
-            top_n(row, V, n_top, lse, top_ids + (int64_t)b * SL_CUDA_MAX_LOGPROBS,
+            top_n(row, V, n_top, lse, M, cap, top_ids + (int64_t)b * SL_CUDA_MAX_LOGPROBS,
                   top_lps + (int64_t)b * SL_CUDA_MAX_LOGPROBS);
     }
     /* 2-4 */
@@ -469,12 +716,14 @@ static __global__ void __launch_bounds__(MAX_THREADS)
     best = block_reduce<u64, MaxOp>(best);
     const float mx = okey_inv((uint32_t)(best >> 32));
     int tok = (int)~(uint32_t)best;
+    int list_n = -2;
     /* 6 (a NaN temperature is greedy too) */
     if (p.temperature >= SL_CUDA_SAMPLING_EPS && mx > -INFINITY) {
-        const int t = sample_row(row, V, p, mx);
+        const int t = sample_row(row, V, p, mx, cap, list_n);
         if (t >= 0) tok = t;
     }
     if (threadIdx.x == 0) tokens[b] = tok;
+    if (list_ns != nullptr && threadIdx.x == 0) list_ns[b] = list_n;
     if (logprobs == nullptr) return;
     if (!want_lp) {
         if (threadIdx.x == 0) logprobs[b] = 0.0f;
@@ -490,23 +739,32 @@ static __global__ void __launch_bounds__(MAX_THREADS)
     if (threadIdx.x == 0) logprobs[b] = (float)((double)s_raw[0] - lse);
 }
 
-static void launch_sample(float *logits, int B, int V, const sl_cuda_sample_row *rows,
-                          int32_t *tokens, float *logprobs, int32_t *top_ids, float *top_lps,
-                          cudaStream_t stream) {
+/* candidates a truncated draw's list may hold (sl_cuda_sample_set_list_cap) */
+static int g_list_cap = LIST_MAX;
+
+extern "C" void sl__cuda_sample_ex(float *logits, int B, int V, const sl_cuda_sample_row *rows,
+                                   int32_t *tokens, float *logprobs, int32_t *top_ids,
+                                   float *top_lps, int32_t *list_ns, sl_cuda_stream stream) {
+    SL_CUDA_REQUIRE(B >= 0 && V > 0 && V <= (1 << 23));
+    SL_CUDA_REQUIRE(logits && rows && tokens);
+    SL_CUDA_REQUIRE((top_ids == NULL) == (top_lps == NULL));
+    if (B == 0) return;
     /* about 16 logits a thread, 64 to 1024 threads */
     int threads = 64;
     while (threads < MAX_THREADS && threads * 16 < V) threads *= 2;
-    SL_LAUNCH(sample_kernel, (unsigned)B, (unsigned)threads, 0, stream, logits, V, rows, tokens,
-              logprobs, top_ids, top_lps);
+    cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+    SL_LAUNCH(sample_kernel, (unsigned)B, (unsigned)threads, 0, st, logits, V, rows, tokens,
+              logprobs, top_ids, top_lps, g_list_cap, list_ns);
     SL_CUDA_CHECK(cudaGetLastError());
+}
+
+extern "C" void sl_cuda_sample_set_list_cap(int cap) {
+    SL_CUDA_REQUIRE(cap <= LIST_MAX);
+    g_list_cap = cap < 0 ? LIST_MAX : cap;
 }
 
 extern "C" void sl_cuda_sample(float *logits, int B, int V, const sl_cuda_sample_row *rows,
                                int32_t *tokens, float *logprobs, int32_t *top_ids,
                                float *top_lps, sl_cuda_stream stream) {
-    SL_CUDA_REQUIRE(B >= 0 && V > 0 && V <= (1 << 23));
-    SL_CUDA_REQUIRE(logits && rows && tokens);
-    SL_CUDA_REQUIRE((top_ids == NULL) == (top_lps == NULL));
-    if (B == 0) return;
-    launch_sample(logits, B, V, rows, tokens, logprobs, top_ids, top_lps, stream);
+    sl__cuda_sample_ex(logits, B, V, rows, tokens, logprobs, top_ids, top_lps, NULL, stream);
 }

@@ -80,6 +80,19 @@ typedef struct sl_cuda_sample_row {
 void sl_cuda_sample(float *logits, int B, int V, const sl_cuda_sample_row *rows, int32_t *tokens,
                     float *logprobs, int32_t *top_ids, float *top_lps, sl_cuda_stream stream);
 
+/* Tests and benchmarks: the most candidates (0 .. 4096) a truncated draw (top_k or top_p) may
+ * select from in shared memory instead of the whole row; 0 always selects over the whole row,
+ * a negative cap restores the default, 4096. The token drawn is the same either way. Applies
+ * to later calls (not thread-safe). */
+void sl_cuda_sample_set_list_cap(int cap);
+
+/* sl_cuda_sample, and for tests list_ns (device int32 [B], or NULL): per row, the length of
+ * the candidate list its truncated draw selected from, -1 when it selected over the whole row,
+ * -2 without top_k or top_p, or greedy. */
+void sl__cuda_sample_ex(float *logits, int B, int V, const sl_cuda_sample_row *rows,
+                        int32_t *tokens, float *logprobs, int32_t *top_ids, float *top_lps,
+                        int32_t *list_ns, sl_cuda_stream stream);
+
 #ifdef __cplusplus
 }
 #endif

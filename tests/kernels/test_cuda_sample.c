@@ -16,6 +16,7 @@
 
 #define NLP SL_CUDA_MAX_LOGPROBS
 #define MARGIN 1e-5
+#define LIST_CAP 4096 /* sample.cu's LIST_MAX: the default cap of a candidate list */
 
 static long g_draws, g_near, g_exact_greedy;
 
@@ -139,6 +140,8 @@ typedef struct batch {
     int32_t *top_ids;
     float *adjusted;          /* [B][V] the logits after the call */
     sl_cuda_sample_adj *adj_after;
+    int32_t *list_n;          /* [B] sl__cuda_sample_ex's candidate list lengths */
+    int cap;                  /* the list cap of the run (sl_cuda_sample_set_list_cap) */
 } batch;
 
 static void batch_alloc(batch *t, int B, int V, int max_adj) {
@@ -153,10 +156,12 @@ static void batch_alloc(batch *t, int B, int V, int max_adj) {
     t->lp = sl_xmalloc((size_t)B * 4);
     t->top_ids = sl_xmalloc((size_t)B * NLP * 4);
     t->top_lps = sl_xmalloc((size_t)B * NLP * 4);
+    t->list_n = sl_xmalloc((size_t)B * 4);
+    t->cap = LIST_CAP;
 }
 static void batch_free(batch *t) {
     free(t->logits), free(t->adjusted), free(t->rows), free(t->adj), free(t->adj_after);
-    free(t->tok), free(t->lp), free(t->top_ids), free(t->top_lps);
+    free(t->tok), free(t->lp), free(t->top_ids), free(t->top_lps), free(t->list_n);
 }
 
 /* Uploads, samples, downloads; checks the guards and that the top-N entries past n_top are
@@ -167,6 +172,7 @@ static void batch_run(batch *t, const char *what) {
     const int adj_words = t->n_adj_total * 4;
     dbuf dl = dev_from(t->logits, n, 0), dt = dev_alloc(B, 0), dlp = dev_alloc(B, 1);
     dbuf dti = dev_alloc((int64_t)B * NLP, 0), dtl = dev_alloc((int64_t)B * NLP, 0);
+    dbuf dln = dev_alloc(B, 0);
     dbuf da = dev_from(t->adj, adj_words > 0 ? adj_words : 1, 0);
     sl_cuda_sample_row *rows = sl_xmalloc((size_t)B * sizeof *rows);
     for (int b = 0; b < B; b++) {
@@ -176,9 +182,13 @@ static void batch_run(batch *t, const char *what) {
     }
     const int row_words = (int)(sizeof *rows / 4);
     dbuf dr = dev_from(rows, (int64_t)B * row_words, 0);
-    sl_cuda_sample(dl.p, B, V, (const sl_cuda_sample_row *)dr.p, (int32_t *)dt.p, dlp.p,
-                   (int32_t *)dti.p, dtl.p, NULL);
+    sl_cuda_sample_set_list_cap(t->cap);
+    sl__cuda_sample_ex(dl.p, B, V, (const sl_cuda_sample_row *)dr.p, (int32_t *)dt.p, dlp.p,
+                       (int32_t *)dti.p, dtl.p, (int32_t *)dln.p, NULL);
+    sl_cuda_sample_set_list_cap(-1);
     dev_get(&dt, t->tok);
+    dev_get(&dln, t->list_n);
+    dev_check_guards(&dln, what);
     dev_get(&dlp, t->lp);
     dev_get(&dti, t->top_ids);
     dev_get(&dtl, t->top_lps);
@@ -197,8 +207,50 @@ static void batch_run(batch *t, const char *what) {
         }
     }
     dev_free(&dl), dev_free(&dt), dev_free(&dlp), dev_free(&dti), dev_free(&dtl), dev_free(&da);
+    dev_free(&dln);
     dev_free(&dr);
     free(rows);
+}
+
+/* The candidate list sl__cuda_sample_ex reported for row b (x: its adjusted logits): -2 exactly
+ * where neither top_k nor top_p truncates the draw (or it is greedy), else the whole row (-1)
+ * or a list within the run's cap that holds at least the top_k best weighted tokens. */
+static long g_list_rows, g_full_rows;
+static void check_list(const batch *t, int b, const float *x, const char *where) {
+    const sl_cuda_sample_row *p = &t->rows[b];
+    const int V = t->V, n = t->list_n[b];
+    float mx = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (x[i] == x[i] && x[i] > mx) mx = x[i];
+    const int trunc = p->temperature >= SL_CUDA_SAMPLING_EPS && mx > -INFINITY &&
+                      (p->top_k > 0 || p->top_p < 1.0f);
+    if (!trunc || n < -1 || n > t->cap || n == 0 || (t->cap == 0 && n != -1)) {
+        if (trunc || n != -2) {
+            fprintf(stderr, "%s: candidate list %d (cap %d)\n", where, n, t->cap);
+            abort();
+        }
+        return;
+    }
+    if (n == -1) {
+        g_full_rows++;
+        return;
+    }
+    if (p->top_k > 0) {
+        /* the tokens clearly weighted (away from the e^-87 and min_p edges, where the f32 and
+         * f64 weights may disagree) */
+        int clear = 0;
+        for (int i = 0; i < V; i++) {
+            const double y = ((double)x[i] - mx) / p->temperature;
+            clear += x[i] == x[i] && y > -86.9 && exp(y) > p->min_p * (1.0 + 1e-4);
+        }
+        if (n < (p->top_k < clear ? p->top_k : clear)) {
+            fprintf(stderr, "%s: a list of %d for top_k %d (%d weighted)\n", where, n, p->top_k,
+                    clear);
+            abort();
+        }
+    }
+    g_list_rows++;
+    g_checks++;
 }
 
 /* Checks every row of a run against the reference (and the models/ logprob functions). */
@@ -225,6 +277,7 @@ static void batch_check(batch *t, const char *what) {
                 const sl_cuda_sample_adj *e = &t->adj_after[((uintptr_t)p->adj - 1) + j];
                 if (e->token >= 0 && e->token < V) check_bits(where, &e->raw, &raw[e->token], 1, 4);
             }
+        check_list(t, b, x, where);
         ref_out o = ref_sample(x, V, p, w, ids);
         const int greedy = !(p->temperature >= SL_CUDA_SAMPLING_EPS);
         g_draws++;
@@ -330,6 +383,32 @@ static void dedup_adj(batch *t) {
     }
 }
 
+/* Runs t again with list cap `cap`: the same tokens, logprobs and top-N, bit for bit (the list
+ * only changes where the selection reads), and lists within the cap. */
+static void same_run(batch *t, int cap, const char *what) {
+    const size_t B = (size_t)t->B;
+    int32_t *tok = sl_xmalloc(B * 4), *ids = sl_xmalloc(B * NLP * 4);
+    float *lp = sl_xmalloc(B * 4), *lps = sl_xmalloc(B * NLP * 4);
+    memcpy(tok, t->tok, B * 4), memcpy(ids, t->top_ids, B * NLP * 4);
+    memcpy(lp, t->lp, B * 4), memcpy(lps, t->top_lps, B * NLP * 4);
+    const int cap0 = t->cap;
+    t->cap = cap;
+    batch_run(t, what);
+    for (size_t b = 0; b < B; b++) {
+        const int n = t->list_n[b];
+        if (tok[b] != t->tok[b] || n > cap || n == 0 || (cap == 0 && n >= 0)) {
+            fprintf(stderr, "%s, list cap %d: row %zu token %d (list %d), with cap %d %d\n", what,
+                    cap, b, t->tok[b], n, cap0, tok[b]);
+            abort();
+        }
+    }
+    check_bits(what, t->lp, lp, (int64_t)B, 4);
+    check_bits(what, t->top_ids, ids, (int64_t)B * NLP, 4);
+    check_bits(what, t->top_lps, lps, (int64_t)B * NLP, 4);
+    t->cap = cap0;
+    free(tok), free(ids), free(lp), free(lps);
+}
+
 static void random_case(int V, int B, float quant, const char *what) {
     batch t;
     const int max_adj = V < 40 ? V : 40;
@@ -342,6 +421,8 @@ static void random_case(int V, int B, float quant, const char *what) {
     dedup_adj(&t);
     batch_run(&t, what);
     batch_check(&t, what);
+    same_run(&t, 0, what); /* every truncated row over the whole row */
+    same_run(&t, 8, what); /* short lists, and the whole row where 8 are too few */
     batch_free(&t);
 }
 
@@ -356,7 +437,9 @@ static void test_random(void) {
         snprintf(what, sizeof what, "ties V=%d", Vs[i]);
         random_case(Vs[i], Bs[i] / 2 + 1, 0.5f, what); /* many equal logits: the tie cuts */
     }
-    printf("random rows: %ld draws ok\n", g_draws - d0);
+    printf("random rows: %ld draws ok, truncated ones from candidate lists %ld, from the whole "
+           "row %ld (cap %d)\n", g_draws - d0, g_list_rows, g_full_rows, LIST_CAP);
+    ASSERT(g_list_rows > 100 && g_full_rows > 0);
 }
 
 /* One vocabulary of Llama 3's size, a few rows through every path. */
@@ -388,8 +471,14 @@ static void test_large(void) {
     t.n_adj_total = 64;
     batch_run(&t, "V=128256");
     batch_check(&t, "V=128256");
+    /* top_k 50 from a list; top_k 1000 under min_p 0.05 from a list of the few that min_p
+     * keeps; top_p 0.9 over a spread row and top_k 20000 need more than a list holds */
+    ASSERT(t.list_n[0] == -2 && t.list_n[1] >= 50 && t.list_n[3] >= 1 && t.list_n[3] < 1000);
+    ASSERT(t.list_n[2] == -1 && t.list_n[4] == -1);
+    printf("large vocabulary: %d rows ok, candidate lists %d %d %d %d\n", B, t.list_n[1],
+           t.list_n[2], t.list_n[3], t.list_n[4]);
+    same_run(&t, 0, "V=128256");
     batch_free(&t);
-    printf("large vocabulary: %d rows ok\n", B);
 }
 
 /* ---- distribution ------------------------------------------------------------------------------ */
