@@ -26,7 +26,7 @@ typedef struct run {
     int32_t *tok;
     float *lp, *top_lps;
     int32_t *top_ids;
-    int32_t *list_n; /* device [B] */
+    int32_t *list_n; /* device [B][2] */
     int want_lp;
 } run;
 
@@ -67,7 +67,7 @@ int main(void) {
         }
         BENCH_CHECK(cudaMalloc((void **)&r.rows, (size_t)r.B * sizeof *hr));
         BENCH_CHECK(cudaMalloc((void **)&r.tok, (size_t)r.B * 4));
-        BENCH_CHECK(cudaMalloc((void **)&r.list_n, (size_t)r.B * 4));
+        BENCH_CHECK(cudaMalloc((void **)&r.list_n, (size_t)r.B * 8));
         BENCH_CHECK(cudaMalloc((void **)&r.lp, (size_t)r.B * 4));
         BENCH_CHECK(cudaMalloc((void **)&r.top_ids, (size_t)r.B * SL_CUDA_MAX_LOGPROBS * 4));
         BENCH_CHECK(cudaMalloc((void **)&r.top_lps, (size_t)r.B * SL_CUDA_MAX_LOGPROBS * 4));

@@ -9,7 +9,8 @@
  *   candidates   (top_k or top_p) the row's best weighted elements that hold all the kept, by
  *                a histogram of (max - logit) / T, collected in shared memory in id order; the
  *                steps below then read that list instead of the row (the whole row when the
- *                list would pass LIST_MAX)
+ *                list would pass the cap, LIST_MAX by default). The top-N of the raw stats
+ *                takes its candidates the same way.
  *   top_k        the k-th best key (logit descending, id ascending) among the min_p-kept
  *   top_p        the best-first prefix of the top_k-kept whose mass reaches top_p × theirs
  *   draw         id order over the kept: per-warp sums of contiguous id ranges, the warp whose
@@ -61,9 +62,10 @@ static __device__ __forceinline__ float ld(const float *row, int i) {
 }
 
 /* xs[k] = row[i0 + k·blockDim.x] for k < UNROLL (−inf past V): the loads go out together */
-static __device__ __forceinline__ void ld_strided(const float *row, int V, int i0, float (&xs)[UNROLL]) {
+template <int N>
+static __device__ __forceinline__ void ld_strided(const float *row, int V, int i0, float (&xs)[N]) {
 #pragma unroll
-    for (int k = 0; k < UNROLL; k++) {
+    for (int k = 0; k < N; k++) {
         const int i = i0 + k * (int)blockDim.x;
         xs[k] = i < V ? ld(row, i) : -INFINITY;
     }
@@ -323,8 +325,11 @@ static __device__ __forceinline__ int vbin(float y) {
  * One pass histograms the weighted elements (count, or the fixed-point mass, exact: the choice
  * is deterministic), a second collects the chosen bins, a bitonic sort puts them in id order.
  * The selects and the draw then run on at most cap elements in shared memory instead of
- * several more passes over the row: they keep the same elements (a best-first prefix with its
- * ties holds every kept one) and draw the same one (the same masses in the same id order). */
+ * several more passes over the row: they keep the same elements of nonzero mass (a best-first
+ * prefix with its ties holds every kept one; a mass select may also keep weighted elements
+ * past its cut whose fixed-point mass is 0, which no draw reaches) and draw the same one (the
+ * same masses in the same id order). When the list would be too long, the row is selected in
+ * full after this pass: one pass more than without lists. */
 template <class Weight>
 static __device__ int candidates(const float *row, int V, const Weight &weight, bool by_mass,
                                  double frac, u64 k, int cap, u64 *store, u64 &need) {
@@ -333,7 +338,7 @@ static __device__ int candidates(const float *row, int V, const Weight &weight, 
     /* the histogram lives where the list goes, read before the list is written */
     u64 *const hm = store;
     int *const hc = reinterpret_cast<int *>(store + BINS);
-    SL_SHARED(int, s_b, [1]); /* the last bin of the list, TAIL: every weighted element; -1: none */
+    SL_SHARED(int, s_b, [1]); /* the list's last bin; TAIL: every weighted element; -1: too many */
     SL_SHARED(int, s_n, [1]);
     SL_SHARED(u64, s_need, [1]);
     const int lane = threadIdx.x & 31;
@@ -404,22 +409,28 @@ static __device__ int candidates(const float *row, int V, const Weight &weight, 
     const int b = s_b[0];
     need = s_need[0];
     if (b < 0) return -1;
-    /* the chosen bins, appended a warp's elements at a time (uniform trip counts: ballots) */
+    /* the chosen bins, appended a warp's elements at a time (UNROLL loads in flight; uniform
+     * trip counts: ballots) */
     const int rounds = (V + (int)blockDim.x - 1) / (int)blockDim.x;
-    for (int r = 0; r < rounds; r++) {
-        const int i = r * (int)blockDim.x + (int)threadIdx.x;
-        float y = 0.0f, w = 0.0f;
-        const float x = i < V ? ld(row, i) : -INFINITY;
-        if (i < V) w = weight(x, y);
-        const bool in = w > 0.0f && vbin(y) <= b;
-        const unsigned m = __ballot_sync(SL_FULL_MASK, in);
-        if (!m) continue;
-        const int leader = __ffs((int)m) - 1;
-        int base = 0;
-        if (lane == leader) base = atomicAdd(&s_n[0], __popc(m));
-        base = __shfl_sync(SL_FULL_MASK, base, leader);
-        const int slot = base + __popc(m & ((1u << lane) - 1u));
-        if (in && slot < cap) ids[slot] = i, xs[slot] = x;
+    for (int r0 = 0; r0 < rounds; r0 += UNROLL) {
+        float xk[UNROLL];
+        ld_strided(row, V, r0 * (int)blockDim.x + (int)threadIdx.x, xk);
+#pragma unroll
+        for (int k = 0; k < UNROLL; k++) {
+            if (r0 + k >= rounds) break; /* uniform */
+            const int i = (r0 + k) * (int)blockDim.x + (int)threadIdx.x;
+            float y;
+            const float w = weight(xk[k], y); /* 0 past V (-inf) */
+            const bool in = w > 0.0f && vbin(y) <= b;
+            const unsigned m = __ballot_sync(SL_FULL_MASK, in);
+            if (!m) continue;
+            const int leader = __ffs((int)m) - 1;
+            int base = 0;
+            if (lane == leader) base = atomicAdd(&s_n[0], __popc(m));
+            base = __shfl_sync(SL_FULL_MASK, base, leader);
+            const int slot = base + __popc(m & ((1u << lane) - 1u));
+            if (in && slot < cap) ids[slot] = i, xs[slot] = xk[k];
+        }
     }
     __syncthreads();
     const int n = s_n[0] < cap ? s_n[0] : cap; /* = the count above: the same predicate */
@@ -506,25 +517,26 @@ static __device__ void top_n_of(const Src &src, int n, double lse, int32_t *ids,
 
 /* The n best raw logits (n <= min(V, SL_CUDA_MAX_LOGPROBS)) and their logprobs, best first
  * (M: the largest): from the candidate list of the n best finite ones when the row has n and
- * their bins fit cap, else from the whole row. */
-static __device__ void top_n(const float *row, int V, int n, double lse, float M, int cap,
-                             int32_t *ids, float *lps) {
+ * their bins fit cap, else from the whole row; the list's length, or -1 for the whole row. */
+static __device__ int top_n(const float *row, int V, int n, double lse, float M, int cap,
+                            int32_t *ids, float *lps) {
     auto finite = [=](float x, float &y) {
         y = x - M;
         return x > -INFINITY ? 1.0f : 0.0f;
     };
     u64 need;
     u64 *const store = list_store();
-    const int len = cap > 0 && M > -INFINITY
+    const int len = cap >= n && M > -INFINITY
                         ? candidates(row, V, finite, false, 0.0, (u64)n, cap, store, need)
                         : -1;
     if (len >= n) {
         const int *l_ids = reinterpret_cast<const int *>(store);
         top_n_of(ListSrc{l_ids, reinterpret_cast<const float *>(l_ids + LIST_MAX), len}, n, lse,
                  ids, lps);
-    } else {
-        top_n_of(RowSrc{row, V}, n, lse, ids, lps);
+        return len;
     }
+    top_n_of(RowSrc{row, V}, n, lse, ids, lps);
+    return -1;
 }
 
 /* Bias and penalties, in place (sampling.h steps 2-4, with sampling.c's f32 arithmetic: the
@@ -606,8 +618,9 @@ static __device__ int draw(const Src &src, double u, const Kept &kept) {
     return tok;
 }
 
-/* top_k, top_p and the draw over a source (the row, or its candidates with need: top_p's
- * target when the list does not hold the row's whole mass, else 0). */
+/* top_k, top_p and the draw over a source: the row (need 0), or its candidates with need, the
+ * top_p target candidates() chose them by (top_p alone: nonzero) or 0 (with top_k, the list
+ * holds the top_k-kept: top_p's fraction of theirs applies as over the row). */
 template <class Src, class Weight>
 static __device__ int truncated(const Src &src, const sl_cuda_sample_row &p, const Weight &weight,
                                 u64 need) {
@@ -692,10 +705,14 @@ static __global__ void __launch_bounds__(MAX_THREADS)
     if (want_lp) {
         float M;
         lse = raw_lse(row, V, M);
-        if (n_top > 0)
-            top_n(row, V, n_top, lse, M, cap, top_ids + (int64_t)b * SL_CUDA_MAX_LOGPROBS,
-                  top_lps + (int64_t)b * SL_CUDA_MAX_LOGPROBS);
+        if (n_top > 0) {
+            const int len = top_n(row, V, n_top, lse, M, cap,
+                                  top_ids + (int64_t)b * SL_CUDA_MAX_LOGPROBS,
+                                  top_lps + (int64_t)b * SL_CUDA_MAX_LOGPROBS);
+            if (list_ns != nullptr && threadIdx.x == 0) list_ns[2 * (int64_t)b + 1] = len;
+        }
     }
+    if (list_ns != nullptr && threadIdx.x == 0 && n_top == 0) list_ns[2 * (int64_t)b + 1] = -2;
     /* 2-4 */
     if (p.n_adj > 0 && p.adj != nullptr) {
         adjust(row, V, p);
@@ -723,7 +740,7 @@ static __global__ void __launch_bounds__(MAX_THREADS)
         if (t >= 0) tok = t;
     }
     if (threadIdx.x == 0) tokens[b] = tok;
-    if (list_ns != nullptr && threadIdx.x == 0) list_ns[b] = list_n;
+    if (list_ns != nullptr && threadIdx.x == 0) list_ns[2 * (int64_t)b] = list_n;
     if (logprobs == nullptr) return;
     if (!want_lp) {
         if (threadIdx.x == 0) logprobs[b] = 0.0f;

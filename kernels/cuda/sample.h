@@ -80,15 +80,16 @@ typedef struct sl_cuda_sample_row {
 void sl_cuda_sample(float *logits, int B, int V, const sl_cuda_sample_row *rows, int32_t *tokens,
                     float *logprobs, int32_t *top_ids, float *top_lps, sl_cuda_stream stream);
 
-/* Tests and benchmarks: the most candidates (0 .. 4096) a truncated draw (top_k or top_p) may
- * select from in shared memory instead of the whole row; 0 always selects over the whole row,
- * a negative cap restores the default, 4096. The token drawn is the same either way. Applies
- * to later calls (not thread-safe). */
+/* Tests and benchmarks: the most candidates (0 .. 4096) a selection (top_k or top_p, and the
+ * top-N logprobs) may take from the row into shared memory instead of selecting over the whole
+ * row; 0 always selects over the whole row, a negative cap restores the default, 4096. The
+ * results are the same either way. Applies to later calls (not thread-safe). */
 void sl_cuda_sample_set_list_cap(int cap);
 
-/* sl_cuda_sample, and for tests list_ns (device int32 [B], or NULL): per row, the length of
- * the candidate list its truncated draw selected from, -1 when it selected over the whole row,
- * -2 without top_k or top_p, or greedy. */
+/* sl_cuda_sample, and for tests list_ns (device int32 [B][2], or NULL): per row, the length of
+ * the candidate list its truncated draw ([b][0]) and its top-N ([b][1]) selected from; -1: it
+ * selected over the whole row; -2: no such selection (no top_k or top_p, greedy, a row of
+ * -inf; no top-N). */
 void sl__cuda_sample_ex(float *logits, int B, int V, const sl_cuda_sample_row *rows,
                         int32_t *tokens, float *logprobs, int32_t *top_ids, float *top_lps,
                         int32_t *list_ns, sl_cuda_stream stream);

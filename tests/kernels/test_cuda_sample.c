@@ -140,7 +140,7 @@ typedef struct batch {
     int32_t *top_ids;
     float *adjusted;          /* [B][V] the logits after the call */
     sl_cuda_sample_adj *adj_after;
-    int32_t *list_n;          /* [B] sl__cuda_sample_ex's candidate list lengths */
+    int32_t *list_n;          /* [B][2] sl__cuda_sample_ex's candidate list lengths */
     int cap;                  /* the list cap of the run (sl_cuda_sample_set_list_cap) */
 } batch;
 
@@ -156,7 +156,7 @@ static void batch_alloc(batch *t, int B, int V, int max_adj) {
     t->lp = sl_xmalloc((size_t)B * 4);
     t->top_ids = sl_xmalloc((size_t)B * NLP * 4);
     t->top_lps = sl_xmalloc((size_t)B * NLP * 4);
-    t->list_n = sl_xmalloc((size_t)B * 4);
+    t->list_n = sl_xmalloc((size_t)B * 8);
     t->cap = LIST_CAP;
 }
 static void batch_free(batch *t) {
@@ -172,7 +172,7 @@ static void batch_run(batch *t, const char *what) {
     const int adj_words = t->n_adj_total * 4;
     dbuf dl = dev_from(t->logits, n, 0), dt = dev_alloc(B, 0), dlp = dev_alloc(B, 1);
     dbuf dti = dev_alloc((int64_t)B * NLP, 0), dtl = dev_alloc((int64_t)B * NLP, 0);
-    dbuf dln = dev_alloc(B, 0);
+    dbuf dln = dev_alloc(2 * (int64_t)B, 0);
     dbuf da = dev_from(t->adj, adj_words > 0 ? adj_words : 1, 0);
     sl_cuda_sample_row *rows = sl_xmalloc((size_t)B * sizeof *rows);
     for (int b = 0; b < B; b++) {
@@ -212,25 +212,34 @@ static void batch_run(batch *t, const char *what) {
     free(rows);
 }
 
-/* The candidate list sl__cuda_sample_ex reported for row b (x: its adjusted logits): -2 exactly
- * where neither top_k nor top_p truncates the draw (or it is greedy), else the whole row (-1)
- * or a list within the run's cap that holds at least the top_k best weighted tokens. */
-static long g_list_rows, g_full_rows;
-static void check_list(const batch *t, int b, const float *x, const char *where) {
+/* The candidate lists sl__cuda_sample_ex reported for row b (x: its adjusted logits, raw: its
+ * raw ones). The draw's: -2 exactly where neither top_k nor top_p truncates it (or it is
+ * greedy), else the whole row (-1) or a list within the run's cap that holds at least the top_k
+ * best weighted tokens. The top-N's: -2 exactly without a top-N, else the whole row or a list
+ * of at least N within the cap. */
+static long g_list_rows, g_full_rows, g_top_list_rows, g_top_full_rows;
+static void check_list(const batch *t, int b, const float *x, const float *raw, const char *where) {
     const sl_cuda_sample_row *p = &t->rows[b];
-    const int V = t->V, n = t->list_n[b];
+    const int V = t->V, n = t->list_n[2 * b], tn = t->list_n[2 * b + 1];
+    const int n_top = p->logprobs ? (p->top_logprobs < V ? p->top_logprobs : V) : 0;
+    int raw_finite = 0;
+    for (int i = 0; i < V; i++) raw_finite += raw[i] == raw[i] && raw[i] > -INFINITY;
+    if (n_top == 0 ? tn != -2 : tn < -1 || tn > t->cap || (tn >= 0 && tn < n_top) ||
+                                    (raw_finite == 0 && tn != -1)) {
+        fprintf(stderr, "%s: top-%d candidate list %d (cap %d)\n", where, n_top, tn, t->cap);
+        abort();
+    }
+    if (n_top > 0) *(tn >= 0 ? &g_top_list_rows : &g_top_full_rows) += 1;
     float mx = -INFINITY;
     for (int i = 0; i < V; i++)
         if (x[i] == x[i] && x[i] > mx) mx = x[i];
     const int trunc = p->temperature >= SL_CUDA_SAMPLING_EPS && mx > -INFINITY &&
                       (p->top_k > 0 || p->top_p < 1.0f);
-    if (!trunc || n < -1 || n > t->cap || n == 0 || (t->cap == 0 && n != -1)) {
-        if (trunc || n != -2) {
-            fprintf(stderr, "%s: candidate list %d (cap %d)\n", where, n, t->cap);
-            abort();
-        }
-        return;
+    if (trunc ? n < -1 || n > t->cap || (t->cap == 0 && n != -1) : n != -2) {
+        fprintf(stderr, "%s: candidate list %d (cap %d)\n", where, n, t->cap);
+        abort();
     }
+    if (!trunc) return;
     if (n == -1) {
         g_full_rows++;
         return;
@@ -277,7 +286,7 @@ static void batch_check(batch *t, const char *what) {
                 const sl_cuda_sample_adj *e = &t->adj_after[((uintptr_t)p->adj - 1) + j];
                 if (e->token >= 0 && e->token < V) check_bits(where, &e->raw, &raw[e->token], 1, 4);
             }
-        check_list(t, b, x, where);
+        check_list(t, b, x, raw, where);
         ref_out o = ref_sample(x, V, p, w, ids);
         const int greedy = !(p->temperature >= SL_CUDA_SAMPLING_EPS);
         g_draws++;
@@ -395,10 +404,10 @@ static void same_run(batch *t, int cap, const char *what) {
     t->cap = cap;
     batch_run(t, what);
     for (size_t b = 0; b < B; b++) {
-        const int n = t->list_n[b];
-        if (tok[b] != t->tok[b] || n > cap || n == 0 || (cap == 0 && n >= 0)) {
-            fprintf(stderr, "%s, list cap %d: row %zu token %d (list %d), with cap %d %d\n", what,
-                    cap, b, t->tok[b], n, cap0, tok[b]);
+        const int n = t->list_n[2 * b], tn = t->list_n[2 * b + 1];
+        if (tok[b] != t->tok[b] || n > cap || tn > cap || (cap == 0 && (n >= 0 || tn >= 0))) {
+            fprintf(stderr, "%s, list cap %d: row %zu token %d (lists %d %d), with cap %d %d\n",
+                    what, cap, b, t->tok[b], n, tn, cap0, tok[b]);
             abort();
         }
     }
@@ -438,8 +447,9 @@ static void test_random(void) {
         random_case(Vs[i], Bs[i] / 2 + 1, 0.5f, what); /* many equal logits: the tie cuts */
     }
     printf("random rows: %ld draws ok, truncated ones from candidate lists %ld, from the whole "
-           "row %ld (cap %d)\n", g_draws - d0, g_list_rows, g_full_rows, LIST_CAP);
-    ASSERT(g_list_rows > 100 && g_full_rows > 0);
+           "row %ld; top-N from lists %ld, from the whole row %ld (cap %d)\n", g_draws - d0,
+           g_list_rows, g_full_rows, g_top_list_rows, g_top_full_rows, LIST_CAP);
+    ASSERT(g_list_rows > 100 && g_full_rows > 0 && g_top_list_rows > 100);
 }
 
 /* One vocabulary of Llama 3's size, a few rows through every path. */
@@ -473,10 +483,12 @@ static void test_large(void) {
     batch_check(&t, "V=128256");
     /* top_k 50 from a list; top_k 1000 under min_p 0.05 from a list of the few that min_p
      * keeps; top_p 0.9 over a spread row and top_k 20000 need more than a list holds */
-    ASSERT(t.list_n[0] == -2 && t.list_n[1] >= 50 && t.list_n[3] >= 1 && t.list_n[3] < 1000);
-    ASSERT(t.list_n[2] == -1 && t.list_n[4] == -1);
-    printf("large vocabulary: %d rows ok, candidate lists %d %d %d %d\n", B, t.list_n[1],
-           t.list_n[2], t.list_n[3], t.list_n[4]);
+    const int32_t *ln = t.list_n; /* [b][0] the draw's, [b][1] the top-N's */
+    ASSERT(ln[0] == -2 && ln[2] >= 50 && ln[6] >= 1 && ln[6] < 1000);
+    ASSERT(ln[4] == -1 && ln[8] == -1);
+    for (int b = 0; b < B; b++) ASSERT(ln[2 * b + 1] >= (b == 0 ? NLP : 5));
+    printf("large vocabulary: %d rows ok, candidate lists %d %d %d %d, top-N %d %d %d %d %d\n", B,
+           ln[2], ln[4], ln[6], ln[8], ln[1], ln[3], ln[5], ln[7], ln[9]);
     same_run(&t, 0, "V=128256");
     batch_free(&t);
 }
