@@ -323,7 +323,8 @@ static __device__ __forceinline__ int vbin(float y) {
  *                which the caller passes to the list's select in place of the fraction (the
  *                list does not hold the whole row's mass).
  * One pass histograms the weighted elements (count, or the fixed-point mass, exact: the choice
- * is deterministic), a second collects the chosen bins, a bitonic sort puts them in id order.
+ * is deterministic), a second collects the chosen bins, and they go into id order by rank (up
+ * to one a thread) or a bitonic sort.
  * The selects and the draw then run on at most cap elements in shared memory instead of
  * several more passes over the row: they keep the same elements of nonzero mass (a best-first
  * prefix with its ties holds every kept one; a mass select may also keep weighted elements
@@ -434,6 +435,19 @@ static __device__ int candidates(const float *row, int V, const Weight &weight, 
     }
     __syncthreads();
     const int n = s_n[0] < cap ? s_n[0] : cap; /* = the count above: the same predicate */
+    if (n <= (int)blockDim.x) { /* one element a thread: each moves to its rank (ids distinct) */
+        const int i = threadIdx.x;
+        int id = 0, rank = 0;
+        float x = 0.0f;
+        if (i < n) {
+            id = ids[i], x = xs[i];
+            for (int j = 0; j < n; j++) rank += ids[j] < id;
+        }
+        __syncthreads();
+        if (i < n) ids[rank] = id, xs[rank] = x;
+        __syncthreads();
+        return n;
+    }
     int N = 1;
     while (N < n) N <<= 1;
     for (int j = n + (int)threadIdx.x; j < N; j += blockDim.x) ids[j] = INT_MAX;
