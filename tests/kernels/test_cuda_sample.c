@@ -217,7 +217,7 @@ static void batch_run(batch *t, const char *what) {
  * greedy), else the whole row (-1) or a list within the run's cap that holds at least the top_k
  * best weighted tokens. The top-N's: -2 exactly without a top-N, else the whole row or a list
  * of at least N within the cap. */
-static long g_list_rows, g_full_rows, g_top_list_rows, g_top_full_rows;
+static long g_list_rows, g_full_rows, g_top_list_rows, g_top_full_rows, g_sorted_rows;
 static void check_list(const batch *t, int b, const float *x, const float *raw, const char *where) {
     const sl_cuda_sample_row *p = &t->rows[b];
     const int V = t->V, n = t->list_n[2 * b], tn = t->list_n[2 * b + 1];
@@ -258,6 +258,11 @@ static void check_list(const batch *t, int b, const float *x, const float *raw, 
             abort();
         }
     }
+    /* lists longer than the block (sample.cu's launch: 16 logits a thread, 64 to 1024 threads)
+     * take the bitonic sort, the others the rank placement */
+    int threads = 64;
+    while (threads < 1024 && threads * 16 < V) threads *= 2;
+    g_sorted_rows += n > threads;
     g_list_rows++;
     g_checks++;
 }
@@ -446,10 +451,11 @@ static void test_random(void) {
         snprintf(what, sizeof what, "ties V=%d", Vs[i]);
         random_case(Vs[i], Bs[i] / 2 + 1, 0.5f, what); /* many equal logits: the tie cuts */
     }
-    printf("random rows: %ld draws ok, truncated ones from candidate lists %ld, from the whole "
-           "row %ld; top-N from lists %ld, from the whole row %ld (cap %d)\n", g_draws - d0,
-           g_list_rows, g_full_rows, g_top_list_rows, g_top_full_rows, LIST_CAP);
-    ASSERT(g_list_rows > 100 && g_full_rows > 0 && g_top_list_rows > 100);
+    printf("random rows: %ld draws ok, truncated ones from candidate lists %ld (%ld longer than "
+           "the block), from the whole row %ld; top-N from lists %ld, from the whole row %ld (cap "
+           "%d)\n", g_draws - d0, g_list_rows, g_sorted_rows, g_full_rows, g_top_list_rows,
+           g_top_full_rows, LIST_CAP);
+    ASSERT(g_list_rows > 100 && g_sorted_rows > 10 && g_full_rows > 0 && g_top_list_rows > 100);
 }
 
 /* One vocabulary of Llama 3's size, a few rows through every path. */
