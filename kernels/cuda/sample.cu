@@ -70,6 +70,18 @@ static __device__ __forceinline__ void ld_strided(const float *row, int V, int i
         xs[k] = i < V ? ld(row, i) : -INFINITY;
     }
 }
+/* f(i, x) for every element i < V this thread reads in a pass over the row (i = threadIdx.x +
+ * j·blockDim.x), UNROLL loads in flight; x as ld reads it */
+template <class F>
+static __device__ __forceinline__ void each_elem(const float *row, int V, const F &f) {
+    for (int i0 = threadIdx.x; i0 < V; i0 += UNROLL * blockDim.x) {
+        float xs[UNROLL];
+        ld_strided(row, V, i0, xs);
+#pragma unroll
+        for (int k = 0; k < UNROLL; k++)
+            if (i0 + k * (int)blockDim.x < V) f(i0 + k * (int)blockDim.x, xs[k]);
+    }
+}
 static __device__ __forceinline__ u64 fixw(float w) { return (u64)((double)w * FIX_ONE); }
 
 /* What a selection or a draw reads: the row (element j is token j) or the candidate list in
@@ -347,25 +359,20 @@ static __device__ int candidates(const float *row, int V, const Weight &weight, 
     __syncthreads();
     int cnt = 0;
     u64 tot = 0;
-    for (int i0 = threadIdx.x; i0 < V; i0 += UNROLL * blockDim.x) {
-        float xk[UNROLL];
-        ld_strided(row, V, i0, xk);
-#pragma unroll
-        for (int k = 0; k < UNROLL; k++) {
-            float y;
-            const float w = weight(xk[k], y); /* 0 past V (-inf) */
-            if (w > 0.0f) {
-                const int b = vbin(y);
-                cnt++;
-                if (b < TAIL) atomicAdd(&hc[b], 1);
-                if (by_mass) {
-                    const u64 q = fixw(w);
-                    tot += q;
-                    if (b < TAIL) atomicAdd(&hm[b], q);
-                }
+    each_elem(row, V, [&](int, float x) {
+        float y;
+        const float w = weight(x, y);
+        if (w > 0.0f) {
+            const int b = vbin(y);
+            cnt++;
+            if (b < TAIL) atomicAdd(&hc[b], 1);
+            if (by_mass) {
+                const u64 q = fixw(w);
+                tot += q;
+                if (b < TAIL) atomicAdd(&hm[b], q);
             }
         }
-    }
+    });
     cnt = block_reduce<int, SumOp>(cnt); /* its barriers publish the histogram */
     if (by_mass) tot = block_reduce<u64, SumOp>(tot);
     if (threadIdx.x < 32) {
@@ -475,20 +482,14 @@ static __device__ int candidates(const float *row, int V, const Weight &weight, 
 static __device__ double raw_lse(const float *row, int V, float &M) {
     float m = -INFINITY;
     double s = 0.0;
-    for (int i0 = threadIdx.x; i0 < V; i0 += UNROLL * blockDim.x) {
-        float xs[UNROLL];
-        ld_strided(row, V, i0, xs);
-#pragma unroll
-        for (int k = 0; k < UNROLL; k++) {
-            const float x = xs[k];
-            if (x > m) {
-                s = s * (double)expf(m - x) + 1.0;
-                m = x;
-            } else if (x > -INFINITY) {
-                s += (double)expf(x - m);
-            }
+    each_elem(row, V, [&](int, float x) {
+        if (x > m) {
+            s = s * (double)expf(m - x) + 1.0;
+            m = x;
+        } else if (x > -INFINITY) {
+            s += (double)expf(x - m);
         }
-    }
+    });
     M = block_reduce<float, MaxOp>(m);
     if (M == -INFINITY) return -INFINITY;
     s = m == -INFINITY ? 0.0 : s * (double)expf(m - M);
@@ -734,16 +735,10 @@ static __global__ void __launch_bounds__(MAX_THREADS)
     }
     /* 5: the largest adjusted logit, lowest id on ties */
     u64 best = 0;
-    for (int i0 = threadIdx.x; i0 < V; i0 += UNROLL * blockDim.x) {
-        float xs[UNROLL];
-        ld_strided(row, V, i0, xs);
-#pragma unroll
-        for (int k = 0; k < UNROLL; k++) {
-            const int i = i0 + k * (int)blockDim.x;
-            const u64 key = (u64)okey(xs[k]) << 32 | (u64)(~(uint32_t)i);
-            best = i < V && key > best ? key : best;
-        }
-    }
+    each_elem(row, V, [&](int i, float x) {
+        const u64 key = (u64)okey(x) << 32 | (u64)(~(uint32_t)i);
+        best = key > best ? key : best;
+    });
     best = block_reduce<u64, MaxOp>(best);
     const float mx = okey_inv((uint32_t)(best >> 32));
     int tok = (int)~(uint32_t)best;
