@@ -387,8 +387,11 @@ static __device__ int candidates(const float *row, int V, const Weight &weight, 
         if (by_mass ? tot > target : (u64)cnt > target) {
             /* lane l holds bins 8l .. 8l + 7, best first; bin TAIL is empty */
             u64 lw = 0, lc = 0;
-            for (int j = 0; j < 8; j++)
-                lw += by_mass ? hm[8 * lane + j] : (u64)hc[8 * lane + j], lc += (u64)hc[8 * lane + j];
+            for (int j = 0; j < 8; j++) {
+                const int bin = 8 * lane + j;
+                lw += by_mass ? hm[bin] : (u64)hc[bin];
+                lc += (u64)hc[bin];
+            }
             const u64 incl = warp_incl_scan(lw), cincl = warp_incl_scan(lc);
             const unsigned hit = __ballot_sync(SL_FULL_MASK, incl >= target);
             const int hl = hit ? __ffs((int)hit) - 1 : -1;
@@ -424,11 +427,11 @@ static __device__ int candidates(const float *row, int V, const Weight &weight, 
         float xk[UNROLL];
         ld_strided(row, V, r0 * (int)blockDim.x + (int)threadIdx.x, xk);
 #pragma unroll
-        for (int k = 0; k < UNROLL; k++) {
-            if (r0 + k >= rounds) break; /* uniform */
-            const int i = (r0 + k) * (int)blockDim.x + (int)threadIdx.x;
+        for (int u = 0; u < UNROLL; u++) {
+            if (r0 + u >= rounds) break; /* uniform */
+            const int i = (r0 + u) * (int)blockDim.x + (int)threadIdx.x;
             float y;
-            const float w = weight(xk[k], y); /* 0 past V (-inf) */
+            const float w = weight(xk[u], y); /* 0 past V (-inf) */
             const bool in = w > 0.0f && vbin(y) <= b;
             const unsigned m = __ballot_sync(SL_FULL_MASK, in);
             if (!m) continue;
@@ -437,7 +440,7 @@ static __device__ int candidates(const float *row, int V, const Weight &weight, 
             if (lane == leader) base = atomicAdd(&s_n[0], __popc(m));
             base = __shfl_sync(SL_FULL_MASK, base, leader);
             const int slot = base + __popc(m & ((1u << lane) - 1u));
-            if (in && slot < cap) ids[slot] = i, xs[slot] = xk[k];
+            if (in && slot < cap) ids[slot] = i, xs[slot] = xk[u];
         }
     }
     __syncthreads();
