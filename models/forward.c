@@ -175,8 +175,6 @@ static int check_batch(const sl_model *m, const sl_kv_cache *kv, const sl_batch 
     return 0;
 }
 
-/* The forward pass up to the logits, left in the workspace's backend buffer (w->logits):
- * 0, or 1 when there is nothing more to do (no logit rows); errors as sl_forward. */
 /* several weights on the same x (q/k/v, gate/up): in one pass where the backend can */
 static void matmuls(sl_backend *be, const sl_bweight *const *ws, int n, const float *x,
                     float *const *ys, int T) {
@@ -187,6 +185,19 @@ static void matmuls(sl_backend *be, const sl_bweight *const *ws, int n, const fl
     for (int i = 0; i < n; i++) be->matmul(be, ws[i], x, ys[i], T);
 }
 
+/* x[T][D] += r, then y = rmsnorm(x) · g: one op where the backend fuses them (same bits) */
+static void add_norm(sl_backend *be, float *x, const float *r, const float *g, float *y, int T,
+                     int D, float eps) {
+    if (be->add_rmsnorm) {
+        be->add_rmsnorm(be, x, r, g, y, T, D, eps);
+        return;
+    }
+    be->add(be, x, r, (int64_t)T * D);
+    be->rmsnorm(be, x, g, y, T, D, eps);
+}
+
+/* The forward pass up to the logits, left in the workspace's backend buffer (w->logits):
+ * 0, or 1 when there is nothing more to do (no logit rows); errors as sl_forward. */
 static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
     sl_backend *be = m->be;
     const sl_hparams *hp = &m->hp;
@@ -204,9 +215,10 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
     const float scale = 1.0f / sqrtf((float)Dk);
 
     be->embed(be, m->tok_embd, d.tokens, w->x, T);
+    if (hp->n_layer > 0) be->rmsnorm(be, w->x, m->layers[0].attn_norm, w->h, T, E, hp->eps);
     for (int l = 0; l < hp->n_layer; l++) {
         const sl_layer *ly = &m->layers[l];
-        be->rmsnorm(be, w->x, ly->attn_norm, w->h, T, E, hp->eps);
+        /* w->h: x normalized by attn_norm (the previous layer's last add_norm) */
         const sl_bweight *qkv[3] = {ly->wq, ly->wk, ly->wv};
         float *qkv_out[3] = {w->q, w->k, w->v};
         matmuls(be, qkv, 3, w->h, qkv_out, T);
@@ -221,9 +233,8 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
         be->attention(be, w->q, kv->k[l], kv->v[l], w->att, &ab, H, Hkv, Dk, kv->block_size, scale);
         be->matmul(be, ly->wo, w->att, w->h, T);
         if (ly->bo) be->add_bias(be, w->h, ly->bo, T, E);
-        be->add(be, w->x, w->h, (int64_t)T * E);
+        add_norm(be, w->x, w->h, ly->ffn_norm, w->h, T, E, hp->eps);
 
-        be->rmsnorm(be, w->x, ly->ffn_norm, w->h, T, E, hp->eps);
         const sl_bweight *gu[2] = {ly->w_gate, ly->w_up};
         float *gu_out[2] = {w->g, w->u};
         matmuls(be, gu, 2, w->h, gu_out, T);
@@ -232,7 +243,10 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
         be->swiglu(be, w->g, w->u, w->g, (int64_t)T * F);
         be->matmul(be, ly->w_down, w->g, w->h, T);
         if (ly->b_down) be->add_bias(be, w->h, ly->b_down, T, E);
-        be->add(be, w->x, w->h, (int64_t)T * E);
+        if (l + 1 < hp->n_layer)
+            add_norm(be, w->x, w->h, m->layers[l + 1].attn_norm, w->h, T, E, hp->eps);
+        else
+            be->add(be, w->x, w->h, (int64_t)T * E);
     }
     if (b->n_logits == 0) {
         be->sync(be);

@@ -543,6 +543,11 @@ void cb_rmsnorm(sl_backend *be, const float *x, const float *g, float *y, int T,
     sl_cuda_rmsnorm(x, g, y, T, D, eps, impl(be)->stream);
 }
 
+void cb_add_rmsnorm(sl_backend *be, float *x, const float *r, const float *g, float *y, int T,
+                    int D, float eps) {
+    sl_cuda_add_rmsnorm(x, r, g, y, T, D, eps, impl(be)->stream);
+}
+
 void cb_add(sl_backend *be, float *x, const float *y, int64_t n) {
     SL_CUDA_REQUIRE(x && y && n >= 0);
     if (n == 0) return;
@@ -699,6 +704,7 @@ extern "C" sl_backend *sl_cuda_backend_create(int device) {
     be->matmul_multi = cb_matmul_multi;
     be->rmsnorm = cb_rmsnorm;
     be->add = cb_add;
+    be->add_rmsnorm = cb_add_rmsnorm;
     be->add_bias = cb_add_bias;
     be->rope = cb_rope;
     be->swiglu = cb_swiglu;

@@ -26,7 +26,8 @@ typedef struct CUstream_st *sl_cuda_stream; /* a cudaStream_t */
 void sl_cuda_rmsnorm(const float *x, const float *g, float *y, int T, int D, float eps,
                      sl_cuda_stream stream);
 /* The residual add fused in: x[T][D] += r[T][D] (x is updated), then y = rmsnorm(x) · g as
- * above. y may equal x (the sum is then not kept); r must not overlap x or y. */
+ * above, bit for bit the CUDA backend's add followed by sl_cuda_rmsnorm. y may equal x (the
+ * sum is then not kept) or r; r must not overlap x, and y no other part of them. */
 void sl_cuda_add_rmsnorm(float *x, const float *r, const float *g, float *y, int T, int D,
                          float eps, sl_cuda_stream stream);
 /* In place on x[T][H][head_dim]; token t at position pos[t] (device int32 [T]). rp->freqs, when

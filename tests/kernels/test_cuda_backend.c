@@ -502,6 +502,53 @@ static void test_models(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_model(&cases[i], (int)i);
 }
 
+/* The fused residual add + RMSNorm (add_rmsnorm, one launch) against add then rmsnorm (the
+ * op unset: forward.c's fallback): the same logits bit for bit, over ragged prefill and decode
+ * steps of a QW4-with-offsets llama and a qwen2 with biases. */
+static void test_fused_norm(void) {
+    struct { sl_arch arch; uint32_t type; } ms[] = {{SL_ARCH_LLAMA, SL_GGML_Q4_K},
+                                                    {SL_ARCH_QWEN2, SL_GGML_F16}};
+    ASSERT(g_gpu->add_rmsnorm != NULL);
+    int rows = 0;
+    for (size_t k = 0; k < sizeof ms / sizeof *ms; k++) {
+        sl_mkmodel_opts o;
+        sl_mkmodel_defaults(&o);
+        o.arch = ms[k].arch, o.type = ms[k].type, o.dim = 256, o.heads = 4, o.kv_heads = 2;
+        o.head_dim = 64, o.ff = 256, o.vocab = 320, o.seed = 500 + (uint64_t)k;
+        const char *path = "test_cuda_backend_fused.gguf";
+        char err[SL_ERRMSG] = "";
+        const int rc = sl_mkmodel(&o, path, err);
+        if (rc) fprintf(stderr, "mkmodel: %s\n", err);
+        ASSERT_EQ(rc, 0);
+        sl_model_opts mo = {.quant_to = -1};
+        side a, b;
+        side_open(&a, g_gpu, path, &mo);
+        side_open(&b, g_gpu, path, &mo);
+        remove(path);
+        const int V = a.m->hp.n_vocab;
+        float *la = sl_xmalloc((size_t)MAXT * V * 4), *lb = sl_xmalloc((size_t)MAXT * V * 4);
+        int32_t hist[NSEQ][MAXB * BS];
+        int done_a[NSEQ] = {0}, done_b[NSEQ] = {0};
+        for (int s = 0; s < NSEQ; s++)
+            for (int i = 0; i < MAXB * BS; i++) hist[s][i] = (int32_t)(3 + (s * 29 + i * 7) % (V - 3));
+        void (*fused)(sl_backend *, float *, const float *, const float *, float *, int, int,
+                      float) = g_gpu->add_rmsnorm;
+        for (size_t st = 0; st < sizeof g_chunks / sizeof *g_chunks; st++) {
+            const int T = run_step(&a, g_chunks[st], hist, done_a, la);
+            g_gpu->add_rmsnorm = NULL;
+            ASSERT_EQ(run_step(&b, g_chunks[st], hist, done_b, lb), T);
+            g_gpu->add_rmsnorm = fused;
+            for (int s = 0; s < NSEQ; s++) done_a[s] += g_chunks[st][s], done_b[s] += g_chunks[st][s];
+            check_bits("fused add_rmsnorm: logits", la, lb, (int64_t)T * V, 4);
+            rows += T;
+        }
+        free(la), free(lb);
+        side_close(&a);
+        side_close(&b);
+    }
+    printf("fused add + rmsnorm: %d logit rows identical to add, then rmsnorm\n", rows);
+}
+
 /* ---- sampling on the backend (sl_forward_sample) ------------------------------------------ */
 
 /* Decode steps of NSEQ sequences, each sampled twice from the same GPU logits: by the host
@@ -771,6 +818,7 @@ int main(void) {
     test_embed_matmul();
     test_matmul_multi();
     test_models();
+    test_fused_norm();
     test_device_sampling();
     test_batch_invariance();
     test_engine_sampling();

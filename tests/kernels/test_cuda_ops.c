@@ -9,7 +9,8 @@ static sl_backend *g_cpu;
 
 /* ---- rmsnorm ---------------------------------------------------------------------------- */
 
-/* fused: x += r first (x checked too); inplace: y is x; off: floats of misalignment */
+/* fused: x += r first (x checked too); inplace: y is x (2, fused: y is r, the residual branch
+ * normalized in its place); off: floats of misalignment */
 static void rmsnorm_case(int T, int D, int fused, int inplace, int off, float eps) {
     const int64_t n = (int64_t)T * D;
     float *x = rnd_vec(n, 1.0f), *r = rnd_vec(n, 0.5f), *g = rnd_vec(D, 1.0f);
@@ -18,15 +19,15 @@ static void rmsnorm_case(int T, int D, int fused, int inplace, int off, float ep
     g_cpu->rmsnorm(g_cpu, xref, g, yref, T, D, eps);
 
     dbuf dx = dev_from(x, n, off), dr = dev_from(r, n, off), dg = dev_from(g, D, off);
-    dbuf dy = inplace ? dx : dev_alloc(n, off);
+    dbuf dy = inplace == 2 ? dr : inplace ? dx : dev_alloc(n, off);
     if (fused) sl_cuda_add_rmsnorm(dx.p, dr.p, dg.p, dy.p, T, D, eps, NULL);
     else sl_cuda_rmsnorm(dx.p, dg.p, dy.p, T, D, eps, NULL);
 
     char what[128];
     snprintf(what, sizeof what, "%srmsnorm T=%d D=%d%s off=%d", fused ? "add_" : "", T, D,
-             inplace ? " in place" : "", off);
+             inplace == 2 ? " into r" : inplace ? " in place" : "", off);
     float *got = sl_xmalloc((size_t)n * sizeof(float));
-    if (fused && !inplace) { /* the updated residual: one f32 add, exact */
+    if (fused && inplace != 1) { /* the updated residual: one f32 add, exact */
         dev_get(&dx, got);
         check_close(what, got, xref, n, 0.0, 0.0);
     }
@@ -37,7 +38,7 @@ static void rmsnorm_case(int T, int D, int fused, int inplace, int off, float ep
     dev_get(&dy, got);
     check_close(what, got, yref, n, 1e-6, 1e-5);
     dev_check_guards(&dy, what);
-    if (!inplace) dev_check_guards(&dx, what);
+    if (inplace != 1) dev_check_guards(&dx, what);
 
     dev_free(&dx);
     dev_free(&dr);
@@ -53,8 +54,11 @@ static void test_rmsnorm(void) {
     int cases = 0;
     for (size_t d = 0; d < sizeof Ds / sizeof *Ds; d++)
         for (int T = 1; T <= 5; T += 4)
-            for (int variant = 0; variant < 8; variant++) {
-                int fused = variant & 1, inplace = variant >> 1 & 1, off = variant >> 2 & 1;
+            for (int variant = 0; variant < 10; variant++) {
+                /* 8, 9: fused into r */
+                int fused = variant & 1 || variant >= 8;
+                int off = variant >= 8 ? variant & 1 : variant >> 2 & 1;
+                int inplace = variant >= 8 ? 2 : variant >> 1 & 1;
                 rmsnorm_case(T, Ds[d], fused, inplace, off, d % 2 ? 1e-5f : 1e-6f);
                 cases++;
             }
