@@ -65,11 +65,18 @@ struct cuda_be {
     size_t smp_dev_bytes;
     std::vector<unsigned char> smp_host; /* their host staging */
     bool warned_group;
+    bool f16_beside;             /* producers write the f16 copy of their output (forget_f16) */
 };
 
 cuda_be *impl(sl_backend *be) { return static_cast<cuda_be *>(be->impl); }
 
 unsigned grid_for(int64_t n) { return (unsigned)sl_min64(MAX_BLOCKS, sl_div_up(n, THREADS)); }
+
+/* The f16 copy a producer wrote beside its output (rmsnorm, add_rmsnorm and swiglu, for the
+ * matmul that takes the output next: matmul.h's sl__cuda_f16_beside) serves only the op right
+ * after it: every other op forgets it first (it may change what the copy mirrors), the matmuls
+ * once they used it. */
+void forget_f16() { sl__cuda_f16_forget(); }
 
 /* sl__log's line format (base.c is out of reach, see above) */
 #define WARN(fmt, ...) fprintf(stderr, "sluice warn [cuda] " fmt "\n", __VA_ARGS__)
@@ -234,18 +241,21 @@ void *cb_alloc(sl_backend *be, size_t bytes) {
 }
 
 void cb_free(sl_backend *be, void *p) {
+    forget_f16();
     if (!p) return;
     SL_CUDA_REQUIRE(impl(be)->allocs.erase((uintptr_t)p) == 1); /* one of this backend's */
     sl_cuda_free(p);
 }
 
 void cb_upload(sl_backend *be, void *dst, const void *src, size_t bytes) {
+    forget_f16();
     if (!bytes) return;
     SL_CUDA_CHECK(
         cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, impl(be)->stream));
 }
 
 void cb_download(sl_backend *be, void *dst, const void *src, size_t bytes) {
+    forget_f16();
     if (!bytes) return;
     SL_CUDA_CHECK(
         cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, impl(be)->stream));
@@ -260,6 +270,7 @@ void cb_sync(sl_backend *be) { SL_CUDA_CHECK(cudaStreamSynchronize(impl(be)->str
  * one copy, the tokens and logprobs come back in one (the top ones only when a row asks). */
 void cb_sample(sl_backend *be, float *logits, int B, int V, const sl_bsample_row *rows,
                sl_bsample_out *out) {
+    forget_f16();
     SL_CUDA_REQUIRE(logits && B >= 0 && V >= 1 && (B == 0 || (rows && out)));
     if (B == 0) return;
     static_assert(SL_BSAMPLE_MAX_LOGPROBS == SL_CUDA_MAX_LOGPROBS, "one logprob cap");
@@ -382,6 +393,7 @@ int dequant_to_f16(cuda_be *c, const sl_qw *w, sl_cuda_weight *out) {
 }
 
 int cb_weight_create(sl_backend *be, const sl_qw *w, int alias, sl_bweight **out) {
+    forget_f16();
     (void)alias; /* device memory can alias nothing of the host's */
     SL_CUDA_REQUIRE(w && out && (unsigned)w->fmt <= SL_WF_QW4 && w->rows > 0 && w->cols > 0);
     const bool quant = w->fmt == SL_WF_QW8 || w->fmt == SL_WF_QW4;
@@ -414,6 +426,7 @@ int cb_weight_create(sl_backend *be, const sl_qw *w, int alias, sl_bweight **out
 }
 
 void cb_weight_destroy(sl_backend *be, sl_bweight *w) {
+    forget_f16();
     (void)be;
     if (!w) return;
     if (w->qmat) sl_cuda_qmat_deinit(&w->q);
@@ -473,7 +486,7 @@ void qmat_gemm(cuda_be *c, const sl_cuda_qmat &q, const float *x, float *y, int 
     }
 }
 
-void cb_matmul(sl_backend *be, const sl_bweight *w, const float *x, float *y, int T) {
+void matmul_one(sl_backend *be, const sl_bweight *w, const float *x, float *y, int T) {
     SL_CUDA_REQUIRE(w && x && y && T >= 0);
     if (T == 0) return;
     cuda_be *c = impl(be);
@@ -508,9 +521,14 @@ void cb_matmul(sl_backend *be, const sl_bweight *w, const float *x, float *y, in
     SL_CUDA_REQUIRE(!"weight format without a matmul");
 }
 
+void cb_matmul(sl_backend *be, const sl_bweight *w, const float *x, float *y, int T) {
+    matmul_one(be, w, x, y, T);
+    forget_f16();
+}
+
 /* q/k/v, gate/up: one qmm launch over the rows of each run of consecutive QW weights that
  * share a format (sl_cuda_qmm_groupable; q and k of a Q4_K_M model, whose v is Q6_K) when the
- * step takes qmm's path; one matmul for the rest */
+ * step takes qmm's path; one matmul for the rest (each run takes x's f16 copy beside, if any) */
 void cb_matmul_multi(sl_backend *be, const sl_bweight *const *w, int n, const float *x,
                      float *const *y, int T) {
     SL_CUDA_REQUIRE(w && n >= 1 && n <= 3 && x && y && T >= 0);
@@ -530,25 +548,38 @@ void cb_matmul_multi(sl_backend *be, const sl_bweight *const *w, int n, const fl
             sl_cuda_qmm_multi(q, m, x, y + i, T, c->stream);
             i += m;
         } else {
-            cb_matmul(be, w[i], x, y[i], T);
+            matmul_one(be, w[i], x, y[i], T);
             i++;
         }
     }
+    forget_f16();
 }
 
 /* ---- elementwise and gathers ------------------------------------------------------------ */
 
+/* the producers of matmul inputs: y's f16 copy beside it, for the matmul next */
 void cb_rmsnorm(sl_backend *be, const float *x, const float *g, float *y, int T, int D,
                 float eps) {
-    sl_cuda_rmsnorm(x, g, y, T, D, eps, impl(be)->stream);
+    forget_f16();
+    cuda_be *c = impl(be);
+    if (c->f16_beside && T > 0)
+        sl__cuda_rmsnorm_f16(const_cast<float *>(x), nullptr, g, y,
+                             sl__cuda_f16_beside(y, (size_t)T * (size_t)D), T, D, eps, c->stream);
+    else sl_cuda_rmsnorm(x, g, y, T, D, eps, c->stream);
 }
 
 void cb_add_rmsnorm(sl_backend *be, float *x, const float *r, const float *g, float *y, int T,
                     int D, float eps) {
-    sl_cuda_add_rmsnorm(x, r, g, y, T, D, eps, impl(be)->stream);
+    forget_f16();
+    cuda_be *c = impl(be);
+    if (c->f16_beside && T > 0)
+        sl__cuda_rmsnorm_f16(x, r, g, y, sl__cuda_f16_beside(y, (size_t)T * (size_t)D), T, D, eps,
+                             c->stream);
+    else sl_cuda_add_rmsnorm(x, r, g, y, T, D, eps, c->stream);
 }
 
 void cb_add(sl_backend *be, float *x, const float *y, int64_t n) {
+    forget_f16();
     SL_CUDA_REQUIRE(x && y && n >= 0);
     if (n == 0) return;
     SL_LAUNCH(add_kernel, grid_for(n), THREADS, 0, impl(be)->stream, x, y, n);
@@ -556,6 +587,7 @@ void cb_add(sl_backend *be, float *x, const float *y, int64_t n) {
 }
 
 void cb_add_bias(sl_backend *be, float *x, const float *b, int T, int N) {
+    forget_f16();
     SL_CUDA_REQUIRE(x && b && T >= 0 && N >= 0);
     const int64_t n = (int64_t)T * N;
     if (n == 0) return;
@@ -565,16 +597,22 @@ void cb_add_bias(sl_backend *be, float *x, const float *b, int T, int N) {
 
 void cb_rope(sl_backend *be, float *x, const int32_t *pos, int T, int H, int head_dim,
              const sl_rope_params *rp) {
+    forget_f16();
     SL_CUDA_REQUIRE(rp && T >= 0);
     if (T == 0 || rp->n_rot == 0) return;
     sl_cuda_rope(x, pos, T, H, head_dim, rp, impl(be)->stream);
 }
 
 void cb_swiglu(sl_backend *be, const float *g, const float *u, float *y, int64_t n) {
-    sl_cuda_swiglu(g, u, y, n, impl(be)->stream);
+    forget_f16();
+    cuda_be *c = impl(be);
+    if (c->f16_beside && n > 0)
+        sl__cuda_swiglu_f16(g, u, y, sl__cuda_f16_beside(y, (size_t)n), n, c->stream);
+    else sl_cuda_swiglu(g, u, y, n, c->stream);
 }
 
 void cb_embed(sl_backend *be, const sl_bweight *table, const int32_t *tok, float *y, int T) {
+    forget_f16();
     SL_CUDA_REQUIRE(table && tok && y && T >= 0);
     if (T == 0) return;
     cudaStream_t st = impl(be)->stream;
@@ -594,6 +632,7 @@ void cb_embed(sl_backend *be, const sl_bweight *table, const int32_t *tok, float
 
 void cb_kv_write(sl_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
                  const int32_t *slot_mapping, int T, int kv_dim) {
+    forget_f16();
     if (be->kv_f16)
         sl_cuda_kv_write_f16(reinterpret_cast<uint16_t *>(k_cache), reinterpret_cast<uint16_t *>(v_cache),
                              k, v, slot_mapping, T, kv_dim, impl(be)->stream);
@@ -601,6 +640,7 @@ void cb_kv_write(sl_backend *be, float *k_cache, float *v_cache, const float *k,
 }
 
 void cb_gather_rows(sl_backend *be, const float *x, const int32_t *idx, float *y, int n, int D) {
+    forget_f16();
     SL_CUDA_REQUIRE(x && idx && y && n >= 0 && D >= 0);
     if (n == 0 || D == 0) return;
     const unsigned threads = (unsigned)sl_min64(THREADS, sl_div_up(D, 32) * 32);
@@ -612,6 +652,7 @@ void cb_gather_rows(sl_backend *be, const float *x, const int32_t *idx, float *y
 void cb_attention(sl_backend *be, const float *q, const float *k_cache, const float *v_cache,
                   float *out, const sl_attn_batch *b, int H, int Hkv, int head_dim,
                   int block_size, float scale) {
+    forget_f16();
     SL_CUDA_REQUIRE(q && out && b && H > 0 && head_dim > 0 && block_size > 0);
     cuda_be *c = impl(be);
     /* the step's bounds when the caller gives them (forward.c does), else sound ones (see
@@ -637,6 +678,7 @@ void cb_attention(sl_backend *be, const float *q, const float *k_cache, const fl
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
 void cb_destroy(sl_backend *be) {
+    forget_f16();
     if (!be) return;
     cuda_be *c = impl(be);
     if (c->stream) SL_CUDA_CHECK(cudaStreamSynchronize(c->stream));
@@ -690,6 +732,7 @@ extern "C" sl_backend *sl_cuda_backend_create(int device) {
     if (!c->attn_ws) goto fail;
 
     c->gemm_min_t = DEFAULT_GEMM_MIN_T;
+    c->f16_beside = true;
     be->name = "cuda";
     be->kv_f16 = 1; /* half the KV bytes of every step; attention.h's fp16 path */
     be->destroy = cb_destroy;
@@ -725,6 +768,12 @@ extern "C" void sl_cuda_backend_set_gemm(sl_backend *be, int min_tokens, int blo
     SL_CUDA_REQUIRE(be && be->impl && min_tokens >= 0 && block_rows >= 0);
     impl(be)->gemm_min_t = min_tokens;
     impl(be)->gemm_block_rows = block_rows;
+}
+
+extern "C" void sl__cuda_backend_set_f16_beside(sl_backend *be, int on) {
+    SL_CUDA_REQUIRE(be && be->impl);
+    forget_f16();
+    impl(be)->f16_beside = on != 0;
 }
 
 extern "C" void sl_cuda_backend_set_batch_invariant(sl_backend *be, int on) {

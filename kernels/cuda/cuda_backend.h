@@ -29,6 +29,9 @@
  *       2 bytes per weight as on disk.
  *   F32                                 → device copy, cublasSgemm: f32 throughout (the tight
  *       reference path; F32 models are test twins, so 4 bytes per weight is acceptable).
+ * The f16 activations of those paths: rmsnorm, add_rmsnorm (the residual add fused in, one
+ * launch) and swiglu write their output rounded to f16 beside it, which the matmul right after
+ * takes instead of converting x in a launch of its own (the same bits).
  * Embedding gathers (embed) are exact for every format (bit-identical to the CPU backend),
  * except the dequantized-to-F16 fallback (its rows are the f16-rounded weights).
  *
@@ -81,6 +84,11 @@ void sl_cuda_backend_set_gemm(sl_backend *be, int min_tokens, int block_rows);
  * count follows the batch's size and longest context). Slower prefill and long-context decode
  * at small batch. off (the default): as sl_cuda_backend_create makes it. */
 void sl_cuda_backend_set_batch_invariant(sl_backend *be, int on);
+
+/* Tests: on (the default), rmsnorm, add_rmsnorm and swiglu also write their output rounded to
+ * f16 where the next matmul's conversion finds it (matmul.h's sl__cuda_f16_beside: one launch
+ * fewer per matmul input, the same bits); off, every matmul converts its x itself. */
+void sl__cuda_backend_set_f16_beside(sl_backend *be, int on);
 
 #ifdef __cplusplus
 }

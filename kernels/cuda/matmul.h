@@ -131,8 +131,18 @@ void sl_cuda_qmm_multi(const sl_cuda_qmat *const *ws, int n, const float *x, flo
 void sl_cuda_matmul_f16(const uint16_t *w, const float *x, float *y, int T, int64_t N, int64_t K,
                         sl_cuda_stream stream);
 /* x rounded to f16 into the launcher's staging buffer (gemm_f16.cu; valid until the next call
- * on the stream): what sl_cuda_qmm and sl_cuda_matmul_f16 feed their kernels. */
+ * on the stream): what sl_cuda_qmm and sl_cuda_matmul_f16 feed their kernels. When x's
+ * producer wrote the copy already (sl__cuda_f16_beside), that copy, with no launch. */
 const uint16_t *sl__cuda_to_f16(const float *x, size_t n, sl_cuda_stream stream);
+/* For a kernel about to write the f32 array x[n] (device): the staging buffer, where it also
+ * writes x rounded to nearest f16; sl__cuda_to_f16(x, n) then returns that copy instead of
+ * converting x, until sl__cuda_f16_forget or another conversion. The caller guarantees that x
+ * does not change in between (the CUDA backend forgets at every op but the matmuls, which
+ * forget after they ran: the copy serves only the op right after its producer). */
+uint16_t *sl__cuda_f16_beside(const float *x, size_t n);
+void sl__cuda_f16_forget(void);
+/* Tests: how many conversions a copy beside has served so far (process-wide) */
+unsigned long long sl__cuda_f16_beside_hits(void);
 /* The bare cuBLAS call on f16 x (the benchmark's baseline): y f32 [T][N]. */
 void sl_cuda_gemm_f16(const uint16_t *w, const uint16_t *x16, float *y, int T, int64_t N,
                       int64_t K, sl_cuda_stream stream);

@@ -30,12 +30,20 @@ void sl_cuda_rmsnorm(const float *x, const float *g, float *y, int T, int D, flo
  * sum is then not kept) or r; r must not overlap x, and y no other part of them. */
 void sl_cuda_add_rmsnorm(float *x, const float *r, const float *g, float *y, int T, int D,
                          float eps, sl_cuda_stream stream);
+/* sl_cuda_rmsnorm (r NULL) or sl_cuda_add_rmsnorm (r given) that also writes y rounded to
+ * nearest f16 into y16 (device, IEEE binary16 bits [T][D]) — for the matmul that takes y next
+ * (sl__cuda_f16_beside) */
+void sl__cuda_rmsnorm_f16(float *x, const float *r, const float *g, float *y, uint16_t *y16,
+                          int T, int D, float eps, sl_cuda_stream stream);
 /* In place on x[T][H][head_dim]; token t at position pos[t] (device int32 [T]). rp->freqs, when
  * not NULL, is device memory [n_rot/2]. rp itself is host memory, read during the call. */
 void sl_cuda_rope(float *x, const int32_t *pos, int T, int H, int head_dim,
                   const sl_rope_params *rp, sl_cuda_stream stream);
 /* y[n] = silu(g[n]) · u[n]   (y may equal g) */
 void sl_cuda_swiglu(const float *g, const float *u, float *y, int64_t n, sl_cuda_stream stream);
+/* sl_cuda_swiglu that also writes y rounded to nearest f16 into y16 (device [n]) */
+void sl__cuda_swiglu_f16(const float *g, const float *u, float *y, uint16_t *y16, int64_t n,
+                         sl_cuda_stream stream);
 /* y[T][cols] = row tok[t] of the table, dequantized (exactly as sl_qw_dequant_row). table is
  * host memory (its pointers device memory, from sl_cuda_weight_init), read during the call;
  * tok is device int32 [T], each in [0, table->rows): a token outside traps in the kernel. */

@@ -8,17 +8,20 @@
  * Σx² is summed in f32 (the CPU reference sums in f64: the difference is within the tolerance),
  * then y = (x · rsqrt(Σx²/D + eps)) · g, the CPU's order of rounding.
  */
+#include <cuda_fp16.h>
+
 #include "common.cuh"
 #include "ops.h"
 
 #define MAX_THREADS 512
 
 /* ADD: x += r first, written back. x is only read when !ADD (the entry point casts). y may be
- * x or r: a thread reads r and x at the indices it later writes y at, and no others. */
+ * x or r: a thread reads r and x at the indices it later writes y at, and no others. y16 (or
+ * null): y rounded to f16 as well. */
 template <bool ADD, int VEC>
 static __global__ void __launch_bounds__(MAX_THREADS)
-    rmsnorm_kernel(float *x, const float *r, const float *__restrict__ g, float *y, int D,
-                   float eps) {
+    rmsnorm_kernel(float *x, const float *r, const float *__restrict__ g, float *y,
+                   __half *__restrict__ y16, int D, float eps) {
     const int64_t off = (int64_t)blockIdx.x * D;
     const int n = D / VEC;
     float ss = 0.0f;
@@ -52,25 +55,35 @@ static __global__ void __launch_bounds__(MAX_THREADS)
         float4 *y4 = reinterpret_cast<float4 *>(y + off);
         for (int i = threadIdx.x; i < n; i += blockDim.x) {
             const float4 v = x4[i], w = g4[i];
-            y4[i] = make_float4((v.x * scale) * w.x, (v.y * scale) * w.y, (v.z * scale) * w.z,
-                                (v.w * scale) * w.w);
+            const float4 o = make_float4((v.x * scale) * w.x, (v.y * scale) * w.y,
+                                         (v.z * scale) * w.z, (v.w * scale) * w.w);
+            y4[i] = o;
+            if (y16) {
+                __half2 *h2 = reinterpret_cast<__half2 *>(y16 + off) + 2 * i;
+                h2[0] = __floats2half2_rn(o.x, o.y), h2[1] = __floats2half2_rn(o.z, o.w);
+            }
         }
     } else {
-        for (int i = threadIdx.x; i < n; i += blockDim.x) y[off + i] = (x[off + i] * scale) * g[i];
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            const float o = (x[off + i] * scale) * g[i];
+            y[off + i] = o;
+            if (y16) y16[off + i] = __float2half_rn(o);
+        }
     }
 }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 template <bool ADD>
-static void launch_rmsnorm(float *x, const float *r, const float *g, float *y, int T, int D,
-                           float eps, cudaStream_t stream) {
+static void launch_rmsnorm(float *x, const float *r, const float *g, float *y, uint16_t *y16,
+                           int T, int D, float eps, cudaStream_t stream) {
     const bool vec = D % 4 == 0 && aligned16(x) && aligned16(y) && aligned16(g) &&
-                     (!ADD || aligned16(r));
+                     (!ADD || aligned16(r)) && ((uintptr_t)y16 & 7) == 0;
     const int n = vec ? D / 4 : D;
     const int threads = n <= 32 ? 32 : (int)sl_min64(MAX_THREADS, sl_div_up(n, 32) * 32);
-    if (vec) SL_LAUNCH((rmsnorm_kernel<ADD, 4>), T, threads, 0, stream, x, r, g, y, D, eps);
-    else SL_LAUNCH((rmsnorm_kernel<ADD, 1>), T, threads, 0, stream, x, r, g, y, D, eps);
+    __half *h = reinterpret_cast<__half *>(y16);
+    if (vec) SL_LAUNCH((rmsnorm_kernel<ADD, 4>), T, threads, 0, stream, x, r, g, y, h, D, eps);
+    else SL_LAUNCH((rmsnorm_kernel<ADD, 1>), T, threads, 0, stream, x, r, g, y, h, D, eps);
     SL_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -78,7 +91,7 @@ extern "C" void sl_cuda_rmsnorm(const float *x, const float *g, float *y, int T,
                                 float eps, sl_cuda_stream stream) {
     SL_CUDA_REQUIRE(x && g && y && T >= 0 && D > 0 && eps >= 0.0f);
     if (T == 0) return;
-    launch_rmsnorm<false>(const_cast<float *>(x), nullptr, g, y, T, D, eps, stream);
+    launch_rmsnorm<false>(const_cast<float *>(x), nullptr, g, y, nullptr, T, D, eps, stream);
 }
 
 extern "C" void sl_cuda_add_rmsnorm(float *x, const float *r, const float *g, float *y, int T,
@@ -86,5 +99,14 @@ extern "C" void sl_cuda_add_rmsnorm(float *x, const float *r, const float *g, fl
     SL_CUDA_REQUIRE(x && r && g && y && T >= 0 && D > 0 && eps >= 0.0f);
     SL_CUDA_REQUIRE(r != x);
     if (T == 0) return;
-    launch_rmsnorm<true>(x, r, g, y, T, D, eps, stream);
+    launch_rmsnorm<true>(x, r, g, y, nullptr, T, D, eps, stream);
+}
+
+extern "C" void sl__cuda_rmsnorm_f16(float *x, const float *r, const float *g, float *y,
+                                     uint16_t *y16, int T, int D, float eps,
+                                     sl_cuda_stream stream) {
+    SL_CUDA_REQUIRE(x && g && y && y16 && T >= 0 && D > 0 && eps >= 0.0f && r != x);
+    if (T == 0) return;
+    if (r) launch_rmsnorm<true>(x, r, g, y, y16, T, D, eps, stream);
+    else launch_rmsnorm<false>(x, nullptr, g, y, y16, T, D, eps, stream);
 }

@@ -502,9 +502,13 @@ static void test_models(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_model(&cases[i], (int)i);
 }
 
-/* The fused residual add + RMSNorm (add_rmsnorm, one launch) against add then rmsnorm (the
- * op unset: forward.c's fallback): the same logits bit for bit, over ragged prefill and decode
- * steps of a QW4-with-offsets llama and a qwen2 with biases. */
+/* The launches the CUDA backend saves, each against the path without it: the fused residual
+ * add + RMSNorm (add_rmsnorm; unset: forward.c's add then rmsnorm) and the f16 copies that
+ * rmsnorm, add_rmsnorm and swiglu write beside their outputs for the matmul next
+ * (sl__cuda_backend_set_f16_beside; off: each matmul converts its x). The same logits bit for
+ * bit over ragged prefill and decode steps of a QW4-with-offsets llama (its steps of 19 and 26
+ * tokens through the f16 GEMM) and an F16 qwen2 with biases; the copies must serve
+ * conversions. */
 static void test_fused_norm(void) {
     struct { sl_arch arch; uint32_t type; } ms[] = {{SL_ARCH_LLAMA, SL_GGML_Q4_K},
                                                     {SL_ARCH_QWEN2, SL_GGML_F16}};
@@ -533,20 +537,29 @@ static void test_fused_norm(void) {
             for (int i = 0; i < MAXB * BS; i++) hist[s][i] = (int32_t)(3 + (s * 29 + i * 7) % (V - 3));
         void (*fused)(sl_backend *, float *, const float *, const float *, float *, int, int,
                       float) = g_gpu->add_rmsnorm;
+        sl_cuda_backend_set_gemm(g_gpu, 17, 0);
         for (size_t st = 0; st < sizeof g_chunks / sizeof *g_chunks; st++) {
+            const unsigned long long hits = sl__cuda_f16_beside_hits();
             const int T = run_step(&a, g_chunks[st], hist, done_a, la);
+            /* q/k/v, gate/up, down (at least one each: a launch of several weights converts
+             * once) and the output */
+            ASSERT(sl__cuda_f16_beside_hits() - hits >= 3u * (unsigned)a.m->hp.n_layer + 1u);
             g_gpu->add_rmsnorm = NULL;
+            sl__cuda_backend_set_f16_beside(g_gpu, 0);
             ASSERT_EQ(run_step(&b, g_chunks[st], hist, done_b, lb), T);
             g_gpu->add_rmsnorm = fused;
+            sl__cuda_backend_set_f16_beside(g_gpu, 1);
             for (int s = 0; s < NSEQ; s++) done_a[s] += g_chunks[st][s], done_b[s] += g_chunks[st][s];
             check_bits("fused add_rmsnorm: logits", la, lb, (int64_t)T * V, 4);
             rows += T;
         }
+        sl_cuda_backend_set_gemm(g_gpu, 64, 0);
         free(la), free(lb);
         side_close(&a);
         side_close(&b);
     }
-    printf("fused add + rmsnorm: %d logit rows identical to add, then rmsnorm\n", rows);
+    printf("fused add + rmsnorm, f16 copies beside: %d logit rows identical to add, then "
+           "rmsnorm, each matmul converting its x\n", rows);
 }
 
 /* ---- sampling on the backend (sl_forward_sample) ------------------------------------------ */

@@ -47,6 +47,37 @@ static void rmsnorm_case(int T, int D, int fused, int inplace, int off, float ep
     free(x), free(r), free(g), free(xref), free(yref), free(got);
 }
 
+/* sl__cuda_rmsnorm_f16 (fused: with r): y bit for bit the plain op's, and y16 each y rounded
+ * to f16 (sl_f32_to_fp16); off16: a y16 only 2-byte aligned (the scalar path) */
+static void rmsnorm_f16_case(int T, int D, int fused, int off16) {
+    const int64_t n = (int64_t)T * D;
+    float *x = rnd_vec(n, 1.0f), *r = rnd_vec(n, 0.5f), *g = rnd_vec(D, 1.0f);
+    dbuf dx = dev_from(x, n, 0), dr = dev_from(r, n, 0), dg = dev_from(g, D, 0);
+    dbuf dx2 = dev_from(x, n, 0), dy = dev_alloc(n, 0), dy2 = dev_alloc(n, 0);
+    dbuf d16 = dev_alloc(n / 2 + 1, 0);
+    uint16_t *y16 = (uint16_t *)d16.p + off16;
+    sl__cuda_rmsnorm_f16(dx.p, fused ? dr.p : NULL, dg.p, dy.p, y16, T, D, 1e-5f, NULL);
+    if (fused) sl_cuda_add_rmsnorm(dx2.p, dr.p, dg.p, dy2.p, T, D, 1e-5f, NULL);
+    else sl_cuda_rmsnorm(dx2.p, dg.p, dy2.p, T, D, 1e-5f, NULL);
+    char what[96];
+    snprintf(what, sizeof what, "%srmsnorm_f16 T=%d D=%d off16=%d", fused ? "add_" : "", T, D,
+             off16);
+    float *got = sl_xmalloc((size_t)n * 4), *want = sl_xmalloc((size_t)n * 4);
+    uint16_t *h = sl_xmalloc((size_t)(n / 2 + 1) * 4), *hw = sl_xmalloc((size_t)n * 2);
+    dev_get(&dy, got), dev_get(&dy2, want);
+    check_bits(what, got, want, n, 4);
+    dev_get(&dx, got), dev_get(&dx2, want);
+    check_bits(what, got, want, n, 4);
+    dev_get(&dy, got);
+    dev_get(&d16, h);
+    for (int64_t i = 0; i < n; i++) hw[i] = sl_f32_to_fp16(got[i]);
+    check_bits(what, h + off16, hw, n, 2);
+    dev_check_guards(&d16, what);
+    dev_free(&dx), dev_free(&dr), dev_free(&dg), dev_free(&dx2), dev_free(&dy), dev_free(&dy2);
+    dev_free(&d16);
+    free(x), free(r), free(g), free(got), free(want), free(h), free(hw);
+}
+
 static void test_rmsnorm(void) {
     /* rows of <= 32 loads take the one-warp path (D <= 32 scalar, D <= 128 float4); longer rows
      * the shared-memory path, with several elements per thread past 512 loads */
@@ -64,6 +95,8 @@ static void test_rmsnorm(void) {
             }
     rmsnorm_case(37, 256, 1, 0, 0, 1e-5f);
     rmsnorm_case(37, 256, 0, 0, 3, 1e-5f);
+    for (int k = 0; k < 8; k++, cases++) /* f16 beside: vector and scalar paths */
+        rmsnorm_f16_case(1 + 2 * (k & 1), k & 4 ? 1031 : 4096, k >> 1 & 1, k >> 2 & 1);
 
     /* T == 0 launches nothing and touches nothing */
     dbuf dx = dev_alloc(64, 0), dg = dev_alloc(64, 0), dy = dev_alloc(64, 0);
@@ -135,22 +168,35 @@ static void test_rope(void) {
 
 /* ---- swiglu -------------------------------------------------------------------------------- */
 
-static void swiglu_case(int64_t n, int inplace, int off) {
+/* with16: sl__cuda_swiglu_f16, whose y16 must hold each y rounded to f16 (2-byte aligned
+ * when off: the scalar path) */
+static void swiglu_case(int64_t n, int inplace, int off, int with16) {
     float *g = rnd_vec(n, 4.0f), *u = rnd_vec(n, 1.0f), *ref = sl_xmalloc((size_t)n * 4);
     g_cpu->swiglu(g_cpu, g, u, ref, n);
     dbuf dg = dev_from(g, n, off), du = dev_from(u, n, off);
     dbuf dy = inplace ? dg : dev_alloc(n, off);
-    sl_cuda_swiglu(dg.p, du.p, dy.p, n, NULL);
+    dbuf d16 = dev_alloc(n / 2 + 1, 0);
+    if (with16) sl__cuda_swiglu_f16(dg.p, du.p, dy.p, (uint16_t *)d16.p + off, n, NULL);
+    else sl_cuda_swiglu(dg.p, du.p, dy.p, n, NULL);
 
     char what[96];
-    snprintf(what, sizeof what, "swiglu n=%lld%s off=%d", (long long)n, inplace ? " in place" : "",
-             off);
+    snprintf(what, sizeof what, "swiglu%s n=%lld%s off=%d", with16 ? "_f16" : "", (long long)n,
+             inplace ? " in place" : "", off);
     float *got = sl_xmalloc((size_t)n * 4);
     dev_get(&dy, got);
     check_close(what, got, ref, n, 1e-7, 2e-6);
     dev_check_guards(&dy, what);
+    if (with16) {
+        uint16_t *h = sl_xmalloc((size_t)(n / 2 + 1) * 4), *hw = sl_xmalloc((size_t)n * 2);
+        dev_get(&d16, h);
+        for (int64_t i = 0; i < n; i++) hw[i] = sl_f32_to_fp16(got[i]);
+        check_bits(what, h + off, hw, n, 2);
+        dev_check_guards(&d16, what);
+        free(h), free(hw);
+    }
     dev_free(&dg);
     dev_free(&du);
+    dev_free(&d16);
     if (!inplace) dev_free(&dy);
     free(g), free(u), free(ref), free(got);
 }
@@ -159,10 +205,10 @@ static void test_swiglu(void) {
     static const int64_t ns[] = {1, 3, 4, 5, 1000, 1024, 4099};
     int cases = 0;
     for (size_t i = 0; i < sizeof ns / sizeof *ns; i++)
-        for (int v = 0; v < 4; v++, cases++) swiglu_case(ns[i], v & 1, v >> 1);
+        for (int v = 0; v < 8; v++, cases++) swiglu_case(ns[i], v & 1, v >> 1 & 1, v >> 2);
     /* past MAX_BLOCKS × THREADS items the grid-stride loop runs more than once */
-    swiglu_case(262147, 0, 0);      /* scalar */
-    swiglu_case(1048580, 1, 0);     /* float4 */
+    swiglu_case(262147, 0, 0, 1);   /* scalar */
+    swiglu_case(1048580, 1, 0, 1);  /* float4 */
     printf("swiglu: %d cases ok\n", cases + 2);
 }
 
