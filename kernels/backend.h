@@ -128,8 +128,9 @@ struct sl_backend {
     /* x[n] += y[n] */
     void (*add)(sl_backend *be, float *x, const float *y, int64_t n);
     /* Optional (NULL: add, then rmsnorm): x[T][D] += r[T][D], then y = rmsnorm(x) · g, with
-     * exactly the results of those two calls, in one pass (the CUDA backend: one launch
-     * instead of two). y may equal r (the residual branch's output, normalized in its place). */
+     * exactly the results of those two calls on the backend's buffers, in one pass (the CUDA
+     * backend: one launch instead of two). y may equal r (the residual branch's output,
+     * normalized in its place). */
     void (*add_rmsnorm)(sl_backend *be, float *x, const float *r, const float *g, float *y,
                         int T, int D, float eps);
     /* x[T][N] += b[N] */

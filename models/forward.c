@@ -218,7 +218,8 @@ static int forward_to_logits(sl_model *m, sl_kv_cache *kv, const sl_batch *b) {
     if (hp->n_layer > 0) be->rmsnorm(be, w->x, m->layers[0].attn_norm, w->h, T, E, hp->eps);
     for (int l = 0; l < hp->n_layer; l++) {
         const sl_layer *ly = &m->layers[l];
-        /* w->h: x normalized by attn_norm (the previous layer's last add_norm) */
+        /* w->h: x normalized by attn_norm (before the loop, or by the previous layer's last
+         * add_norm) */
         const sl_bweight *qkv[3] = {ly->wq, ly->wk, ly->wv};
         float *qkv_out[3] = {w->q, w->k, w->v};
         matmuls(be, qkv, 3, w->h, qkv_out, T);

@@ -74,8 +74,8 @@ unsigned grid_for(int64_t n) { return (unsigned)sl_min64(MAX_BLOCKS, sl_div_up(n
 
 /* The f16 copy a producer wrote beside its output (rmsnorm, add_rmsnorm and swiglu, for the
  * matmul that takes the output next: matmul.h's sl__cuda_f16_beside) serves only the op right
- * after it: every other op forgets it first (it may change what the copy mirrors), the matmuls
- * once they used it. */
+ * after it: every other op that writes or frees memory forgets it first (it may change what
+ * the copy mirrors), the matmuls once they used it. */
 void forget_f16() { sl__cuda_f16_forget(); }
 
 /* sl__log's line format (base.c is out of reach, see above) */
@@ -532,7 +532,10 @@ void cb_matmul(sl_backend *be, const sl_bweight *w, const float *x, float *y, in
 void cb_matmul_multi(sl_backend *be, const sl_bweight *const *w, int n, const float *x,
                      float *const *y, int T) {
     SL_CUDA_REQUIRE(w && n >= 1 && n <= 3 && x && y && T >= 0);
-    if (T == 0) return;
+    if (T == 0) {
+        forget_f16(); /* as when it ran */
+        return;
+    }
     cuda_be *c = impl(be);
     const bool qmm = !(c->gemm_min_t > 0 && T >= c->gemm_min_t);
     for (int i = 0; i < n;) {
@@ -562,7 +565,7 @@ void cb_rmsnorm(sl_backend *be, const float *x, const float *g, float *y, int T,
                 float eps) {
     forget_f16();
     cuda_be *c = impl(be);
-    if (c->f16_beside && T > 0)
+    if (c->f16_beside && T > 0 && D > 0) /* else the plain op checks the arguments */
         sl__cuda_rmsnorm_f16(const_cast<float *>(x), nullptr, g, y,
                              sl__cuda_f16_beside(y, (size_t)T * (size_t)D), T, D, eps, c->stream);
     else sl_cuda_rmsnorm(x, g, y, T, D, eps, c->stream);
@@ -572,7 +575,7 @@ void cb_add_rmsnorm(sl_backend *be, float *x, const float *r, const float *g, fl
                     int D, float eps) {
     forget_f16();
     cuda_be *c = impl(be);
-    if (c->f16_beside && T > 0)
+    if (c->f16_beside && T > 0 && D > 0) /* else the plain op checks the arguments */
         sl__cuda_rmsnorm_f16(x, r, g, y, sl__cuda_f16_beside(y, (size_t)T * (size_t)D), T, D, eps,
                              c->stream);
     else sl_cuda_add_rmsnorm(x, r, g, y, T, D, eps, c->stream);

@@ -29,9 +29,9 @@
  *       2 bytes per weight as on disk.
  *   F32                                 → device copy, cublasSgemm: f32 throughout (the tight
  *       reference path; F32 models are test twins, so 4 bytes per weight is acceptable).
- * The f16 activations of those paths: rmsnorm, add_rmsnorm (the residual add fused in, one
- * launch) and swiglu write their output rounded to f16 beside it, which the matmul right after
- * takes instead of converting x in a launch of its own (the same bits).
+ * The f16 activations of the QW and F16 paths: rmsnorm, add_rmsnorm (the residual add fused
+ * in, one launch) and swiglu write their output rounded to f16 beside it, which the matmul
+ * right after takes instead of converting x in a launch of its own (the same bits).
  * Embedding gathers (embed) are exact for every format (bit-identical to the CPU backend),
  * except the dequantized-to-F16 fallback (its rows are the f16-rounded weights).
  *

@@ -131,8 +131,11 @@ void sl_cuda_qmm_multi(const sl_cuda_qmat *const *ws, int n, const float *x, flo
 void sl_cuda_matmul_f16(const uint16_t *w, const float *x, float *y, int T, int64_t N, int64_t K,
                         sl_cuda_stream stream);
 /* x rounded to f16 into the launcher's staging buffer (gemm_f16.cu; valid until the next call
- * on the stream): what sl_cuda_qmm and sl_cuda_matmul_f16 feed their kernels. When x's
- * producer wrote the copy already (sl__cuda_f16_beside), that copy, with no launch. */
+ * or the next sl__cuda_f16_beside): what sl_cuda_qmm, sl_cuda_qmm_multi and
+ * sl_cuda_matmul_f16 feed their kernels. When x's producer wrote the copy already
+ * (sl__cuda_f16_beside), that copy, with no launch: a caller that runs the CUDA backend's ops
+ * and also calls these entry points itself on an array it changed outside the backend calls
+ * sl__cuda_f16_forget first. */
 const uint16_t *sl__cuda_to_f16(const float *x, size_t n, sl_cuda_stream stream);
 /* For a kernel about to write the f32 array x[n] (device): the staging buffer, where it also
  * writes x rounded to nearest f16; sl__cuda_to_f16(x, n) then returns that copy instead of

@@ -26,8 +26,10 @@ typedef struct CUstream_st *sl_cuda_stream; /* a cudaStream_t */
 void sl_cuda_rmsnorm(const float *x, const float *g, float *y, int T, int D, float eps,
                      sl_cuda_stream stream);
 /* The residual add fused in: x[T][D] += r[T][D] (x is updated), then y = rmsnorm(x) · g as
- * above, bit for bit the CUDA backend's add followed by sl_cuda_rmsnorm. y may equal x (the
- * sum is then not kept) or r; r must not overlap x, and y no other part of them. */
+ * above, bit for bit the CUDA backend's add followed by sl_cuda_rmsnorm when x, r, g and y
+ * are all 16-byte aligned or D % 4 != 0 (the sum of squares then runs in the same order; the
+ * backend's buffers are). y may equal x (the sum is then not kept) or r; r must not overlap
+ * x, and y no other part of them. */
 void sl_cuda_add_rmsnorm(float *x, const float *r, const float *g, float *y, int T, int D,
                          float eps, sl_cuda_stream stream);
 /* sl_cuda_rmsnorm (r NULL) or sl_cuda_add_rmsnorm (r given) that also writes y rounded to

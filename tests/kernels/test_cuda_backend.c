@@ -502,6 +502,47 @@ static void test_models(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_model(&cases[i], (int)i);
 }
 
+/* The f16 copy beside a producer's output serves only the op right after it: a matmul of the
+ * producer's output takes it (no conversion), one after any other op, of another size, or
+ * of another array converts its x; each result bit for bit the backend's without copies. */
+static void test_f16_beside(void) {
+    const int T = 5, D = 256, N = 96;
+    sl_qw q;
+    rnd_weight(&q, SL_WF_QW4, N, D, 32, 1);
+    sl_bweight *w = NULL;
+    ASSERT_EQ(g_gpu->weight_create(g_gpu, &q, 0, &w), 0);
+    float *x = rnd_vec((int64_t)T * D, 1), *g = rnd_vec(D, 1);
+    float *dx = to_be(g_gpu, x, (int64_t)T * D), *dg = to_be(g_gpu, g, D);
+    float *dh = g_gpu->alloc(g_gpu, (size_t)T * D * 4), *dy = g_gpu->alloc(g_gpu, (size_t)T * N * 4);
+    float *got = sl_xmalloc((size_t)T * N * 4), *want = sl_xmalloc((size_t)T * N * 4);
+    static const char *names[] = {"matmul right after rmsnorm", "after rmsnorm, then add",
+                                  "of fewer rows", "of another array", "after swiglu"};
+    for (int c = 0; c < 5; c++) {
+        for (int beside = 1; beside >= 0; beside--) {
+            sl__cuda_backend_set_f16_beside(g_gpu, beside);
+            const unsigned long long hits = sl__cuda_f16_beside_hits();
+            if (c == 4) g_gpu->swiglu(g_gpu, dx, dg, dh, D); /* one row of D */
+            else g_gpu->rmsnorm(g_gpu, dx, dg, dh, T, D, 1e-5f);
+            if (c == 1) g_gpu->add(g_gpu, dh, dx, (int64_t)T * D);
+            g_gpu->matmul(g_gpu, w, c == 3 ? dx : dh, dy, c == 2 ? T - 1 : c == 4 ? 1 : T);
+            from_be(g_gpu, beside ? got : want, dy, (int64_t)(c == 2 ? T - 1 : c == 4 ? 1 : T) * N);
+            const unsigned long long served = sl__cuda_f16_beside_hits() - hits;
+            if (served != (unsigned long long)(beside && (c == 0 || c == 4))) {
+                fprintf(stderr, "f16 beside, %s: %llu conversions served by a copy\n", names[c],
+                        served);
+                abort();
+            }
+        }
+        check_bits(names[c], got, want, (int64_t)(c == 2 ? T - 1 : c == 4 ? 1 : T) * N, 4);
+    }
+    sl__cuda_backend_set_f16_beside(g_gpu, 1);
+    g_gpu->free(g_gpu, dx), g_gpu->free(g_gpu, dg), g_gpu->free(g_gpu, dh), g_gpu->free(g_gpu, dy);
+    g_gpu->weight_destroy(g_gpu, w);
+    sl_qw_free(&q);
+    free(x), free(g), free(got), free(want);
+    printf("f16 copies beside: served right after their producer only (5 cases)\n");
+}
+
 /* The launches the CUDA backend saves, each against the path without it: the fused residual
  * add + RMSNorm (add_rmsnorm; unset: forward.c's add then rmsnorm) and the f16 copies that
  * rmsnorm, add_rmsnorm and swiglu write beside their outputs for the matmul next
@@ -831,6 +872,7 @@ int main(void) {
     test_embed_matmul();
     test_matmul_multi();
     test_models();
+    test_f16_beside();
     test_fused_norm();
     test_device_sampling();
     test_batch_invariance();

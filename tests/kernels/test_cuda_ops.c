@@ -47,8 +47,9 @@ static void rmsnorm_case(int T, int D, int fused, int inplace, int off, float ep
     free(x), free(r), free(g), free(xref), free(yref), free(got);
 }
 
-/* sl__cuda_rmsnorm_f16 (fused: with r): y bit for bit the plain op's, and y16 each y rounded
- * to f16 (sl_f32_to_fp16); off16: a y16 only 2-byte aligned (the scalar path) */
+/* sl__cuda_rmsnorm_f16 (fused: with r): y bit for bit the plain op's (the same path whatever
+ * y16's alignment), and y16 each y rounded to f16 (sl_f32_to_fp16); off16: a y16 only 2-byte
+ * aligned */
 static void rmsnorm_f16_case(int T, int D, int fused, int off16) {
     const int64_t n = (int64_t)T * D;
     float *x = rnd_vec(n, 1.0f), *r = rnd_vec(n, 0.5f), *g = rnd_vec(D, 1.0f);
@@ -95,8 +96,8 @@ static void test_rmsnorm(void) {
             }
     rmsnorm_case(37, 256, 1, 0, 0, 1e-5f);
     rmsnorm_case(37, 256, 0, 0, 3, 1e-5f);
-    for (int k = 0; k < 8; k++, cases++) /* f16 beside: vector and scalar paths */
-        rmsnorm_f16_case(1 + 2 * (k & 1), k & 4 ? 1031 : 4096, k >> 1 & 1, k >> 2 & 1);
+    for (int k = 0; k < 16; k++, cases++) /* f16 beside: vector and scalar paths */
+        rmsnorm_f16_case(1 + 2 * (k & 1), k & 8 ? 1031 : 4096, k >> 1 & 1, k >> 2 & 1);
 
     /* T == 0 launches nothing and touches nothing */
     dbuf dx = dev_alloc(64, 0), dg = dev_alloc(64, 0), dy = dev_alloc(64, 0);
@@ -168,15 +169,16 @@ static void test_rope(void) {
 
 /* ---- swiglu -------------------------------------------------------------------------------- */
 
-/* with16: sl__cuda_swiglu_f16, whose y16 must hold each y rounded to f16 (2-byte aligned
- * when off: the scalar path) */
+/* with16: sl__cuda_swiglu_f16, whose y16 must hold each y rounded to f16 (with16 2: y16 only
+ * 2-byte aligned beside aligned g, u, y) */
 static void swiglu_case(int64_t n, int inplace, int off, int with16) {
     float *g = rnd_vec(n, 4.0f), *u = rnd_vec(n, 1.0f), *ref = sl_xmalloc((size_t)n * 4);
     g_cpu->swiglu(g_cpu, g, u, ref, n);
     dbuf dg = dev_from(g, n, off), du = dev_from(u, n, off);
     dbuf dy = inplace ? dg : dev_alloc(n, off);
     dbuf d16 = dev_alloc(n / 2 + 1, 0);
-    if (with16) sl__cuda_swiglu_f16(dg.p, du.p, dy.p, (uint16_t *)d16.p + off, n, NULL);
+    const int off16 = with16 == 2 ? 1 : off;
+    if (with16) sl__cuda_swiglu_f16(dg.p, du.p, dy.p, (uint16_t *)d16.p + off16, n, NULL);
     else sl_cuda_swiglu(dg.p, du.p, dy.p, n, NULL);
 
     char what[96];
@@ -190,7 +192,7 @@ static void swiglu_case(int64_t n, int inplace, int off, int with16) {
         uint16_t *h = sl_xmalloc((size_t)(n / 2 + 1) * 4), *hw = sl_xmalloc((size_t)n * 2);
         dev_get(&d16, h);
         for (int64_t i = 0; i < n; i++) hw[i] = sl_f32_to_fp16(got[i]);
-        check_bits(what, h + off, hw, n, 2);
+        check_bits(what, h + off16, hw, n, 2);
         dev_check_guards(&d16, what);
         free(h), free(hw);
     }
@@ -209,7 +211,8 @@ static void test_swiglu(void) {
     /* past MAX_BLOCKS × THREADS items the grid-stride loop runs more than once */
     swiglu_case(262147, 0, 0, 1);   /* scalar */
     swiglu_case(1048580, 1, 0, 1);  /* float4 */
-    printf("swiglu: %d cases ok\n", cases + 2);
+    swiglu_case(1024, 0, 0, 2);     /* float4 arrays, a y16 only 2-byte aligned */
+    printf("swiglu: %d cases ok\n", cases + 3);
 }
 
 /* ---- embed ------------------------------------------------------------------------------- */
