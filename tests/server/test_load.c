@@ -261,12 +261,18 @@ static long status_kb(pid_t pid, const char *field) {
 }
 
 /* Waits until nothing runs or waits (aborts land one engine step after the disconnect). */
-static metrics settle(int port) {
+/* The metrics once the engine is idle and n requests finished since `before` (or after 30 s).
+ * Idle alone is not enough: a request the server has read but not yet handed to the engine (a
+ * client that left right after sending it, its prompt still being tokenized) is neither running
+ * nor waiting, and finishes (aborted) a moment later. */
+static metrics settle(int port, const metrics *before, int n) {
     double end = now_s() + 30;
     metrics m;
     for (;;) {
         m = get_metrics(port);
-        if ((m.running == 0 && m.waiting == 0) || now_s() > end) break;
+        double fin = 0;
+        for (int i = 0; i < 4; i++) fin += m.fin[i] - before->fin[i];
+        if ((m.running == 0 && m.waiting == 0 && fin >= n) || now_s() > end) break;
         sleep_ms(50);
     }
     return m;
@@ -344,7 +350,7 @@ static void run_round(int port, int round) {
             ASSERT(0);
         }
     }
-    metrics after = settle(port);
+    metrics after = settle(port, &before, N_CLIENTS);
     double d_fin[4];
     for (int i = 0; i < 4; i++) d_fin[i] = after.fin[i] - before.fin[i];
     printf("round %d: %d clients (%d stay, %d leave) in %.1f s; finished stop %.0f length %.0f abort %.0f error %.0f; "
