@@ -1,7 +1,7 @@
 /* test_cuda_sample.c — sl_cuda_sample (kernels/cuda/sample.h) against a double-precision host
  * reference of the same rule (ref_sample below), against the CPU sampler itself
  * (scheduler/sampling.c: penalties, bias, greedy, the draw with the same u, truncated or not) and
- * against the exact truncated distribution (a chi-square test of 20k draws per setting).
+ * against the exact truncated distribution (a chi-square test of 10k draws per setting).
  *
  * A draw may differ from the reference only where f32-vs-f64 rounding decides it: r within
  * 1e-5 (of the kept mass) of a cumulative boundary, a top_p prefix within 1e-5 of its target,
@@ -501,10 +501,10 @@ static void test_large(void) {
 
 /* ---- distribution ------------------------------------------------------------------------------ */
 
-/* 20k rows of one row of logits with one setting, each with its own u from a seeded RNG: the
+/* 10k rows of one row of logits with one setting, each with its own u from a seeded RNG: the
  * token counts against the exact truncated distribution (chi-square), nothing outside it. */
 static void dist_case(float temp, int top_k, float top_p, float min_p) {
-    const int V = 50, B = 20000;
+    const int V = 50, B = 10000;
     batch t;
     batch_alloc(&t, B, V, 0);
     fill_logits(t.logits, V, 1.5f, 0.0f, 0);
