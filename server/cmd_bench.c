@@ -57,7 +57,7 @@ static void drain(sl_engine *e, totals *t) {
 }
 
 static int bench_throughput(int argc, char **argv) {
-    const char *model_path, *json_path, *quant, *device;
+    const char *model_path, *json_path, *quant, *device, *cpu_act;
     int num_prompts, input_len, output_len, sequential, threads, max_num_seqs, max_batched, block_size, no_cache,
         num_blocks, max_model_len, seed, host_sampling, batch_invariant;
     const cli_opt opts[] = {
@@ -69,6 +69,7 @@ static int bench_throughput(int argc, char **argv) {
         {"output-json", 0, CLI_STR, NULL, "also write the results to this JSON file", &json_path},
         {"threads", 0, CLI_INT, "0", "CPU threads (0: all cores)", &threads},
         {"device", 0, CLI_STR, "cpu", "where the model runs: cpu, or cuda (the first GPU; builds with nvcc only)", &device},
+        {"cpu-activations", 0, CLI_STR, "int8", SL_CPU_ACT_HELP, &cpu_act},
         {"max-num-seqs", 0, CLI_INT, "256", "running sequences at most", &max_num_seqs},
         {"max-num-batched-tokens", 0, CLI_INT, "2048", "tokens per step at most", &max_batched},
         {"block-size", 0, CLI_INT, "16", "KV cache block size in tokens", &block_size},
@@ -84,7 +85,7 @@ static int bench_throughput(int argc, char **argv) {
     };
     int rc = cli_parse("bench throughput", opts, sizeof opts / sizeof opts[0], argc, argv);
     if (rc) return rc > 0 ? 0 : 2;
-    if ((rc = sl_device_check("bench throughput", device))) return rc;
+    if ((rc = sl_device_check("bench throughput", device, cpu_act))) return rc;
     if (!model_path) {
         fprintf(stderr, "sluice bench throughput: --model is required\n");
         return 2;
@@ -103,7 +104,7 @@ static int bench_throughput(int argc, char **argv) {
     }
     if (!max_model_len) max_model_len = input_len + output_len;
 
-    sl_backend *be = sl_device_backend(device, threads, batch_invariant);
+    sl_backend *be = sl_device_backend(device, threads, batch_invariant, cpu_act);
     if (!be) {
         fprintf(stderr, "sluice bench throughput: --device %s: the backend could not be created\n", device);
         return 1;

@@ -206,7 +206,7 @@ out:
 }
 
 int sl_cmd_generate(int argc, char **argv) {
-    const char *model_path, *prompt_s, *quant, *device, *text, *system, *messages, *tmpl;
+    const char *model_path, *prompt_s, *quant, *device, *text, *system, *messages, *tmpl, *cpu_act;
     int n_predict, top_k, logprobs, echo, json, threads, seed, block_size, ignore_eos, chat, print_prompt;
     float temperature, top_p;
     const cli_opt opts[] = {
@@ -229,12 +229,13 @@ int sl_cmd_generate(int argc, char **argv) {
         {"json", 0, CLI_BOOL, NULL, "print one JSON object", &json},
         {"threads", 0, CLI_INT, "0", "CPU threads (0: all cores)", &threads},
         {"device", 0, CLI_STR, "cpu", "where the model runs: cpu, or cuda (the first GPU; builds with nvcc only)", &device},
+        {"cpu-activations", 0, CLI_STR, "int8", SL_CPU_ACT_HELP, &cpu_act},
         {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &quant},
         {"block-size", 0, CLI_INT, "16", "KV cache block size in tokens", &block_size},
     };
     int rc = cli_parse("generate", opts, sizeof opts / sizeof opts[0], argc, argv);
     if (rc) return rc > 0 ? 0 : 2;
-    if ((rc = sl_device_check("generate", device))) return rc;
+    if ((rc = sl_device_check("generate", device, cpu_act))) return rc;
     chat = chat || system || messages;
     if (!model_path || (!!prompt_s + !!text + !!messages != 1) || (system && !text) || (prompt_s && (chat || print_prompt))) {
         fprintf(stderr, "sluice generate: --model and one prompt are required: --prompt-tokens IDS, --prompt TEXT "
@@ -277,7 +278,7 @@ int sl_cmd_generate(int argc, char **argv) {
         }
     }
 
-    sl_backend *be = sl_device_backend(device, threads, 0); /* one sequence */
+    sl_backend *be = sl_device_backend(device, threads, 0, cpu_act); /* one sequence */
     if (!be) {
         fprintf(stderr, "sluice generate: --device %s: the backend could not be created\n", device);
         return 1;

@@ -24,7 +24,7 @@
 #include "http.h"
 
 typedef struct opts {
-    const char *model, *host, *api_key, *name, *chat_template, *device, *quant, *log_level;
+    const char *model, *host, *api_key, *name, *chat_template, *device, *quant, *log_level, *cpu_act;
     int port, max_num_seqs, max_batched, max_model_len, block_size, max_queue, threads, seed, num_blocks,
         no_prefix_cache, max_body, max_conns, fake_model, batch_invariant;
     float kv_space_gib, shutdown_timeout, header_timeout, keepalive_timeout;
@@ -79,7 +79,7 @@ static void load_work(uv_work_t *w) {
     if (o->fake_model) { /* the weights stay unread; the stand-in needs no backend */
         rc = sl_model_create_fake(&s->model, g, NULL, s->tok, s->err);
     } else {
-        s->be = sl_device_backend(o->device, o->threads, o->batch_invariant);
+        s->be = sl_device_backend(o->device, o->threads, o->batch_invariant, o->cpu_act);
         rc = s->be ? sl_model_load_gguf(&s->model, g, s->be, &mo, s->err)
                    : sl_fail(s->err, SL_EIO, "--device %s: the backend could not be created", o->device);
     }
@@ -255,6 +255,7 @@ int sl_cmd_serve(int argc, char **argv) {
         {"threads", 0, CLI_INT, "0", "CPU threads (0: all cores)", &o->threads},
         {"device", 0, CLI_STR, "cpu", "where the model runs: cpu, or cuda (the first GPU; builds with nvcc only)",
          &o->device},
+        {"cpu-activations", 0, CLI_STR, "int8", SL_CPU_ACT_HELP, &o->cpu_act},
         {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &o->quant},
         {"batch-invariant", 0, CLI_BOOL, NULL, "a token's logits never depend on the batch around it, as on the CPU (on cuda: no f16 GEMM for large steps "
          "and no split-K attention: slower prefill and long contexts)", &o->batch_invariant},
@@ -303,7 +304,7 @@ int sl_cmd_serve(int argc, char **argv) {
         free(s);
         return 2;
     }
-    if ((rc = sl_device_check("serve", o->device))) {
+    if ((rc = sl_device_check("serve", o->device, o->cpu_act))) {
         free(s);
         return rc;
     }

@@ -12,14 +12,20 @@ int sl_cmd_bench(int argc, char **argv);
 int sl_cmd_bench_serve(int argc, char **argv); /* `bench serve`, dispatched by sl_cmd_bench */
 int sl_cmd_serve(int argc, char **argv);
 
-/* `--device cpu|cuda` (device.c): sl_device_check returns 0 when the device can be used, else
- * prints why (an unknown name, a build without CUDA, no CUDA device) and returns 2;
- * sl_device_backend creates its backend (threads: the CPU backend's), NULL if that fails.
+/* `--device cpu|cuda` (device.c): sl_device_check returns 0 when the device can be used and
+ * `--cpu-activations` (cpu_act) is int8 or f32, else prints why (an unknown name, a build
+ * without CUDA, no CUDA device) and returns 2; sl_device_backend creates its backend (threads
+ * and cpu_act: the CPU backend's, sl_cpu_backend_set_int8_activations), NULL if that fails.
  * batch_invariant (`--batch-invariant`): a token's logits must not depend on the batch around
  * it — the CPU backend's never do; the CUDA backend then keeps its decode matmul for steps of
  * any size and reads each context in one pass (sl_cuda_backend_set_batch_invariant). */
 struct sl_backend;
-int sl_device_check(const char *cmd, const char *device);
-struct sl_backend *sl_device_backend(const char *device, int threads, int batch_invariant);
+int sl_device_check(const char *cmd, const char *device, const char *cpu_act);
+struct sl_backend *sl_device_backend(const char *device, int threads, int batch_invariant,
+                                     const char *cpu_act);
+/* The `--cpu-activations` option of the commands that run a model. */
+#define SL_CPU_ACT_HELP                                                                            \
+    "CPU matmuls with int8/int4 weights: int8 (activations quantized per 32 columns, integer dot " \
+    "products, as llama.cpp does: faster) or f32 (exact f32 activations: the reference)"
 
 #endif

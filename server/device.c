@@ -9,7 +9,11 @@
 #include "../kernels/cuda/cuda_backend.h"
 #endif
 
-int sl_device_check(const char *cmd, const char *device) {
+int sl_device_check(const char *cmd, const char *device, const char *cpu_act) {
+    if (strcasecmp(cpu_act, "int8") && strcasecmp(cpu_act, "f32")) {
+        fprintf(stderr, "sluice %s: --cpu-activations must be int8 or f32, got '%s'\n", cmd, cpu_act);
+        return 2;
+    }
     if (!strcasecmp(device, "cpu")) return 0;
     if (strcasecmp(device, "cuda")) {
         fprintf(stderr, "sluice %s: --device must be cpu or cuda, got '%s'\n", cmd, device);
@@ -30,7 +34,8 @@ int sl_device_check(const char *cmd, const char *device) {
 #endif
 }
 
-sl_backend *sl_device_backend(const char *device, int threads, int batch_invariant) {
+sl_backend *sl_device_backend(const char *device, int threads, int batch_invariant,
+                              const char *cpu_act) {
 #ifdef SL_HAVE_CUDA
     if (!strcasecmp(device, "cuda")) {
         sl_backend *be = sl_cuda_backend_create(0);
@@ -39,5 +44,7 @@ sl_backend *sl_device_backend(const char *device, int threads, int batch_invaria
     }
 #endif
     (void)device, (void)batch_invariant;
-    return sl_cpu_backend_create(threads);
+    sl_backend *be = sl_cpu_backend_create(threads);
+    if (be) sl_cpu_backend_set_int8_activations(be, !strcasecmp(cpu_act, "int8"));
+    return be;
 }

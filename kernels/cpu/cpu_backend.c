@@ -40,7 +40,8 @@ int sl__cpu_simd_available(void) {
     int f16c = __get_cpuid(1, &a, &b, &c1, &d) && (c1 & (1u << 29));
     __builtin_cpu_init();
     if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)) return 0;
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") ? 2 : 1;
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))) return 1;
+    return __builtin_cpu_supports("avx512vnni") ? 3 : 2;
 #else
     return 0;
 #endif
@@ -328,6 +329,13 @@ static void cpu_destroy(sl_backend *be) {
     free(c->accb);
     free(c);
     free(be);
+}
+
+int sl_cpu_backend_set_int8_activations(sl_backend *be, int on) {
+    sl_cpu *c = cpu(be);
+    int prev = c->act_i8;
+    c->act_i8 = on != 0;
+    return prev;
 }
 
 sl_backend *sl_cpu_backend_create(int n_threads) {

@@ -16,8 +16,10 @@
 typedef struct sl_cpu {
     sl_pool *pool;
     int n_threads;
-    int simd;            /* 2: AVX2/FMA/F16C kernels, some with AVX-512VL's registers; 1: AVX2
-                          * only; 0: scalar kernels (all give the same bits) */
+    int simd;            /* 3: as 2, and the int8 matmul through AVX-512 VNNI; 2: AVX2/FMA/F16C
+                          * kernels, some with AVX-512VL's registers; 1: AVX2 only; 0: scalar
+                          * kernels (all give the same bits) */
+    int act_i8;          /* matmul quantizes activations to int8 (sl_cpu_backend_set_int8_activations) */
     float *tiles;        /* matmul: n_threads dequantization tiles of tile_floats each, 64-aligned */
     size_t tile_floats;  /* grown by weight_create, so matmul never allocates */
     float *xbuf;         /* matmul: activations rearranged for the kernels, grown on demand */
@@ -33,11 +35,11 @@ struct sl_bweight {
     sl_qw q;
 };
 
-/* 2 when this CPU also has AVX-512F/VL, 1 when it runs the SL_AVX2 kernels (AVX2, FMA and
- * F16C), else 0. */
+/* 3 when this CPU also has AVX-512F/VL and AVX-512 VNNI, 2 with AVX-512F/VL only, 1 when it
+ * runs the SL_AVX2 kernels (AVX2, FMA and F16C), else 0. */
 int sl__cpu_simd_available(void);
-/* Test hook: on = 0 forces the scalar kernels, on = 1 the AVX2-only kernels, on >= 2 the best
- * the CPU has (each capped at what it has). Returns the previous setting. */
+/* Test hook: on = 0 forces the scalar kernels, on = 1 the AVX2-only kernels, 2 no VNNI, on >= 3
+ * the best the CPU has (each capped at what it has). Returns the previous setting. */
 int sl__cpu_set_simd(sl_backend *be, int on);
 
 /* Floats of one matmul dequantization tile for w (per thread). */

@@ -36,6 +36,19 @@
  *  - scalar: plain C, for CPUs without AVX2 and for shapes the SIMD kernels do not cover
  *    (cols % 8 != 0, unusual groups); there the order is the first rule above (also for QW4),
  *    column i in lane i % 8 of chain (i / 8) % 4.
+ *
+ * Int8 activations (sl_cpu_backend_set_int8_activations; QW4 and QW8 weights the SIMD kernels
+ * cover, sl__mmq_covers): as llama.cpp does, each token row of x is quantized per 32 columns,
+ * d = amax / 127, q = round-to-nearest-even(x · (127 / amax)) in [−127, 127] (a block with a
+ * non-finite element gets d = NaN and q = 0, so its results are NaN), and the products are
+ * summed in integers, which is exact in any order. Per (row, token) pair, one 8-lane
+ * accumulator acc, zero:
+ *  - QW4: per 64-column block b, lane l takes the 8 columns e = 64b + 8l + k:
+ *    L = Σ_k c'·q (c' = c − 8 without offsets, c with), acc_l = fma(L, s_(group of e) · d_(e / 32), acc_l);
+ *  - QW8: per 32-column unit u, lane l takes the 4 columns e = 32u + 4l + k: the same with c.
+ * y = hsum8(acc), plus with offsets dot_off(offsets of the row, group sums of the f32 x). The
+ * scalar, AVX2 (vpmaddubsw) and VNNI (vpdpbusd) kernels compute the same integers L, so they
+ * agree bit for bit, and a pair's result depends on nothing but its row and its token.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -78,7 +91,7 @@ static float hsum8(const float *a) {
 }
 
 /* Σ a·b: an 8-lane FMA chain, hsum8, then the tail by FMAs (as the AVX2 dot_off). */
-static float dot_off(const float *a, const float *b, int64_t n) {
+float sl__mm_dot_off(const float *a, const float *b, int64_t n) {
     float acc[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -151,7 +164,7 @@ static float pair_qw4(const sl_qw *w, int64_t r, const float *x, const float *xg
     for (int64_t k = nb * 64; k < cols; k += 8)
         for (int l = 0; l < 8; l++) acc[l] = fmaf(sc[k / G], q4code(c4, k + l, off) * x[k + l], acc[l]);
     float y = hsum8(acc);
-    if (off) y += dot_off(w->offsets + r * ng, xg, ng);
+    if (off) y += sl__mm_dot_off(w->offsets + r * ng, xg, ng);
     return y;
 }
 
@@ -167,6 +180,136 @@ static void mm_scalar(const mm_job *j, int64_t tb, int64_t te) {
             j->y[(int64_t)t * rows + r] =
                 blocks ? pair_qw4(w, r, x, j->xg ? j->xg + t * ng : NULL) : pair_plain(w, r, x);
         }
+}
+
+static int grow(float **buf, size_t *have, size_t need);
+
+/* ---- int8 activations ------------------------------------------------------------------ */
+
+int sl__mmq_covers(const sl_qw *w) {
+    const int64_t G = w->group;
+    if (w->fmt == SL_WF_QW4) return w->cols % 64 == 0 && (G == 8 || G == 16 || G == 32 || G % 64 == 0);
+    if (w->fmt == SL_WF_QW8) return w->cols % 32 == 0 && (G == 8 || G == 16 || G % 32 == 0);
+    return 0;
+}
+
+/* Where column e of a token's codes sits: QW4 splits each 64-column block into its even and
+ * its odd columns (the low and the high nibbles of the block's 32 code bytes). */
+static int64_t q_at(int q4, int64_t e) {
+    return q4 ? (e & ~(int64_t)63) + ((e & 1) << 5) + ((e & 63) >> 1) : e;
+}
+
+/* One token row: q, d, and init (NULL: none): init_cols 8 gives −8·Σq over each 8 columns
+ * (QW4 without offsets), 4 gives −128·Σq over each 4 (QW8 through VNNI). */
+static void quantize_row(const float *x, int64_t cols, int q4, int init_cols, int8_t *q, float *d,
+                         int32_t *init) {
+    const float round = 12582912.0f; /* 1.5 · 2^23: v + round − round is v rounded to even */
+    for (int64_t u = 0; u < cols / SL_MMQ_U; u++) {
+        const float *xu = x + u * SL_MMQ_U;
+        float amax = 0;
+        int bad = 0;
+        for (int k = 0; k < SL_MMQ_U; k++) {
+            float a = fabsf(xu[k]);
+            bad |= !(a <= 3.4028235e38f);
+            amax = a > amax ? a : amax;
+        }
+        d[u] = bad ? NAN : amax / 127.0f;
+        const float id = bad || amax == 0 ? 0.0f : 127.0f / amax;
+        for (int k = 0; k < SL_MMQ_U; k++) {
+            float v = (xu[k] * id + round) - round;
+            v = v > 127 ? 127 : v < -127 ? -127 : v;
+            q[q_at(q4, u * SL_MMQ_U + k)] = bad ? 0 : (int8_t)v;
+        }
+    }
+    if (!init) return;
+    const int mul = init_cols == 8 ? -8 : -128;
+    for (int64_t e = 0; e < cols; e += init_cols) {
+        int32_t s = 0;
+        for (int k = 0; k < init_cols; k++) s += q[q_at(q4, e + k)];
+        init[e / init_cols] = mul * s;
+    }
+}
+
+/* One (row, token) pair in the int8 order (cpu_matmul.c's header). */
+static float pair_i8(const sl_qw *w, int64_t r, const int8_t *q, const float *d, const float *xg) {
+    const int64_t cols = w->cols, G = w->group, ng = cols / G;
+    const int q4 = w->fmt == SL_WF_QW4, off = w->offsets != NULL, lane = q4 ? 8 : 4;
+    const float *sc = w->scales + r * ng;
+    float acc[8] = {0};
+    for (int64_t e = 0; e < cols; e += lane) {
+        int32_t L = 0;
+        for (int k = 0; k < lane; k++) {
+            int c = q4 ? (int)q4code((const uint8_t *)w->codes + r * (cols / 2), e + k, off)
+                       : ((const int8_t *)w->codes)[r * cols + e + k];
+            L += c * q[q_at(q4, e + k)];
+        }
+        int l = (int)(e / lane) & 7;
+        acc[l] = fmaf((float)L, sc[e / G] * d[e / SL_MMQ_U], acc[l]);
+    }
+    float y = hsum8(acc);
+    if (off) y += sl__mm_dot_off(w->offsets + r * ng, xg, ng);
+    return y;
+}
+
+typedef struct mmq_call {
+    sl__mmq_job j;
+    int init_cols; /* 0, 4 or 8: see quantize_row */
+    const float *x;
+} mmq_call;
+
+static void mmq_quant_range(void *ctx, int64_t tb, int64_t te, int tid) {
+    (void)tid;
+    const mmq_call *m = ctx;
+    const int64_t cols = m->j.cols, G = m->j.w->group, ng = cols / G;
+    for (int64_t t = tb; t < te; t++) {
+        quantize_row(m->x + t * cols, cols, m->j.w->fmt == SL_WF_QW4, m->init_cols,
+                     (int8_t *)m->j.q + t * cols, (float *)m->j.d + t * (cols / SL_MMQ_U),
+                     m->init_cols ? (int32_t *)m->j.init + t * (cols / m->init_cols) : NULL);
+        if (m->j.xg) sl__mm_group_sums(m->x + t * cols, cols, G, (float *)m->j.xg + t * ng);
+    }
+}
+
+static void mmq_range(void *ctx, int64_t tb, int64_t te, int tid) {
+    (void)tid;
+    const sl__mmq_job *j = &((const mmq_call *)ctx)->j;
+    if (j->level) {
+        sl__mmq_avx2(j, tb, te);
+        return;
+    }
+    const int64_t cols = j->cols, ng = cols / j->w->group;
+    int64_t r1 = te * MR < j->rows ? te * MR : j->rows;
+    for (int64_t r = tb * MR; r < r1; r++)
+        for (int t = 0; t < j->T; t++)
+            j->y[(int64_t)t * j->rows + r] =
+                pair_i8(j->w, r, j->q + (int64_t)t * cols, j->d + (int64_t)t * (cols / SL_MMQ_U),
+                        j->xg ? j->xg + (int64_t)t * ng : NULL);
+}
+
+/* y = x · Wᵀ with x quantized to int8 (sl__mmq_covers(w)). */
+static void matmul_i8(sl_cpu *c, const sl_qw *w, const float *x, float *y, int T) {
+    const int64_t cols = w->cols, ng = cols / w->group;
+    mmq_call m = {.j = {.w = w, .y = y, .T = T, .rows = w->rows, .cols = cols,
+                        .level = c->simd >= 3 ? 3 : c->simd ? 1 : 0},
+                  .x = x};
+    const int q4 = w->fmt == SL_WF_QW4, off = w->offsets != NULL;
+    m.init_cols = q4 && !off ? 8 : !q4 && m.j.level == 3 ? 4 : 0;
+    /* floats: codes (4 per float), scales, lane starts, group sums */
+    size_t per = (size_t)(cols / 4 + cols / SL_MMQ_U + (m.init_cols ? cols / m.init_cols : 0) + (off ? ng : 0));
+    SL_CHECK(grow(&c->xbuf, &c->xbuf_floats, per * (size_t)T) == 0);
+    float *p = c->xbuf;
+    m.j.q = (const int8_t *)p;
+    p += (size_t)T * (cols / 4);
+    m.j.d = p;
+    p += (size_t)T * (cols / SL_MMQ_U);
+    if (m.init_cols) {
+        m.j.init = (const int32_t *)p;
+        p += (size_t)T * (cols / m.init_cols);
+    }
+    if (off) m.j.xg = p;
+    sl_pool_run(c->pool, mmq_quant_range, &m, T, 1 + (1 << 14) / cols);
+    int64_t ntiles = (w->rows + MR - 1) / MR;
+    int64_t per_tile = (int64_t)MR * cols * T;
+    sl_pool_run(c->pool, mmq_range, &m, ntiles, 1 + (1 << 17) / per_tile);
 }
 
 /* ---- dispatch --------------------------------------------------------------------------- */
@@ -223,11 +366,15 @@ static int prepare_x(sl_cpu *c, mm_call *m) {
 void sl__cpu_matmul(sl_cpu *c, const sl_qw *w, const float *x, float *y, int T) {
     SL_CHECK(w && x && y && T >= 0);
     if (T == 0 || w->rows == 0) return;
+    if (c->act_i8 && sl__mmq_covers(w)) {
+        matmul_i8(c, w, x, y, T);
+        return;
+    }
     mm_call m = {.j = {.w = w, .x = x, .xp = x, .y = y, .T = T, .rows = w->rows,
                        .cols = w->cols, .kc = kc_for(w)}};
     size_t tf = sl__cpu_tile_floats(w);
     if (tf > c->tile_floats) SL_CHECK(sl__cpu_reserve_tiles(c, tf) == 0); /* normally done at weight_create */
-    m.j.wide = c->simd == 2;
+    m.j.wide = c->simd >= 2;
     m.j.tiles = c->tiles;
     m.j.tile_floats = c->tile_floats;
     if (!c->simd || !sl__mm_avx2_covers(w)) m.kernel = K_SCALAR;

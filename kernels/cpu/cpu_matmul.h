@@ -47,4 +47,29 @@ void sl__mm_fused_avx2(const sl__mm_job *j, int64_t tb, int64_t te);
 /* Tiles [tb, te) for any T: decode MR × kc tiles into thread tid's buffer, then FMA all tokens. */
 void sl__mm_tiled_avx2(const sl__mm_job *j, int64_t tb, int64_t te, int tid);
 
+/* ---- int8 activations (sl_cpu.act_i8; cpu_matmul.c describes the order) -------------- */
+
+#define SL_MMQ_U 32 /* columns per activation scale */
+
+typedef struct sl__mmq_job {
+    const sl_qw *w;
+    const int8_t *q;      /* [T][cols]: x quantized per 32 columns (sl__mmq_quantize); for QW4
+                           * each 64-column block holds its even elements, then its odd ones */
+    const float *d;       /* [T][cols / 32] the activation scales */
+    const int32_t *init;  /* the SIMD kernels' lane starts (sl__mmq_quantize), else NULL */
+    const float *xg;      /* with offsets: [T][cols / group] group sums of x (f32), else NULL */
+    float *y;             /* [T][rows] */
+    int T;
+    int level;            /* 0 scalar, 1 AVX2, 3 AVX-512VL + VNNI */
+    int64_t rows, cols;
+} sl__mmq_job;
+
+/* 1 when the int8-activation kernels cover w: QW4 with cols % 64 == 0 and a group of 8, 16, 32
+ * or a multiple of 64; QW8 with cols % 32 == 0 and a group of 8, 16 or a multiple of 32. */
+int sl__mmq_covers(const sl_qw *w);
+/* Rows [tb·MR, te·MR), every token (AVX2 or VNNI as j->level says). */
+void sl__mmq_avx2(const sl__mmq_job *j, int64_t tb, int64_t te);
+/* cpu_matmul.c's dot_off: Σ a·b, an 8-lane FMA chain, hsum8, then the tail. */
+float sl__mm_dot_off(const float *a, const float *b, int64_t n);
+
 #endif

@@ -609,3 +609,136 @@ SL_AVX2 void sl__mm_tiled_avx2(const sl__mm_job *j, int64_t tb, int64_t te, int 
         }
     }
 }
+
+/* ---- int8 activations (cpu_matmul.c's header gives the order) ---------------------------
+ * Integer dot products of 32 bytes: DOT(acc, u, s) adds to each dword lane of acc the 4
+ * products of its unsigned bytes u and signed bytes s. vpdpbusd (VNNI) does it in one op;
+ * AVX2's vpmaddubsw sums byte pairs to int16 with saturation, which the operands here never
+ * reach (QW4: 15·127·2; QW8 as |c| · ±q: 128·127·2 < 32767), then vpmaddwd sums the pairs. */
+#define SL_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+#define DOT_VNNI(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#define DOT_AVX2(acc, u, s)                                                                       \
+    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+
+/* QW8 scale lanes of unit u (lane l: the group of column 32u + 4l). */
+SL_AVX2 static INLINE __m256 q8_lanes(const float *sc, int64_t u, int64_t G) {
+    if (G == 8) return lanes64(sc, 64 * u, GM_16, 16);
+    if (G == 16) return lanes64(sc, 64 * u, GM_32, 32);
+    return _mm256_set1_ps(sc[32 * u / G]);
+}
+
+/* R rows from r0 × NT tokens from t0, acc[t][i] in registers over the whole row. QW4: per
+ * 64-column block, the low and the high nibbles of 32 code bytes against the token's even and
+ * odd columns; lanes start at −8·Σq without offsets (j->init). QW8 per 32-column unit: VNNI
+ * takes c + 128 (c ^ 0x80) as unsigned and starts from −128·Σq (j->init); AVX2 takes |c|
+ * against q with c's sign. */
+#define MMQ_KERNEL(name, attr, DOT, vnni)                                                        \
+    attr static INLINE void name(const sl__mmq_job *j, int64_t r0, int64_t t0, const int R,        \
+                                 const int NT) {                                                   \
+        const sl_qw *w = j->w;                                                                     \
+        const int64_t cols = j->cols, G = w->group, ng = cols / G;                                 \
+        const int q4 = w->fmt == SL_WF_QW4, off = w->offsets != NULL;                              \
+        const int gm = q4 ? qw4_gm(G) : 0;                                                         \
+        const float *sc[4];                                                                        \
+        const uint8_t *cb[4];                                                                      \
+        const int8_t *q[4];                                                                        \
+        const float *d[4];                                                                         \
+        const int32_t *in[4];                                                                      \
+        __m256 acc[4][4];                                                                          \
+        UNROLL for (int i = 0; i < R; i++) {                                                       \
+            sc[i] = w->scales + (r0 + i) * ng;                                                     \
+            cb[i] = (const uint8_t *)w->codes + (r0 + i) * sl_qw_row_bytes(w);                     \
+        }                                                                                          \
+        UNROLL for (int t = 0; t < NT; t++) {                                                      \
+            q[t] = j->q + (t0 + t) * cols;                                                         \
+            d[t] = j->d + (t0 + t) * (cols / SL_MMQ_U);                                            \
+            in[t] = j->init ? j->init + (t0 + t) * (cols / (q4 ? 8 : 4)) : NULL;                   \
+            UNROLL for (int i = 0; i < R; i++) acc[t][i] = _mm256_setzero_ps();                    \
+        }                                                                                          \
+        if (q4) {                                                                                  \
+            const __m256i m4 = _mm256_set1_epi8(15);                                               \
+            for (int64_t b = 0; b < cols / 64; b++) {                                              \
+                __m256i lo[4], hi[4];                                                              \
+                __m256 sw[4];                                                                      \
+                UNROLL for (int i = 0; i < R; i++) {                                               \
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(cb[i] + 32 * b));             \
+                    lo[i] = _mm256_and_si256(v, m4);                                               \
+                    hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);                         \
+                    sw[i] = lanes64(sc[i], 64 * b, gm, G);                                         \
+                }                                                                                  \
+                UNROLL for (int t = 0; t < NT; t++) {                                              \
+                    __m256i qe = _mm256_loadu_si256((const __m256i *)(q[t] + 64 * b));             \
+                    __m256i qo = _mm256_loadu_si256((const __m256i *)(q[t] + 64 * b + 32));        \
+                    __m256i s0 = off ? _mm256_setzero_si256()                                      \
+                                     : _mm256_loadu_si256((const __m256i *)(in[t] + 8 * b));       \
+                    __m256 dx = lanes64(d[t], 64 * b, GM_32, 32);                                  \
+                    UNROLL for (int i = 0; i < R; i++) {                                           \
+                        __m256i p = DOT(DOT(s0, lo[i], qe), hi[i], qo);                            \
+                        acc[t][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(sw[i], dx), \
+                                                    acc[t][i]);                                    \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t u = 0; u < cols / 32; u++) {                                              \
+                __m256i cv[4];                                                                     \
+                __m256 sw[4];                                                                      \
+                UNROLL for (int i = 0; i < R; i++) {                                               \
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(cb[i] + 32 * u));             \
+                    cv[i] = vnni ? _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)) : v;          \
+                    sw[i] = q8_lanes(sc[i], u, G);                                                 \
+                }                                                                                  \
+                UNROLL for (int t = 0; t < NT; t++) {                                              \
+                    __m256i qv = _mm256_loadu_si256((const __m256i *)(q[t] + 32 * u));             \
+                    __m256i s0 = vnni ? _mm256_loadu_si256((const __m256i *)(in[t] + 8 * u))       \
+                                      : _mm256_setzero_si256();                                    \
+                    __m256 dx = _mm256_set1_ps(d[t][u]);                                           \
+                    UNROLL for (int i = 0; i < R; i++) {                                           \
+                        __m256i p = vnni ? DOT(s0, cv[i], qv)                                      \
+                                         : DOT(s0, _mm256_abs_epi8(cv[i]), _mm256_sign_epi8(qv, cv[i])); \
+                        acc[t][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(sw[i], dx), \
+                                                    acc[t][i]);                                    \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        UNROLL for (int t = 0; t < NT; t++) UNROLL for (int i = 0; i < R; i++) {                   \
+            float o = hsum(acc[t][i]);                                                             \
+            if (off) o += dot_off(w->offsets + (r0 + i) * ng, j->xg + (t0 + t) * ng, ng);            \
+            j->y[(t0 + t) * j->rows + r0 + i] = o;                                                 \
+        }                                                                                          \
+    }
+MMQ_KERNEL(mmq_avx2, SL_AVX2, DOT_AVX2, 0)
+MMQ_KERNEL(mmq_vnni, SL_VNNI, DOT_VNNI, 1)
+
+typedef void (*mmq_fn)(const sl__mmq_job *j, int64_t r0, int64_t t0);
+#define MMQ_FN(name, attr, kern, R, NT)                                                           \
+    attr static NOINLINE void name(const sl__mmq_job *j, int64_t r0, int64_t t0) { kern(j, r0, t0, R, NT); }
+MMQ_FN(mmqa_1_1, SL_AVX2, mmq_avx2, 1, 1)
+MMQ_FN(mmqa_1_2, SL_AVX2, mmq_avx2, 1, 2)
+MMQ_FN(mmqa_2_1, SL_AVX2, mmq_avx2, 2, 1)
+MMQ_FN(mmqa_2_2, SL_AVX2, mmq_avx2, 2, 2)
+MMQ_FN(mmqv_1_1, SL_VNNI, mmq_vnni, 1, 1)
+MMQ_FN(mmqv_1_2, SL_VNNI, mmq_vnni, 1, 2)
+MMQ_FN(mmqv_1_3, SL_VNNI, mmq_vnni, 1, 3)
+MMQ_FN(mmqv_4_1, SL_VNNI, mmq_vnni, 4, 1)
+MMQ_FN(mmqv_4_2, SL_VNNI, mmq_vnni, 4, 2)
+MMQ_FN(mmqv_4_3, SL_VNNI, mmq_vnni, 4, 3)
+
+void sl__mmq_avx2(const sl__mmq_job *j, int64_t tb, int64_t te) {
+    /* [rows: 1 or the full block][tokens − 1]; the full block is 4 rows × 3 tokens with
+     * AVX-512's 32 registers, 2 × 2 with AVX2's 16 */
+    static const mmq_fn vnni[2][3] = {{mmqv_1_1, mmqv_1_2, mmqv_1_3}, {mmqv_4_1, mmqv_4_2, mmqv_4_3}};
+    static const mmq_fn avx2[2][3] = {{mmqa_1_1, mmqa_1_2, NULL}, {mmqa_2_1, mmqa_2_2, NULL}};
+    const int v = j->level >= 3, R = v ? 4 : 2, NT = v ? 3 : 2;
+    const mmq_fn(*fns)[3] = v ? vnni : avx2;
+    const int64_t r1 = te * MR < j->rows ? te * MR : j->rows;
+    for (int64_t r0 = tb * MR; r0 < r1;) {
+        const int full = r0 + R <= r1;
+        for (int64_t t0 = 0; t0 < j->T; t0 += NT) {
+            const int nt = j->T - t0 < NT ? (int)(j->T - t0) : NT;
+            fns[full][nt - 1](j, r0, t0);
+        }
+        r0 += full ? R : 1;
+    }
+}

@@ -11,6 +11,7 @@
 #include "base/base.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/cpu/cpu_matmul.h"
 #include "tests/test.h"
 
 #define NBE 4
@@ -129,6 +130,19 @@ static void ref_row(const sl_qw *w, int64_t r, double *dst) {
 
 /* ---- matmul ------------------------------------------------------------------------------- */
 
+static int g_i8; /* the backends quantize activations to int8 (sl_cpu_backend_set_int8_activations) */
+
+/* x as the int8 kernels see it, in double: q·d per 32 columns, d = amax / 127 and q the
+ * nearest integer (ties to even) of x · (127 / amax), written from cpu.h's definition. */
+static void i8_dequant(const float *x, int64_t n, double *xq) {
+    for (int64_t u = 0; u < n; u += 32) {
+        float amax = 0;
+        for (int k = 0; k < 32; k++) amax = fabsf(x[u + k]) > amax ? fabsf(x[u + k]) : amax;
+        float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+        for (int k = 0; k < 32; k++) xq[u + k] = (double)rintf(x[u + k] * id) * d;
+    }
+}
+
 static void test_matmul_case(sl_wfmt fmt, int64_t rows, int64_t cols, int group, int off, int T) {
     sl_qw w;
     make_weight(&w, fmt, rows, cols, group, off);
@@ -136,17 +150,35 @@ static void test_matmul_case(sl_wfmt fmt, int64_t rows, int64_t cols, int group,
     double *ref = sl_xmalloc((size_t)(T * rows) * sizeof(double));
     double *tol = sl_xmalloc((size_t)(T * rows) * sizeof(double));
     double *wr = sl_xmalloc((size_t)cols * sizeof(double));
+    /* int8 activations: ref is the product with x as quantized (the offsets' part with x
+     * itself, as the kernels sum it), exact the product with x, within the rounding of x */
+    const int i8 = g_i8 && sl__mmq_covers(&w);
+    double *xq = i8 ? sl_xmalloc((size_t)(T * cols) * sizeof(double)) : NULL;
+    double *exact = i8 ? sl_xmalloc((size_t)(T * rows) * sizeof(double)) : NULL;
+    double *qtol = i8 ? sl_xmalloc((size_t)(T * rows) * sizeof(double)) : NULL;
+    if (i8)
+        for (int t = 0; t < T; t++) i8_dequant(x + t * cols, cols, xq + t * cols);
     for (int64_t r = 0; r < rows; r++) {
         ref_row(&w, r, wr);
         for (int t = 0; t < T; t++) {
-            double s = 0, s2 = 0;
+            double s = 0, s2 = 0, se = 0, bound = 0;
             for (int64_t i = 0; i < cols; i++) {
-                double p = wr[i] * x[t * cols + i];
+                double xi = x[t * cols + i], p = wr[i] * xi;
+                if (i8) {
+                    double o = off ? w.offsets[r * (cols / group) + i / group] : 0;
+                    se += p;
+                    bound += fabs(wr[i] - o) * fabs(xi - xq[t * cols + i]);
+                    p = (wr[i] - o) * xq[t * cols + i] + o * xi;
+                }
                 s += p;
                 s2 += p * p;
             }
             ref[t * rows + r] = s;
             tol[t * rows + r] = 1e-5 * sqrt(s2); /* the size of a typical result */
+            if (i8) {
+                exact[t * rows + r] = se;
+                qtol[t * rows + r] = bound + tol[t * rows + r];
+            }
         }
     }
     char what[160];
@@ -167,6 +199,11 @@ static void test_matmul_case(sl_wfmt fmt, int64_t rows, int64_t cols, int group,
                  sl_wfmt_name(fmt), (long long)rows, (long long)cols, group,
                  off ? " offsets" : "", T, g_be_name[b]);
         for (int64_t i = 0; i < T * rows; i++) check(what, i, y[i], ref[i], tol[i], 1e-5);
+        if (i8) {
+            snprintf(what, sizeof what, "matmul %s rows %lld cols %lld group %d%s T %d (%s) int8 against f32 x",
+                     sl_wfmt_name(fmt), (long long)rows, (long long)cols, group, off ? " offsets" : "", T, g_be_name[b]);
+            for (int64_t i = 0; i < T * rows; i++) check(what, i, y[i], exact[i], qtol[i], 1e-5);
+        }
         /* batch invariance: every backend (SIMD or scalar, 1 or 3 threads) gives the same
          * bits, and so does each token run alone (T = 1 takes the fused kernel, larger T the
          * tiled one) */
@@ -188,6 +225,9 @@ static void test_matmul_case(sl_wfmt fmt, int64_t rows, int64_t cols, int group,
         be->weight_destroy(be, bw);
     }
     free(y0);
+    free(qtol);
+    free(exact);
+    free(xq);
     free(wr);
     free(tol);
     free(ref);
@@ -232,7 +272,7 @@ static void test_matmul(void) {
     test_matmul_case(SL_WF_QW8, 203, 1344, 32, 1, 16);
     test_matmul_case(SL_WF_F16, 77, 4096, 0, 0, 16);
     test_matmul_case(SL_WF_F32, 77, 4096, 0, 0, 16);
-    printf("matmul: %d shapes ok\n", n + 4);
+    printf("matmul%s: %d shapes ok\n", g_i8 ? " (int8 activations)" : "", n + 4);
 }
 
 /* ---- embed ------------------------------------------------------------------------------ */
@@ -642,7 +682,7 @@ int main(void) {
     for (int b = 0; b < NBE; b++) {
         g_be[b] = sl_cpu_backend_create(b < 2 ? 1 : 3);
         ASSERT(g_be[b] != NULL);
-        sl__cpu_set_simd(g_be[b], b == 0 ? 2 : b == 2 ? 1 : 0);
+        sl__cpu_set_simd(g_be[b], b == 0 ? 3 : b == 2 ? 1 : 0);
     }
     if (!simd) printf("warning: this CPU lacks AVX2/FMA/F16C; only the scalar kernels ran\n");
     double t0 = sl_time_s();
@@ -654,9 +694,12 @@ int main(void) {
     test_rope();
     test_attention();
     test_matmul();
+    g_i8 = 1;
+    for (int b = 0; b < NBE; b++) sl_cpu_backend_set_int8_activations(g_be[b], 1);
+    test_matmul();
     for (int b = 0; b < NBE; b++) g_be[b]->destroy(g_be[b]);
     printf("test_cpu_ops: ok (%ld checks, simd %s, %.1f s)\n", g_checks,
-           simd == 2 ? "avx2 + avx512vl registers" : simd ? "avx2" : "no",
+           simd == 3 ? "avx2 + avx512vl registers + vnni" : simd == 2 ? "avx2 + avx512vl registers" : simd ? "avx2" : "no",
            sl_time_s() - t0);
     return 0;
 }
