@@ -1,4 +1,5 @@
-/* bench_cpu_matmul.c — CPU backend matmul on 4096×4096 weights at T = 1 and T = 16.
+/* bench_cpu_matmul.c — CPU backend matmul on 4096×4096 weights at T = 1, 16 and 128; QW4 and
+ * QW8 with f32 activations and then with int8 ones (rows marked "i8"), in the same run.
  *
  * Usage: bench_cpu_matmul [n_threads (0 = all)] [rows] [cols] [hot]
  * Prints the median time per call, the weight bytes read per second (codes/data plus scales
@@ -19,6 +20,7 @@
 #include "kernels/cpu/cpu.h"
 
 #define COLD_BYTES (512ull << 20)
+#define MAX_T 128
 
 static int g_hot; /* 1: one copy of the weights, cache-resident when it fits (compute ceiling) */
 
@@ -93,8 +95,9 @@ static void fill(sl_qw *w, sl_rng *rng) {
     }
 }
 
-static void bench(sl_backend *be, sl_wfmt fmt, int group, int off, int64_t rows, int64_t cols,
-                  const int *Ts, int nT) {
+static void bench(sl_backend *be, sl_wfmt fmt, int group, int off, int i8, int64_t rows,
+                  int64_t cols, const int *Ts, int nT) {
+    sl_cpu_backend_set_int8_activations(be, i8);
     sl_rng rng;
     sl_rng_seed(&rng, 1);
     sl_qw w;
@@ -106,11 +109,12 @@ static void bench(sl_backend *be, sl_wfmt fmt, int group, int off, int64_t rows,
     sl_bweight **bw = sl_xmalloc((size_t)copies * sizeof *bw);
     for (int i = 0; i < copies; i++) SL_CHECK(be->weight_create(be, &w, 0, &bw[i]) == 0);
     sl_qw_free(&w);
-    float *x = be->alloc(be, (size_t)(16 * cols) * 4), *y = be->alloc(be, (size_t)(16 * rows) * 4);
-    for (int64_t i = 0; i < 16 * cols; i++) x[i] = sl_rng_f32(&rng) - 0.5f;
+    float *x = be->alloc(be, (size_t)(MAX_T * cols) * 4), *y = be->alloc(be, (size_t)(MAX_T * rows) * 4);
+    for (int64_t i = 0; i < MAX_T * cols; i++) x[i] = sl_rng_f32(&rng) - 0.5f;
     char name[32];
-    snprintf(name, sizeof name, "%s%s%s", sl_wfmt_name(fmt),
-             group ? (group == 32 ? "/32" : group == 128 ? "/128" : "/16") : "", off ? "+off" : "");
+    snprintf(name, sizeof name, "%s%s%s%s", sl_wfmt_name(fmt),
+             group ? (group == 32 ? "/32" : group == 128 ? "/128" : "/16") : "", off ? "+off" : "",
+             i8 ? " i8" : "");
     for (int ti = 0; ti < nT; ti++) {
         int T = Ts[ti];
         int batch = copies < 16 ? 16 : copies;
@@ -147,14 +151,16 @@ int main(int argc, char **argv) {
     sl_pool_destroy(probe);
     printf("bench_cpu_matmul: %lld x %lld, %d threads\n", (long long)rows, (long long)cols, nt);
     if (!g_hot) printf("streaming read bandwidth (same threads): %.2f GB/s\n", read_bandwidth(nt));
-    static const int Ts[] = {1, 16};
-    bench(be, SL_WF_QW4, 32, 0, rows, cols, Ts, 2);
-    bench(be, SL_WF_QW4, 32, 1, rows, cols, Ts, 2);
-    bench(be, SL_WF_QW8, 32, 0, rows, cols, Ts, 2);
-    bench(be, SL_WF_QW8, 128, 0, rows, cols, Ts, 2);
-    bench(be, SL_WF_F16, 0, 0, rows, cols, Ts, 2);
-    bench(be, SL_WF_BF16, 0, 0, rows, cols, Ts, 2);
-    bench(be, SL_WF_F32, 0, 0, rows, cols, Ts, 2);
+    static const int Ts[] = {1, 16, MAX_T};
+    for (int i8 = 0; i8 < 2; i8++) {
+        bench(be, SL_WF_QW4, 32, 0, i8, rows, cols, Ts, 3);
+        bench(be, SL_WF_QW4, 32, 1, i8, rows, cols, Ts, 3);
+        bench(be, SL_WF_QW8, 32, 0, i8, rows, cols, Ts, 3);
+        bench(be, SL_WF_QW8, 16, 0, i8, rows, cols, Ts, 3);
+    }
+    bench(be, SL_WF_F16, 0, 0, 0, rows, cols, Ts, 2);
+    bench(be, SL_WF_BF16, 0, 0, 0, rows, cols, Ts, 2);
+    bench(be, SL_WF_F32, 0, 0, 0, rows, cols, Ts, 2);
     be->destroy(be);
     return 0;
 }

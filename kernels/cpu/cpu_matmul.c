@@ -46,7 +46,9 @@
  *  - QW4: per 64-column block b, lane l takes the 8 columns e = 64b + 8l + k:
  *    L = Σ_k c'·q (c' = c − 8 without offsets, c with), acc_l = fma(L, s_(group of e) · d_(e / 32), acc_l);
  *  - QW8: per 32-column unit u, lane l takes the 4 columns e = 32u + 4l + k: the same with c.
- * y = hsum8(acc), plus with offsets dot_off(offsets of the row, group sums of the f32 x). The
+ * y = hsum8(acc), plus with offsets dot_off(offsets of the row, group sums of the quantized x:
+ * per group, the (float)Σq · d of each 32-column unit (or part of one) in it, summed in order),
+ * so that y is the product of the weights with the quantized x, offsets included. The
  * scalar, AVX2 (vpmaddubsw) and VNNI (vpdpbusd) kernels compute the same integers L, so they
  * agree bit for bit, and a pair's result depends on nothing but its row and its token.
  */
@@ -230,6 +232,21 @@ static void quantize_row(const float *x, int64_t cols, int q4, int init_cols, in
     }
 }
 
+/* xg[cols / G]: the sums of the quantized x over each group of G (cpu_matmul.c's header). */
+static void group_sums_i8(const int8_t *q, const float *d, int64_t cols, int64_t G, int q4,
+                          float *xg) {
+    const int64_t part = G < SL_MMQ_U ? G : SL_MMQ_U;
+    for (int64_t g = 0; g < cols / G; g++) {
+        float s = 0;
+        for (int64_t e = g * G; e < (g + 1) * G; e += part) {
+            int32_t n = 0;
+            for (int64_t k = 0; k < part; k++) n += q[q_at(q4, e + k)];
+            s += (float)n * d[e / SL_MMQ_U];
+        }
+        xg[g] = s;
+    }
+}
+
 /* One (row, token) pair in the int8 order (cpu_matmul.c's header). */
 static float pair_i8(const sl_qw *w, int64_t r, const int8_t *q, const float *d, const float *xg) {
     const int64_t cols = w->cols, G = w->group, ng = cols / G;
@@ -265,7 +282,9 @@ static void mmq_quant_range(void *ctx, int64_t tb, int64_t te, int tid) {
         quantize_row(m->x + t * cols, cols, m->j.w->fmt == SL_WF_QW4, m->init_cols,
                      (int8_t *)m->j.q + t * cols, (float *)m->j.d + t * (cols / SL_MMQ_U),
                      m->init_cols ? (int32_t *)m->j.init + t * (cols / m->init_cols) : NULL);
-        if (m->j.xg) sl__mm_group_sums(m->x + t * cols, cols, G, (float *)m->j.xg + t * ng);
+        if (m->j.xg)
+            group_sums_i8(m->j.q + t * cols, m->j.d + t * (cols / SL_MMQ_U), cols, G,
+                          m->j.w->fmt == SL_WF_QW4, (float *)m->j.xg + t * ng);
     }
 }
 

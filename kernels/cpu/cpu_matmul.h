@@ -57,7 +57,7 @@ typedef struct sl__mmq_job {
                            * each 64-column block holds its even elements, then its odd ones */
     const float *d;       /* [T][cols / 32] the activation scales */
     const int32_t *init;  /* the SIMD kernels' lane starts (sl__mmq_quantize), else NULL */
-    const float *xg;      /* with offsets: [T][cols / group] group sums of x (f32), else NULL */
+    const float *xg;      /* with offsets: [T][cols / group] group sums of the quantized x, else NULL */
     float *y;             /* [T][rows] */
     int T;
     int level;            /* 0 scalar, 1 AVX2, 3 AVX-512VL + VNNI */

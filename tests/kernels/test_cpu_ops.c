@@ -150,8 +150,8 @@ static void test_matmul_case(sl_wfmt fmt, int64_t rows, int64_t cols, int group,
     double *ref = sl_xmalloc((size_t)(T * rows) * sizeof(double));
     double *tol = sl_xmalloc((size_t)(T * rows) * sizeof(double));
     double *wr = sl_xmalloc((size_t)cols * sizeof(double));
-    /* int8 activations: ref is the product with x as quantized (the offsets' part with x
-     * itself, as the kernels sum it), exact the product with x, within the rounding of x */
+    /* int8 activations: ref is the product with x as quantized, exact the product with x,
+     * within the rounding of x */
     const int i8 = g_i8 && sl__mmq_covers(&w);
     double *xq = i8 ? sl_xmalloc((size_t)(T * cols) * sizeof(double)) : NULL;
     double *exact = i8 ? sl_xmalloc((size_t)(T * rows) * sizeof(double)) : NULL;
@@ -165,10 +165,9 @@ static void test_matmul_case(sl_wfmt fmt, int64_t rows, int64_t cols, int group,
             for (int64_t i = 0; i < cols; i++) {
                 double xi = x[t * cols + i], p = wr[i] * xi;
                 if (i8) {
-                    double o = off ? w.offsets[r * (cols / group) + i / group] : 0;
                     se += p;
-                    bound += fabs(wr[i] - o) * fabs(xi - xq[t * cols + i]);
-                    p = (wr[i] - o) * xq[t * cols + i] + o * xi;
+                    bound += fabs(wr[i]) * fabs(xi - xq[t * cols + i]);
+                    p = wr[i] * xq[t * cols + i];
                 }
                 s += p;
                 s2 += p * p;

@@ -16,6 +16,9 @@
 //     type (all its files together), and where they differ both candidates within 0.3 of each
 //     other in log-probability, in both distributions, at every position of every file.
 // Untied F32 models also run llama.cpp's own step-by-step greedy decode and compare token lists.
+// That sluice run uses exact f32 activations (--cpu-activations f32). Quantized files then run a
+// second time with int8 activations (generate's default), teacher-forced on the same sequence,
+// against llama.cpp on the same file with the "same file" bounds ("int8" columns).
 // Each twin is checked to hold exactly the dequantized weights (JS dequantizers, FORMATS.md §2).
 // On a tight failure a float64 reference forward pass (lib.mjs) tells which side is off.
 
@@ -100,7 +103,7 @@ async function runCase(c, dir) {
 
   const prompt = L.randomPrompt(c.seed * 7919, PROMPT_LEN, c.vocab);
   // --ignore-eos: random models do emit EOS (id 2) now and then; keep the 32 tokens to compare.
-  const j = await L.sluiceGenerate(sluice, file, prompt, { n: GEN, logprobs: TOPK_REQ, echo: true, extra: ['--ignore-eos'] });
+  const j = await L.sluiceGenerate(sluice, file, prompt, { n: GEN, logprobs: TOPK_REQ, echo: true, extra: ['--ignore-eos', '--cpu-activations', 'f32'] });
   if (JSON.stringify(j.prompt_tokens) !== JSON.stringify(prompt)) fail(`prompt_tokens echo ${j.prompt_tokens} != ${prompt}`);
   if (j.tokens.length !== GEN || j.finish_reason !== 'length') fail(`generated ${j.tokens.length} tokens, finish ${j.finish_reason} (--ignore-eos -n ${GEN})`);
   const sd = L.sluiceDists(j);
@@ -172,6 +175,18 @@ async function runCase(c, dir) {
         `max gap ${L.fmt(bGap)}, max top-5 Δ ${L.fmt(bs.maxd)}; ${same ? 'the same' : 'different'} positions differ`);
     }
     sameFail.forEach(fail);
+
+    // Int8 activations, the same sequence: against llama.cpp on the same file.
+    if (!['F16', 'BF16'].includes(c.type)) {
+      const ji = await L.sluiceGenerate(sluice, file, seq, { n: 1, logprobs: TOPK_REQ, echo: true });
+      const ic = L.compareDists(L.sluiceDists(ji), qd);
+      const is = L.summarize(ic);
+      r.i8 = is;
+      r.i8WorstGap = Math.max(0, ...is.disagree.map(([, d]) => Math.max(d.refGap, d.sGap)));
+      for (const [i, d] of is.disagree)
+        if (!(d.refGap <= SAME_GAP && d.sGap <= SAME_GAP))
+          fail(`int8: position ${i}: sluice ${d.s1} vs llama.cpp ${d.r1}, gap ${L.fmt(d.refGap)} in llama.cpp, ${L.fmt(d.sGap)} in sluice (> ${SAME_GAP})`);
+    }
   }
   return r;
 }
@@ -186,10 +201,11 @@ await L.getLlamaCpp();
 console.log(`sluice: ${sluice}\nmodels in ${dir}: ${cases.length} cases, 2 layers, vocab 384, ff 2·dim; ` +
   `prompt ${PROMPT_LEN} random ids + ${GEN} greedy tokens; case name = arch-type-h<heads>kv<kv heads>d<head size>[-tied][-rf: rope_freqs]\n`);
 
-const head = ['case', 'dim', 'pos', 'tight maxΔ', 'tight top1', 'gen32', 'same maxΔ', 'same top1', 'same gap', 'twin', 'result'];
+const head = ['case', 'dim', 'pos', 'tight maxΔ', 'tight top1', 'gen32', 'same maxΔ', 'same top1', 'same gap', 'int8 maxΔ', 'int8 top1', 'int8 gap', 'twin', 'result'];
 const rows = [];
 let failed = 0;
 const perType = new Map(); // type -> {agree, n}
+const perTypeI8 = new Map(); // the same for the int8 runs
 for (const c of cases) {
   const tc = Date.now();
   let r;
@@ -205,6 +221,12 @@ for (const c of cases) {
     t.n += r.same.n;
     perType.set(c.type, t);
   }
+  if (r.i8) {
+    const t = perTypeI8.get(c.type) ?? { agree: 0, n: 0 };
+    t.agree += r.i8.agree;
+    t.n += r.i8.n;
+    perTypeI8.set(c.type, t);
+  }
   if (!ok) failed++;
   const row = [
     r.name, String(c.dim), String(r.positions ?? '-'),
@@ -214,6 +236,9 @@ for (const c of cases) {
     r.same ? L.fmt(r.same.maxd) : '-',
     r.same ? `${r.same.agree}/${r.same.n}` : '-',
     r.same ? L.fmt(r.sameWorstGap) : '-',
+    r.i8 ? L.fmt(r.i8.maxd) : '-',
+    r.i8 ? `${r.i8.agree}/${r.i8.n}` : '-',
+    r.i8 ? L.fmt(r.i8WorstGap) : '-',
     r.twin ? (r.twin.nonExact ? 'INEXACT' : 'exact') : '-',
     ok ? 'ok' : 'FAIL',
   ];
@@ -232,11 +257,13 @@ console.log(`\ntight: F32 vs llama.cpp on the same file, others vs llama.cpp on 
   `bounds top-1 all, maxΔ ≤ ${TIGHT_LP} over top 5.\nsame: llama.cpp on the same quantized file; bounds ` +
   `top-1 ≥ ${SAME_AGREE * 100}% per tensor type (below), gap ≤ ${SAME_GAP} at every position. gen32: generated tokens = llama.cpp greedy (+dec: also ` +
   `llama.cpp's step-by-step decode).`);
-console.log('\nsame-file top-1 agreement per tensor type (bound ≥ ' + SAME_AGREE * 100 + '%):');
-for (const [type, t] of perType) {
-  const ok = t.agree >= SAME_AGREE * t.n;
-  console.log(`  ${type.padEnd(5)} ${t.agree}/${t.n} = ${(100 * t.agree / t.n).toFixed(1)}% ${ok ? 'ok' : 'FAIL'}`);
-  if (!ok) failed++;
+for (const [what, m] of [['same-file', perType], ['int8-activation', perTypeI8]]) {
+  console.log(`\n${what} top-1 agreement per tensor type (bound ≥ ${SAME_AGREE * 100}%):`);
+  for (const [type, t] of m) {
+    const ok = t.agree >= SAME_AGREE * t.n;
+    console.log(`  ${type.padEnd(5)} ${t.agree}/${t.n} = ${(100 * t.agree / t.n).toFixed(1)}% ${ok ? 'ok' : 'FAIL'}`);
+    if (!ok) failed++;
+  }
 }
 console.log(`\n${failed} failure(s); ${cases.length} cases in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 if (!keep) fs.rmSync(dir, { recursive: true, force: true });
