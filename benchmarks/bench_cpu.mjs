@@ -8,7 +8,8 @@
 // The models are random-weight `llama` files written by `sluice mkmodel` (~100M parameters by
 // default). Each side runs once as a warm-up, then --reps times; the best run is reported.
 // sluice's numbers are its own `generate --json` timings (prompt_tokens_per_s,
-// decode_tokens_per_s). llama.cpp's are its own perf counters (llama_perf_context_print) over
+// decode_tokens_per_s), with int8 activations (its default) and with f32 ones
+// (--cpu-activations f32); the ratios are int8's. llama.cpp's are its own perf counters (llama_perf_context_print) over
 // sequence.evaluate(): the prompt in one batch, then gen-1 single-token decode steps (the first
 // generated token comes from the prompt's logits). llama.cpp runs with its defaults (F16 KV cache, flash attention "auto")
 // except the thread count. Output: a markdown table on stdout, progress on stderr.
@@ -42,10 +43,10 @@ function params(s) {
   return s.layers * layer + 2 * s.vocab * s.dim + s.dim;
 }
 
-async function benchSluice(file, prompt) {
+async function benchSluice(file, prompt, act) {
   const runs = [];
   for (let r = 0; r <= reps; r++) {
-    const j = await L.sluiceGenerate(bin, file, prompt, { n: nGen, threads, extra: ['--temperature', '0'] });
+    const j = await L.sluiceGenerate(bin, file, prompt, { n: nGen, threads, extra: ['--temperature', '0', '--cpu-activations', act] });
     if (j.tokens.length !== nGen) log(`  note: sluice generated ${j.tokens.length} tokens (finish ${j.finish_reason})`);
     if (r > 0) runs.push(j.timings);
   }
@@ -117,10 +118,11 @@ try {
     await L.sluiceMkmodel(bin, file, { ...shape, type });
     const mb = fs.statSync(file).size / 2 ** 20;
     log(`${type}: ${mb.toFixed(0)} MiB; sluice ...`);
-    const s = await benchSluice(file, prompt);
+    const s = await benchSluice(file, prompt, 'int8');
+    const s32 = await benchSluice(file, prompt, 'f32');
     log(`${type}: llama.cpp ...`);
     const l = await benchLlama(file, prompt);
-    rows.push({ type, mb, s, l });
+    rows.push({ type, mb, s, s32, l });
     log(`${type}: pp ${s.pp.toFixed(1)} vs ${l.pp.toFixed(1)}, tg ${s.tg.toFixed(1)} vs ${l.tg.toFixed(1)} tok/s`);
     fs.rmSync(file);
   }
@@ -134,10 +136,10 @@ console.log(`### CPU: sluice vs llama.cpp (node-llama-cpp 3.21.1), ${threads} th
 console.log(`${cpu}, ${os.cpus().length} logical CPUs, load average ${os.loadavg()[0].toFixed(2)} at the end. Model: mkmodel llama dim ${shape.dim}, ${shape.layers} layers, ` +
   `${shape.heads} heads / ${shape.kvHeads} KV heads, ff ${shape.ff}, vocab ${shape.vocab} ` +
   `(${(params(shape) / 1e6).toFixed(0)}M parameters). Prompt ${nPrompt} tokens, decode ${nGen} tokens, best of ${reps}.\n`);
-console.log(`| type | file MiB | pp${nPrompt} sluice tok/s | pp${nPrompt} llama.cpp tok/s | pp ratio | tg${nGen} sluice tok/s | tg${nGen} llama.cpp tok/s | tg ratio |`);
-console.log('|------|---------:|------:|------:|------:|------:|------:|------:|');
-for (const { type, mb, s, l } of rows)
-  console.log(`| ${type} | ${mb.toFixed(0)} | ${f(s.pp)} | ${f(l.pp)} | ${(s.pp / l.pp).toFixed(2)} | ${f(s.tg)} | ${f(l.tg)} | ${(s.tg / l.tg).toFixed(2)} |`);
+console.log(`| type | file MiB | pp${nPrompt} sluice int8 | pp${nPrompt} sluice f32 | pp${nPrompt} llama.cpp | pp ratio | tg${nGen} sluice int8 | tg${nGen} sluice f32 | tg${nGen} llama.cpp | tg ratio |`);
+console.log('|------|---------:|------:|------:|------:|------:|------:|------:|------:|------:|');
+for (const { type, mb, s, s32, l } of rows)
+  console.log(`| ${type} | ${mb.toFixed(0)} | ${f(s.pp)} | ${f(s32.pp)} | ${f(l.pp)} | ${(s.pp / l.pp).toFixed(2)} | ${f(s.tg)} | ${f(s32.tg)} | ${f(l.tg)} | ${(s.tg / l.tg).toFixed(2)} |`);
 console.log('\nratio = sluice / llama.cpp (higher is better for sluice). Both sides\' own timings: prompt = one ' +
   `${nPrompt}-token prefill, decode = the ${nGen - 1} single-token steps after the first generated token.`);
 if (os.loadavg()[0] > 0.5)

@@ -620,11 +620,12 @@ SL_AVX2 void sl__mm_tiled_avx2(const sl__mm_job *j, int64_t tb, int64_t te, int 
 #define DOT_AVX2(acc, u, s)                                                                       \
     _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
 
-/* QW8 scale lanes of unit u (lane l: the group of column 32u + 4l). */
-SL_AVX2 static INLINE __m256 q8_lanes(const float *sc, int64_t u, int64_t G) {
+/* QW8 scale lanes of unit u (lane l: the group of column 32u + 4l); us = G / 32 for G >= 32
+ * (no division for the usual groups). */
+SL_AVX2 static INLINE __m256 q8_lanes(const float *sc, int64_t u, int64_t G, int64_t us) {
     if (G == 8) return lanes64(sc, 64 * u, GM_16, 16);
     if (G == 16) return lanes64(sc, 64 * u, GM_32, 32);
-    return _mm256_set1_ps(sc[32 * u / G]);
+    return _mm256_set1_ps(sc[us == 1 ? u : us == 4 ? u >> 2 : u / us]);
 }
 
 /* R rows from r0 × NT tokens from t0, acc[t][i] in registers over the whole row. QW4: per
@@ -664,7 +665,8 @@ SL_AVX2 static INLINE __m256 q8_lanes(const float *sc, int64_t u, int64_t G) {
                     __m256i v = _mm256_loadu_si256((const __m256i *)(cb[i] + 32 * b));             \
                     lo[i] = _mm256_and_si256(v, m4);                                               \
                     hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);                         \
-                    sw[i] = lanes64(sc[i], 64 * b, gm, G);                                         \
+                    sw[i] = gm != GM_BIG ? lanes64(sc[i], 64 * b, gm, G)                           \
+                                         : _mm256_set1_ps(sc[i][G == 64 ? b : G == 128 ? b >> 1 : 64 * b / G]); \
                 }                                                                                  \
                 UNROLL for (int t = 0; t < NT; t++) {                                              \
                     __m256i qe = _mm256_loadu_si256((const __m256i *)(q[t] + 64 * b));             \
@@ -686,7 +688,7 @@ SL_AVX2 static INLINE __m256 q8_lanes(const float *sc, int64_t u, int64_t G) {
                 UNROLL for (int i = 0; i < R; i++) {                                               \
                     __m256i v = _mm256_loadu_si256((const __m256i *)(cb[i] + 32 * u));             \
                     cv[i] = vnni ? _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)) : v;          \
-                    sw[i] = q8_lanes(sc[i], u, G);                                                 \
+                    sw[i] = q8_lanes(sc[i], u, G, G / 32);                                                 \
                 }                                                                                  \
                 UNROLL for (int t = 0; t < NT; t++) {                                              \
                     __m256i qv = _mm256_loadu_si256((const __m256i *)(q[t] + 32 * u));             \
