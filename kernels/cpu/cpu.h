@@ -15,10 +15,11 @@ extern "C" {
 
 /* n_threads <= 0: all online CPUs. Free with be->destroy(be). */
 sl_backend *sl_cpu_backend_create(int n_threads);
-/* on = 1: matmuls with QW4/QW8 weights quantize each token's activations to int8 per 32
- * columns and sum in integers, as llama.cpp does (faster; each result within the activations'
- * rounding of the f32 one); on = 0 (the default, the reference): f32 activations. Other weights
- * and shapes the int8 kernels do not cover keep f32. Returns the previous setting. */
+/* on = 1: matmuls with the QW4/QW8 weights created from now on quantize each token's
+ * activations to int8 per 32 columns and sum in integers, as llama.cpp does (faster; each
+ * result is the product with the rounded activations); on = 0 (the default, the reference):
+ * f32 activations. Other weights and shapes the int8 kernels do not cover keep f32. Returns
+ * the previous setting. */
 int sl_cpu_backend_set_int8_activations(sl_backend *be, int on);
 
 #ifdef __cplusplus

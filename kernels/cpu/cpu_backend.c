@@ -13,6 +13,7 @@
 
 #include "../../base/base.h"
 #include "cpu_internal.h"
+#include "cpu_matmul.h"
 
 #define ALIGN 64
 #define ELEMS_PER_THREAD (1 << 15)
@@ -99,12 +100,30 @@ static int cpu_weight_create(sl_backend *be, const sl_qw *w, int alias, sl_bweig
     else SL_CHECK(w->data);
     if (w->fmt == SL_WF_QW4) SL_CHECK(w->cols % 2 == 0);
     *out = NULL;
-    int err = sl__cpu_reserve_tiles(cpu(be), sl__cpu_tile_floats(w));
-    if (err) return err;
+    sl_cpu *c = cpu(be);
     sl_bweight *b = calloc(1, sizeof *b);
     if (!b) return SL_ENOMEM;
     b->q = *w;
     b->q.owns = 0;
+    b->i8 = c->act_i8 && sl__mmq_covers(w);
+    if (b->i8 && c->simd) { /* panels only */
+        b->pk = calloc(1, sizeof *b->pk);
+        if (!b->pk || sl__mmq_pack(w, b->pk)) {
+            free(b->pk);
+            free(b);
+            return SL_ENOMEM;
+        }
+        b->q.codes = b->pk->codes;
+        b->q.scales = b->pk->scales;
+        b->q.offsets = b->pk->offsets;
+        *out = b;
+        return 0;
+    }
+    int err = b->i8 ? 0 : sl__cpu_reserve_tiles(c, sl__cpu_tile_floats(w));
+    if (err) {
+        free(b);
+        return err;
+    }
     /* alias only borrowed memory (backend.h): an owning sl_qw is freed by its caller */
     if (!alias || w->owns) {
         b->q.data = b->q.codes = NULL;
@@ -127,13 +146,16 @@ static int cpu_weight_create(sl_backend *be, const sl_qw *w, int alias, sl_bweig
 static void cpu_weight_destroy(sl_backend *be, sl_bweight *w) {
     (void)be;
     if (!w) return;
+    if (w->pk) sl__mmq_free(w->pk);
+    free(w->pk);
     sl_qw_free(&w->q);
     free(w);
 }
 
 static void cpu_matmul(sl_backend *be, const sl_bweight *w, const float *x, float *y, int T) {
     SL_CHECK(w);
-    sl__cpu_matmul(cpu(be), &w->q, x, y, T);
+    if (w->i8) sl__cpu_matmul_i8(cpu(be), &w->q, w->pk, x, y, T);
+    else sl__cpu_matmul(cpu(be), &w->q, x, y, T);
 }
 
 /* ---- rmsnorm --------------------------------------------------------------------------- */
@@ -285,7 +307,8 @@ static void cpu_embed(sl_backend *be, const sl_bweight *table, const int32_t *to
     const sl_qw *w = &table->q;
     for (int t = 0; t < T; t++) {
         SL_CHECK(tok[t] >= 0 && tok[t] < w->rows);
-        sl_qw_dequant_row(w, tok[t], y + (int64_t)t * w->cols);
+        if (table->pk) sl__mmq_dequant_row(w, table->pk, tok[t], y + (int64_t)t * w->cols);
+        else sl_qw_dequant_row(w, tok[t], y + (int64_t)t * w->cols);
     }
 }
 

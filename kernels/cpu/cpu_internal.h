@@ -19,7 +19,7 @@ typedef struct sl_cpu {
     int simd;            /* 3: as 2, and the int8 matmul through AVX-512 VNNI; 2: AVX2/FMA/F16C
                           * kernels, some with AVX-512VL's registers; 1: AVX2 only; 0: scalar
                           * kernels (all give the same bits) */
-    int act_i8;          /* matmul quantizes activations to int8 (sl_cpu_backend_set_int8_activations) */
+    int act_i8;          /* weights created now take int8 activations (sl_cpu_backend_set_int8_activations) */
     float *tiles;        /* matmul: n_threads dequantization tiles of tile_floats each, 64-aligned */
     size_t tile_floats;  /* grown by weight_create, so matmul never allocates */
     float *xbuf;         /* matmul: activations rearranged for the kernels, grown on demand */
@@ -30,9 +30,15 @@ typedef struct sl_cpu {
     int64_t tok_cap;
 } sl_cpu;
 
-/* The CPU backend keeps the logical format; q.owns says whether destroy frees the arrays. */
+/* The CPU backend keeps the logical format; q.owns says whether destroy frees the arrays.
+ * i8: created with int8 activations (sl_cpu.act_i8) for a weight sl__mmq_covers; with a SIMD
+ * level the weight is then kept only as 8-row panels (pk; q's arrays point into them, q.owns
+ * 0), else in the logical format for the scalar kernel. */
+struct sl__mmq_panels;
 struct sl_bweight {
     sl_qw q;
+    int i8;
+    struct sl__mmq_panels *pk;
 };
 
 /* 3 when this CPU also has AVX-512F/VL and AVX-512 VNNI, 2 with AVX-512F/VL only, 1 when it

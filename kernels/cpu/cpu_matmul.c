@@ -37,20 +37,19 @@
  *    (cols % 8 != 0, unusual groups); there the order is the first rule above (also for QW4),
  *    column i in lane i % 8 of chain (i / 8) % 4.
  *
- * Int8 activations (sl_cpu_backend_set_int8_activations; QW4 and QW8 weights the SIMD kernels
- * cover, sl__mmq_covers): as llama.cpp does, each token row of x is quantized per 32 columns,
+ * Int8 activations (weights created after sl_cpu_backend_set_int8_activations: QW4 and QW8
+ * that sl__mmq_covers): as llama.cpp does, each token row of x is quantized per 32 columns,
  * d = amax / 127, q = round-to-nearest-even(x · (127 / amax)) in [−127, 127] (a block with a
- * non-finite element gets d = NaN and q = 0, so its results are NaN), and the products are
- * summed in integers, which is exact in any order. Per (row, token) pair, one 8-lane
- * accumulator acc, zero:
- *  - QW4: per 64-column block b, lane l takes the 8 columns e = 64b + 8l + k:
- *    L = Σ_k c'·q (c' = c − 8 without offsets, c with), acc_l = fma(L, s_(group of e) · d_(e / 32), acc_l);
- *  - QW8: per 32-column unit u, lane l takes the 4 columns e = 32u + 4l + k: the same with c.
- * y = hsum8(acc), plus with offsets dot_off(offsets of the row, group sums of the quantized x:
- * per group, the (float)Σq · d of each 32-column unit (or part of one) in it, summed in order),
- * so that y is the product of the weights with the quantized x, offsets included. The
- * scalar, AVX2 (vpmaddubsw) and VNNI (vpdpbusd) kernels compute the same integers L, so they
- * agree bit for bit, and a pair's result depends on nothing but its row and its token.
+ * non-finite element gets d = NaN and q = 0, so its results are NaN), and products are summed
+ * in integers, exact in any order. Per (row, token) pair, with parts of min(group, 32)
+ * columns in column order: L = Σ c'·q over the part (c' = c − 8 for QW4 without offsets, else
+ * c), acc = fma(L, s_(group) · d_(unit), acc) from acc = 0; with offsets, off = fma(o_g, xg_g,
+ * off) over the groups in order from 0, xg_g the sum of the quantized x over group g (per
+ * part (float)Σq · d, added in order), so that y = acc + off is the product of the weights
+ * with the quantized x; without, y = acc. The scalar kernel reads the logical arrays, the SIMD
+ * ones (AVX2 vpmaddubsw, AVX-512 VNNI vpdpbusd; cpu_matmul_avx2.c) a layout of 8-row panels
+ * (sl__mmq_pack) in which each lane is a row; all compute the same integers L and the same
+ * float sequence, so they agree bit for bit, and a pair depends only on its row and token.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -93,7 +92,7 @@ static float hsum8(const float *a) {
 }
 
 /* Σ a·b: an 8-lane FMA chain, hsum8, then the tail by FMAs (as the AVX2 dot_off). */
-float sl__mm_dot_off(const float *a, const float *b, int64_t n) {
+static float dot_off(const float *a, const float *b, int64_t n) {
     float acc[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -166,7 +165,7 @@ static float pair_qw4(const sl_qw *w, int64_t r, const float *x, const float *xg
     for (int64_t k = nb * 64; k < cols; k += 8)
         for (int l = 0; l < 8; l++) acc[l] = fmaf(sc[k / G], q4code(c4, k + l, off) * x[k + l], acc[l]);
     float y = hsum8(acc);
-    if (off) y += sl__mm_dot_off(w->offsets + r * ng, xg, ng);
+    if (off) y += dot_off(w->offsets + r * ng, xg, ng);
     return y;
 }
 
@@ -190,21 +189,95 @@ static int grow(float **buf, size_t *have, size_t need);
 
 int sl__mmq_covers(const sl_qw *w) {
     const int64_t G = w->group;
-    if (w->fmt == SL_WF_QW4) return w->cols % 64 == 0 && (G == 8 || G == 16 || G == 32 || G % 64 == 0);
-    if (w->fmt == SL_WF_QW8) return w->cols % 32 == 0 && (G == 8 || G == 16 || G % 32 == 0);
+    if (w->fmt != SL_WF_QW4 && w->fmt != SL_WF_QW8) return 0;
+    return w->cols % SL_MMQ_U == 0 && (G == 8 || G == 16 || G % SL_MMQ_U == 0);
+}
+
+/* Code of element i of row r as an integer (QW4 without offsets: c − 8). */
+static int code_at(const sl_qw *w, int64_t r, int64_t i) {
+    if (w->fmt == SL_WF_QW8) return ((const int8_t *)w->codes)[r * w->cols + i];
+    return (int)q4code((const uint8_t *)w->codes + r * (w->cols / 2), i, w->offsets != NULL);
+}
+
+/* Panel layout. Rows go in panels of 8 (row 8p + j is lane j of panel p; the last panel's
+ * missing rows have zero codes, scales and offsets). Per panel and 32-column unit u, 8 dword
+ * lanes per 32-byte vector:
+ *  - QW8: 256 bytes, vector v = 0..7, byte 4j + m of it: (code of row 8p + j, column
+ *    32u + 4v + m) + 128, as an unsigned byte (c ^ 0x80);
+ *  - QW4: 128 bytes, vector k = 0..3, byte 4j + m: the raw 4-bit code of column 32u + 4k + m
+ *    in the low nibble, that of column 32u + 16 + 4k + m in the high one.
+ * So, QW4's nibbles split, vector v of a unit always holds columns 32u + 4v .. + 3 of 8 rows.
+ * Scales and offsets: per panel, per group, the 8 rows' values. */
+int sl__mmq_pack(const sl_qw *w, sl__mmq_panels *pk) {
+    const int64_t rows = w->rows, cols = w->cols, ng = cols / w->group, np = (rows + 7) / 8;
+    const int q4 = w->fmt == SL_WF_QW4;
+    const size_t unit_bytes = q4 ? 128 : 256;
+    memset(pk, 0, sizeof *pk);
+    pk->codes = calloc((size_t)(np * (cols / SL_MMQ_U)) * unit_bytes + 64, 1);
+    pk->scales = calloc((size_t)(np * ng * 8), sizeof(float));
+    pk->offsets = w->offsets ? calloc((size_t)(np * ng * 8), sizeof(float)) : NULL;
+    if (!pk->codes || !pk->scales || (w->offsets && !pk->offsets)) {
+        sl__mmq_free(pk);
+        return SL_ENOMEM;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t p = r / 8, j = r % 8;
+        const uint8_t *c4 = (const uint8_t *)w->codes + r * (cols / 2);
+        for (int64_t u = 0; u < cols / SL_MMQ_U; u++) {
+            uint8_t *dst = pk->codes + (size_t)(p * (cols / SL_MMQ_U) + u) * unit_bytes + 4 * j;
+            for (int v = 0; v < (q4 ? 4 : 8); v++)
+                for (int m = 0; m < 4; m++) {
+                    int64_t e = u * SL_MMQ_U + 4 * v + m;
+                    if (q4) {
+                        int lo = (e & 1) ? c4[e >> 1] >> 4 : c4[e >> 1] & 15;
+                        int hi = ((e + 16) & 1) ? c4[(e + 16) >> 1] >> 4 : c4[(e + 16) >> 1] & 15;
+                        dst[32 * v + m] = (uint8_t)(lo | hi << 4);
+                    } else {
+                        dst[32 * v + m] = (uint8_t)(((const int8_t *)w->codes)[r * cols + e] ^ 0x80);
+                    }
+                }
+        }
+        for (int64_t g = 0; g < ng; g++) {
+            pk->scales[(p * ng + g) * 8 + j] = w->scales[r * ng + g];
+            if (w->offsets) pk->offsets[(p * ng + g) * 8 + j] = w->offsets[r * ng + g];
+        }
+    }
     return 0;
 }
 
-/* Where column e of a token's codes sits: QW4 splits each 64-column block into its even and
- * its odd columns (the low and the high nibbles of the block's 32 code bytes). */
-static int64_t q_at(int q4, int64_t e) {
-    return q4 ? (e & ~(int64_t)63) + ((e & 1) << 5) + ((e & 63) >> 1) : e;
+void sl__mmq_free(sl__mmq_panels *pk) {
+    free(pk->codes);
+    free(pk->scales);
+    free(pk->offsets);
+    memset(pk, 0, sizeof *pk);
 }
 
-/* One token row: q, d, and init (NULL: none): init_cols 8 gives −8·Σq over each 8 columns
- * (QW4 without offsets), 4 gives −128·Σq over each 4 (QW8 through VNNI). */
-static void quantize_row(const float *x, int64_t cols, int q4, int init_cols, int8_t *q, float *d,
-                         int32_t *init) {
+void sl__mmq_dequant_row(const sl_qw *w, const sl__mmq_panels *pk, int64_t r, float *dst) {
+    const int64_t cols = w->cols, G = w->group, ng = cols / G, p = r / 8, j = r % 8;
+    const int q4 = w->fmt == SL_WF_QW4, off = w->offsets != NULL;
+    const size_t unit_bytes = q4 ? 128 : 256;
+    for (int64_t e = 0; e < cols; e++) {
+        const int64_t u = e / SL_MMQ_U, o = e % SL_MMQ_U;
+        const uint8_t *src = pk->codes + (size_t)(p * (cols / SL_MMQ_U) + u) * unit_bytes + 4 * j;
+        int c;
+        if (q4) {
+            uint8_t b = src[32 * ((o % 16) / 4) + o % 4];
+            c = (o < 16 ? b & 15 : b >> 4) - (off ? 0 : 8);
+        } else {
+            c = (int8_t)(src[32 * (o / 4) + o % 4] ^ 0x80);
+        }
+        const float s = pk->scales[(p * ng + e / G) * 8 + j];
+        dst[e] = off ? s * (float)c + pk->offsets[(p * ng + e / G) * 8 + j] : s * (float)c;
+    }
+}
+
+/* Parts: the int8 order sums min(group, 32) columns at a time. */
+static int64_t part_of(const sl_qw *w) { return w->group < SL_MMQ_U ? w->group : SL_MMQ_U; }
+
+/* One token row: q, d, the parts' lane starts init (NULL: none; −mul·Σq over each part) and
+ * with offsets xg (NULL: none), the sums of the quantized x over each group of G. */
+static void quantize_row(const float *x, int64_t cols, int64_t part, int32_t mul, int64_t G,
+                         int8_t *q, float *d, int32_t *init, float *xg) {
     const float round = 12582912.0f; /* 1.5 · 2^23: v + round − round is v rounded to even */
     for (int64_t u = 0; u < cols / SL_MMQ_U; u++) {
         const float *xu = x + u * SL_MMQ_U;
@@ -220,78 +293,62 @@ static void quantize_row(const float *x, int64_t cols, int q4, int init_cols, in
         for (int k = 0; k < SL_MMQ_U; k++) {
             float v = (xu[k] * id + round) - round;
             v = v > 127 ? 127 : v < -127 ? -127 : v;
-            q[q_at(q4, u * SL_MMQ_U + k)] = bad ? 0 : (int8_t)v;
+            q[u * SL_MMQ_U + k] = bad ? 0 : (int8_t)v;
         }
     }
-    if (!init) return;
-    const int mul = init_cols == 8 ? -8 : -128;
-    for (int64_t e = 0; e < cols; e += init_cols) {
-        int32_t s = 0;
-        for (int k = 0; k < init_cols; k++) s += q[q_at(q4, e + k)];
-        init[e / init_cols] = mul * s;
-    }
-}
-
-/* xg[cols / G]: the sums of the quantized x over each group of G (cpu_matmul.c's header). */
-static void group_sums_i8(const int8_t *q, const float *d, int64_t cols, int64_t G, int q4,
-                          float *xg) {
-    const int64_t part = G < SL_MMQ_U ? G : SL_MMQ_U;
-    for (int64_t g = 0; g < cols / G; g++) {
-        float s = 0;
-        for (int64_t e = g * G; e < (g + 1) * G; e += part) {
-            int32_t n = 0;
-            for (int64_t k = 0; k < part; k++) n += q[q_at(q4, e + k)];
-            s += (float)n * d[e / SL_MMQ_U];
+    if (init)
+        for (int64_t e = 0; e < cols; e += part) {
+            int32_t s = 0;
+            for (int64_t k = 0; k < part; k++) s += q[e + k];
+            init[e / part] = mul * s;
         }
-        xg[g] = s;
-    }
+    if (xg) /* per group, (float)Σq · d of each part in it, summed in order */
+        for (int64_t g = 0; g < cols / G; g++) {
+            float s = 0;
+            for (int64_t e = g * G; e < (g + 1) * G; e += part) {
+                int32_t n = 0;
+                for (int64_t k = 0; k < part; k++) n += q[e + k];
+                s += (float)n * d[e / SL_MMQ_U];
+            }
+            xg[g] = s;
+        }
 }
 
-/* One (row, token) pair in the int8 order (cpu_matmul.c's header). */
+/* One (row, token) pair in the int8 order (cpu_matmul.c's header), from the logical arrays. */
 static float pair_i8(const sl_qw *w, int64_t r, const int8_t *q, const float *d, const float *xg) {
-    const int64_t cols = w->cols, G = w->group, ng = cols / G;
-    const int q4 = w->fmt == SL_WF_QW4, off = w->offsets != NULL, lane = q4 ? 8 : 4;
-    const float *sc = w->scales + r * ng;
-    float acc[8] = {0};
-    for (int64_t e = 0; e < cols; e += lane) {
+    const int64_t cols = w->cols, G = w->group, ng = cols / G, part = part_of(w);
+    float acc = 0, off = 0;
+    for (int64_t e = 0; e < cols; e += part) {
         int32_t L = 0;
-        for (int k = 0; k < lane; k++) {
-            int c = q4 ? (int)q4code((const uint8_t *)w->codes + r * (cols / 2), e + k, off)
-                       : ((const int8_t *)w->codes)[r * cols + e + k];
-            L += c * q[q_at(q4, e + k)];
-        }
-        int l = (int)(e / lane) & 7;
-        acc[l] = fmaf((float)L, sc[e / G] * d[e / SL_MMQ_U], acc[l]);
+        for (int64_t k = 0; k < part; k++) L += code_at(w, r, e + k) * q[e + k];
+        acc = fmaf((float)L, w->scales[r * ng + e / G] * d[e / SL_MMQ_U], acc);
     }
-    float y = hsum8(acc);
-    if (off) y += sl__mm_dot_off(w->offsets + r * ng, xg, ng);
-    return y;
+    if (w->offsets)
+        for (int64_t g = 0; g < ng; g++) off = fmaf(w->offsets[r * ng + g], xg[g], off);
+    return acc + off;
 }
 
 typedef struct mmq_call {
     sl__mmq_job j;
-    int init_cols; /* 0, 4 or 8: see quantize_row */
+    int32_t mul; /* init's factor, 0: no init */
     const float *x;
 } mmq_call;
 
 static void mmq_quant_range(void *ctx, int64_t tb, int64_t te, int tid) {
     (void)tid;
     const mmq_call *m = ctx;
-    const int64_t cols = m->j.cols, G = m->j.w->group, ng = cols / G;
-    for (int64_t t = tb; t < te; t++) {
-        quantize_row(m->x + t * cols, cols, m->j.w->fmt == SL_WF_QW4, m->init_cols,
-                     (int8_t *)m->j.q + t * cols, (float *)m->j.d + t * (cols / SL_MMQ_U),
-                     m->init_cols ? (int32_t *)m->j.init + t * (cols / m->init_cols) : NULL);
-        if (m->j.xg)
-            group_sums_i8(m->j.q + t * cols, m->j.d + t * (cols / SL_MMQ_U), cols, G,
-                          m->j.w->fmt == SL_WF_QW4, (float *)m->j.xg + t * ng);
-    }
+    const int64_t cols = m->j.cols, G = m->j.w->group, ng = cols / G, part = part_of(m->j.w);
+    for (int64_t t = tb; t < te; t++)
+        quantize_row(m->x + t * cols, cols, part, m->mul, G, (int8_t *)m->j.q + t * cols,
+                     (float *)m->j.d + t * (cols / SL_MMQ_U),
+                     m->mul ? (int32_t *)m->j.init + t * (cols / part) : NULL,
+                     m->j.xg ? (float *)m->j.xg + t * ng : NULL);
 }
 
 static void mmq_range(void *ctx, int64_t tb, int64_t te, int tid) {
     (void)tid;
     const sl__mmq_job *j = &((const mmq_call *)ctx)->j;
-    if (j->level) {
+    if (j->pk) {
         sl__mmq_avx2(j, tb, te);
         return;
     }
@@ -304,31 +361,32 @@ static void mmq_range(void *ctx, int64_t tb, int64_t te, int tid) {
                         j->xg ? j->xg + (int64_t)t * ng : NULL);
 }
 
-/* y = x · Wᵀ with x quantized to int8 (sl__mmq_covers(w)). */
-static void matmul_i8(sl_cpu *c, const sl_qw *w, const float *x, float *y, int T) {
-    const int64_t cols = w->cols, ng = cols / w->group;
-    mmq_call m = {.j = {.w = w, .y = y, .T = T, .rows = w->rows, .cols = cols,
-                        .level = c->simd >= 3 ? 3 : c->simd ? 1 : 0},
-                  .x = x};
+void sl__cpu_matmul_i8(sl_cpu *c, const sl_qw *w, const sl__mmq_panels *pk, const float *x,
+                       float *y, int T) {
+    SL_CHECK(w && x && y && T >= 0 && sl__mmq_covers(w) && (!pk || c->simd));
+    if (T == 0 || w->rows == 0) return;
+    const int64_t cols = w->cols, ng = cols / w->group, part = part_of(w);
     const int q4 = w->fmt == SL_WF_QW4, off = w->offsets != NULL;
-    m.init_cols = q4 && !off ? 8 : !q4 && m.j.level == 3 ? 4 : 0;
+    mmq_call m = {.j = {.w = w, .pk = pk, .y = y, .T = T, .rows = w->rows, .cols = cols,
+                        .level = c->simd >= 3 ? 3 : 1},
+                  .mul = q4 ? (off ? 0 : -8) : -128, .x = x};
     /* floats: codes (4 per float), scales, lane starts, group sums */
-    size_t per = (size_t)(cols / 4 + cols / SL_MMQ_U + (m.init_cols ? cols / m.init_cols : 0) + (off ? ng : 0));
+    size_t per = (size_t)(cols / 4 + cols / SL_MMQ_U + (m.mul ? cols / part : 0) + (off ? ng : 0));
     SL_CHECK(grow(&c->xbuf, &c->xbuf_floats, per * (size_t)T) == 0);
     float *p = c->xbuf;
     m.j.q = (const int8_t *)p;
     p += (size_t)T * (cols / 4);
     m.j.d = p;
     p += (size_t)T * (cols / SL_MMQ_U);
-    if (m.init_cols) {
+    if (m.mul) {
         m.j.init = (const int32_t *)p;
-        p += (size_t)T * (cols / m.init_cols);
+        p += (size_t)T * (cols / part);
     }
     if (off) m.j.xg = p;
     sl_pool_run(c->pool, mmq_quant_range, &m, T, 1 + (1 << 14) / cols);
-    int64_t ntiles = (w->rows + MR - 1) / MR;
-    int64_t per_tile = (int64_t)MR * cols * T;
-    sl_pool_run(c->pool, mmq_range, &m, ntiles, 1 + (1 << 17) / per_tile);
+    /* the SIMD kernels take panels of 8 rows, the scalar one tiles of MR */
+    const int64_t rows_per = pk ? 8 : MR, items = (w->rows + rows_per - 1) / rows_per;
+    sl_pool_run(c->pool, mmq_range, &m, items, 1 + (1 << 17) / (rows_per * cols * T));
 }
 
 /* ---- dispatch --------------------------------------------------------------------------- */
@@ -385,10 +443,6 @@ static int prepare_x(sl_cpu *c, mm_call *m) {
 void sl__cpu_matmul(sl_cpu *c, const sl_qw *w, const float *x, float *y, int T) {
     SL_CHECK(w && x && y && T >= 0);
     if (T == 0 || w->rows == 0) return;
-    if (c->act_i8 && sl__mmq_covers(w)) {
-        matmul_i8(c, w, x, y, T);
-        return;
-    }
     mm_call m = {.j = {.w = w, .x = x, .xp = x, .y = y, .T = T, .rows = w->rows,
                        .cols = w->cols, .kc = kc_for(w)}};
     size_t tf = sl__cpu_tile_floats(w);

@@ -47,29 +47,44 @@ void sl__mm_fused_avx2(const sl__mm_job *j, int64_t tb, int64_t te);
 /* Tiles [tb, te) for any T: decode MR × kc tiles into thread tid's buffer, then FMA all tokens. */
 void sl__mm_tiled_avx2(const sl__mm_job *j, int64_t tb, int64_t te, int tid);
 
-/* ---- int8 activations (sl_cpu.act_i8; cpu_matmul.c describes the order) -------------- */
+/* ---- int8 activations (cpu_matmul.c describes the order and the panel layout) ---------- */
 
-#define SL_MMQ_U 32 /* columns per activation scale */
+#define SL_MMQ_U 32 /* columns per activation scale (a unit) */
+
+/* A QW4/QW8 weight in panels of 8 rows, for the SIMD int8 kernels (sl__mmq_pack). */
+typedef struct sl__mmq_panels {
+    uint8_t *codes; /* [rows / 8][cols / 32][128 (QW4) or 256 (QW8) bytes] */
+    float *scales;  /* [rows / 8][cols / group][8] */
+    float *offsets; /* the same, or NULL */
+} sl__mmq_panels;
 
 typedef struct sl__mmq_job {
-    const sl_qw *w;
-    const int8_t *q;      /* [T][cols]: x quantized per 32 columns (sl__mmq_quantize); for QW4
-                           * each 64-column block holds its even elements, then its odd ones */
-    const float *d;       /* [T][cols / 32] the activation scales */
-    const int32_t *init;  /* the SIMD kernels' lane starts (sl__mmq_quantize), else NULL */
-    const float *xg;      /* with offsets: [T][cols / group] group sums of the quantized x, else NULL */
-    float *y;             /* [T][rows] */
+    const sl_qw *w;              /* the format; its arrays when pk is NULL (scalar kernel) */
+    const sl__mmq_panels *pk;    /* the SIMD kernels' layout, or NULL */
+    const int8_t *q;             /* [T][cols]: x quantized per 32 columns (plain order) */
+    const float *d;              /* [T][cols / 32] the activation scales */
+    const int32_t *init;         /* [T][cols / part]: −8·Σq (QW4 without offsets) or −128·Σq
+                                  * (QW8) over each part; NULL with QW4 offsets */
+    const float *xg;             /* with offsets: [T][cols / group] group sums of the quantized x */
+    float *y;                    /* [T][rows] */
     int T;
-    int level;            /* 0 scalar, 1 AVX2, 3 AVX-512VL + VNNI */
+    int level;                   /* 1 AVX2, 3 AVX-512VL + VNNI (SIMD kernels) */
     int64_t rows, cols;
 } sl__mmq_job;
 
-/* 1 when the int8-activation kernels cover w: QW4 with cols % 64 == 0 and a group of 8, 16, 32
- * or a multiple of 64; QW8 with cols % 32 == 0 and a group of 8, 16 or a multiple of 32. */
+/* 1 when the int8-activation kernels cover w: QW4 or QW8 with cols % 32 == 0 and a group of 8,
+ * 16 or a multiple of 32. */
 int sl__mmq_covers(const sl_qw *w);
-/* Rows [tb·MR, te·MR), every token (AVX2 or VNNI as j->level says). */
-void sl__mmq_avx2(const sl__mmq_job *j, int64_t tb, int64_t te);
-/* cpu_matmul.c's dot_off: Σ a·b, an 8-lane FMA chain, hsum8, then the tail. */
-float sl__mm_dot_off(const float *a, const float *b, int64_t n);
+/* Packs w (covered) into panels; 0 or SL_ENOMEM (free with sl__mmq_free). */
+int sl__mmq_pack(const sl_qw *w, sl__mmq_panels *pk);
+void sl__mmq_free(sl__mmq_panels *pk);
+/* Row r of a packed w as f32, as sl_qw_dequant_row gives it from the logical arrays. */
+void sl__mmq_dequant_row(const sl_qw *w, const sl__mmq_panels *pk, int64_t r, float *dst);
+/* y = x · Wᵀ with int8 activations: panels through the SIMD kernels at c->simd's level, or
+ * the logical arrays through the scalar kernel (pk NULL); the same bits either way. */
+void sl__cpu_matmul_i8(sl_cpu *c, const sl_qw *w, const sl__mmq_panels *pk, const float *x,
+                       float *y, int T);
+/* Panels [pb, pe) (8 rows each), every token. */
+void sl__mmq_avx2(const sl__mmq_job *j, int64_t pb, int64_t pe);
 
 #endif

@@ -610,137 +610,147 @@ SL_AVX2 void sl__mm_tiled_avx2(const sl__mm_job *j, int64_t tb, int64_t te, int 
     }
 }
 
-/* ---- int8 activations (cpu_matmul.c's header gives the order) ---------------------------
- * Integer dot products of 32 bytes: DOT(acc, u, s) adds to each dword lane of acc the 4
- * products of its unsigned bytes u and signed bytes s. vpdpbusd (VNNI) does it in one op;
- * AVX2's vpmaddubsw sums byte pairs to int16 with saturation, which the operands here never
- * reach (QW4: 15·127·2; QW8 as |c| · ±q: 128·127·2 < 32767), then vpmaddwd sums the pairs. */
+/* ---- int8 activations (cpu_matmul.c gives the order and the panel layout) ---------------
+ * Lane j of every vector is row 8p + j of panel p. Per unit (32 columns), the 8 vectors W[v]
+ * of a panel hold columns 32u + 4v .. + 3 (QW4: its 4 code vectors' low nibbles, then their
+ * high ones); against a token, DOT adds to each lane the 4 products of W[v]'s bytes with the
+ * token's 4 codes at 32u + 4v, broadcast. vpdpbusd (VNNI) takes unsigned × signed bytes:
+ * QW4's codes, QW8's c + 128 (from −128·Σq, init). AVX2's vpmaddubsw sums byte pairs to int16
+ * with saturation, which these never reach (QW4: 15·127·2; QW8 as |c| · ±q: 128·127·2), then
+ * vpmaddwd the pairs. Each part (min(group, 32) columns) sums in two chains (even and odd
+ * vectors) that are added: integers, so the order is free. */
 #define SL_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
-#define DOT_VNNI(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
-#define DOT_AVX2(acc, u, s)                                                                       \
-    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
 
-/* QW8 scale lanes of unit u (lane l: the group of column 32u + 4l); us = G / 32 for G >= 32
- * (no division for the usual groups). */
-SL_AVX2 static INLINE __m256 q8_lanes(const float *sc, int64_t u, int64_t G, int64_t us) {
-    if (G == 8) return lanes64(sc, 64 * u, GM_16, 16);
-    if (G == 16) return lanes64(sc, 64 * u, GM_32, 32);
-    return _mm256_set1_ps(sc[us == 1 ? u : us == 4 ? u >> 2 : u / us]);
+SL_AVX2 static INLINE __m256i dot_avx2(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+SL_VNNI static INLINE __m256i dot_vnni(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(acc, u, s);
 }
 
-/* R rows from r0 × NT tokens from t0, acc[t][i] in registers over the whole row. QW4: per
- * 64-column block, the low and the high nibbles of 32 code bytes against the token's even and
- * odd columns; lanes start at −8·Σq without offsets (j->init). QW8 per 32-column unit: VNNI
- * takes c + 128 (c ^ 0x80) as unsigned and starts from −128·Σq (j->init); AVX2 takes |c|
- * against q with c's sign. */
-#define MMQ_KERNEL(name, attr, DOT, vnni)                                                        \
-    attr static INLINE void name(const sl__mmq_job *j, int64_t r0, int64_t t0, const int R,        \
-                                 const int NT) {                                                   \
+/* RP panels from p × NT tokens from t0; S: columns per part (8, 16 or 32). */
+#define MMQ_KERNEL(name, attr, vnni)                                                             \
+    attr static INLINE void name(const sl__mmq_job *j, int64_t p, int64_t t0, const int RP,        \
+                                 const int NT, const int S) {                                      \
         const sl_qw *w = j->w;                                                                     \
-        const int64_t cols = j->cols, G = w->group, ng = cols / G;                                 \
+        const int64_t cols = j->cols, G = w->group, ng = cols / G, nu = cols / SL_MMQ_U;           \
         const int q4 = w->fmt == SL_WF_QW4, off = w->offsets != NULL;                              \
-        const int gm = q4 ? qw4_gm(G) : 0;                                                         \
-        const float *sc[4];                                                                        \
-        const uint8_t *cb[4];                                                                      \
-        const int8_t *q[4];                                                                        \
-        const float *d[4];                                                                         \
-        const int32_t *in[4];                                                                      \
-        __m256 acc[4][4];                                                                          \
-        UNROLL for (int i = 0; i < R; i++) {                                                       \
-            sc[i] = w->scales + (r0 + i) * ng;                                                     \
-            cb[i] = (const uint8_t *)w->codes + (r0 + i) * sl_qw_row_bytes(w);                     \
-        }                                                                                          \
-        UNROLL for (int t = 0; t < NT; t++) {                                                      \
-            q[t] = j->q + (t0 + t) * cols;                                                         \
-            d[t] = j->d + (t0 + t) * (cols / SL_MMQ_U);                                            \
-            in[t] = j->init ? j->init + (t0 + t) * (cols / (q4 ? 8 : 4)) : NULL;                   \
-            UNROLL for (int i = 0; i < R; i++) acc[t][i] = _mm256_setzero_ps();                    \
-        }                                                                                          \
-        if (q4) {                                                                                  \
-            const __m256i m4 = _mm256_set1_epi8(15);                                               \
-            for (int64_t b = 0; b < cols / 64; b++) {                                              \
-                __m256i lo[4], hi[4];                                                              \
-                __m256 sw[4];                                                                      \
-                UNROLL for (int i = 0; i < R; i++) {                                               \
-                    __m256i v = _mm256_loadu_si256((const __m256i *)(cb[i] + 32 * b));             \
-                    lo[i] = _mm256_and_si256(v, m4);                                               \
-                    hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);                         \
-                    sw[i] = gm != GM_BIG ? lanes64(sc[i], 64 * b, gm, G)                           \
-                                         : _mm256_set1_ps(sc[i][G == 64 ? b : G == 128 ? b >> 1 : 64 * b / G]); \
-                }                                                                                  \
-                UNROLL for (int t = 0; t < NT; t++) {                                              \
-                    __m256i qe = _mm256_loadu_si256((const __m256i *)(q[t] + 64 * b));             \
-                    __m256i qo = _mm256_loadu_si256((const __m256i *)(q[t] + 64 * b + 32));        \
-                    __m256i s0 = off ? _mm256_setzero_si256()                                      \
-                                     : _mm256_loadu_si256((const __m256i *)(in[t] + 8 * b));       \
-                    __m256 dx = lanes64(d[t], 64 * b, GM_32, 32);                                  \
-                    UNROLL for (int i = 0; i < R; i++) {                                           \
-                        __m256i p = DOT(DOT(s0, lo[i], qe), hi[i], qo);                            \
-                        acc[t][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(sw[i], dx), \
-                                                    acc[t][i]);                                    \
+        const int use_init = q4 ? !off : vnni;                                                     \
+        const size_t ub = q4 ? 128 : 256;                                                          \
+        const __m256i m4 = _mm256_set1_epi8(15), flip = _mm256_set1_epi8((char)0x80);              \
+        __m256 acc[2][4];                                                                          \
+        UNROLL for (int i = 0; i < RP; i++) UNROLL for (int t = 0; t < NT; t++)                    \
+            acc[i][t] = _mm256_setzero_ps();                                                       \
+        for (int64_t u = 0; u < nu; u++) {                                                         \
+            __m256i W[2][8];                                                                       \
+            UNROLL for (int i = 0; i < RP; i++) {                                                  \
+                const uint8_t *src = j->pk->codes + ((size_t)(p + i) * nu + u) * ub;               \
+                if (q4) {                                                                          \
+                    UNROLL for (int k = 0; k < 4; k++) {                                           \
+                        __m256i v = _mm256_loadu_si256((const __m256i *)(src + 32 * k));           \
+                        W[i][k] = _mm256_and_si256(v, m4);                                         \
+                        W[i][4 + k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);               \
+                    }                                                                              \
+                } else {                                                                           \
+                    UNROLL for (int v = 0; v < 8; v++) {                                           \
+                        W[i][v] = _mm256_loadu_si256((const __m256i *)(src + 32 * v));             \
+                        if (!vnni) W[i][v] = _mm256_xor_si256(W[i][v], flip); /* c */              \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
-        } else {                                                                                   \
-            for (int64_t u = 0; u < cols / 32; u++) {                                              \
-                __m256i cv[4];                                                                     \
-                __m256 sw[4];                                                                      \
-                UNROLL for (int i = 0; i < R; i++) {                                               \
-                    __m256i v = _mm256_loadu_si256((const __m256i *)(cb[i] + 32 * u));             \
-                    cv[i] = vnni ? _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)) : v;          \
-                    sw[i] = q8_lanes(sc[i], u, G, G / 32);                                                 \
-                }                                                                                  \
+            UNROLL for (int P = 0; P < SL_MMQ_U / S; P++) {                                        \
+                const int64_t g = (u * SL_MMQ_U + P * S) / G;                                      \
+                __m256 sw[2];                                                                      \
+                UNROLL for (int i = 0; i < RP; i++)                                                \
+                    sw[i] = _mm256_loadu_ps(j->pk->scales + ((p + i) * ng + g) * 8);               \
                 UNROLL for (int t = 0; t < NT; t++) {                                              \
-                    __m256i qv = _mm256_loadu_si256((const __m256i *)(q[t] + 32 * u));             \
-                    __m256i s0 = vnni ? _mm256_loadu_si256((const __m256i *)(in[t] + 8 * u))       \
-                                      : _mm256_setzero_si256();                                    \
-                    __m256 dx = _mm256_set1_ps(d[t][u]);                                           \
-                    UNROLL for (int i = 0; i < R; i++) {                                           \
-                        __m256i p = vnni ? DOT(s0, cv[i], qv)                                      \
-                                         : DOT(s0, _mm256_abs_epi8(cv[i]), _mm256_sign_epi8(qv, cv[i])); \
-                        acc[t][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(sw[i], dx), \
-                                                    acc[t][i]);                                    \
+                    const int8_t *qt = j->q + (t0 + t) * cols + u * SL_MMQ_U;                      \
+                    const __m256 dx = _mm256_set1_ps(j->d[(t0 + t) * nu + u]);                     \
+                    const __m256i s0 = use_init                                                    \
+                        ? _mm256_set1_epi32(j->init[(t0 + t) * (cols / S) + u * (SL_MMQ_U / S) + P]) \
+                        : _mm256_setzero_si256();                                                  \
+                    __m256i L[2][2];                                                               \
+                    UNROLL for (int i = 0; i < RP; i++) {                                          \
+                        L[i][0] = s0;                                                              \
+                        L[i][1] = _mm256_setzero_si256();                                          \
+                    }                                                                              \
+                    UNROLL for (int v = P * S / 4; v < (P + 1) * S / 4; v++) {                     \
+                        int32_t qd;                                                                \
+                        memcpy(&qd, qt + 4 * v, 4);                                                \
+                        const __m256i qb = _mm256_set1_epi32(qd);                                  \
+                        UNROLL for (int i = 0; i < RP; i++) {                                      \
+                            if (vnni)                                                              \
+                                L[i][v & 1] = dot_vnni(L[i][v & 1], W[i][v], qb);                  \
+                            else if (q4)                                                           \
+                                L[i][v & 1] = dot_avx2(L[i][v & 1], W[i][v], qb);                  \
+                            else                                                                   \
+                                L[i][v & 1] = dot_avx2(L[i][v & 1], _mm256_abs_epi8(W[i][v]),      \
+                                                       _mm256_sign_epi8(qb, W[i][v]));             \
+                        }                                                                          \
+                    }                                                                              \
+                    UNROLL for (int i = 0; i < RP; i++) {                                          \
+                        __m256 f = _mm256_cvtepi32_ps(_mm256_add_epi32(L[i][0], L[i][1]));         \
+                        acc[i][t] = _mm256_fmadd_ps(f, _mm256_mul_ps(sw[i], dx), acc[i][t]);       \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
-        UNROLL for (int t = 0; t < NT; t++) UNROLL for (int i = 0; i < R; i++) {                   \
-            float o = hsum(acc[t][i]);                                                             \
-            if (off) o += dot_off(w->offsets + (r0 + i) * ng, j->xg + (t0 + t) * ng, ng);            \
-            j->y[(t0 + t) * j->rows + r0 + i] = o;                                                 \
+        UNROLL for (int i = 0; i < RP; i++) {                                                      \
+            __m256 o[4];                                                                           \
+            UNROLL for (int t = 0; t < NT; t++) o[t] = _mm256_setzero_ps();                        \
+            if (off)                                                                               \
+                for (int64_t g = 0; g < ng; g++) {                                                 \
+                    __m256 ov = _mm256_loadu_ps(j->pk->offsets + ((p + i) * ng + g) * 8);          \
+                    UNROLL for (int t = 0; t < NT; t++)                                            \
+                        o[t] = _mm256_fmadd_ps(ov, _mm256_set1_ps(j->xg[(t0 + t) * ng + g]), o[t]); \
+                }                                                                                  \
+            const int64_t r0 = (p + i) * 8, nr = j->rows - r0 < 8 ? j->rows - r0 : 8;              \
+            UNROLL for (int t = 0; t < NT; t++) {                                                  \
+                float yv[8];                                                                       \
+                _mm256_storeu_ps(yv, _mm256_add_ps(acc[i][t], o[t]));                              \
+                memcpy(j->y + (t0 + t) * j->rows + r0, yv, (size_t)nr * sizeof(float));            \
+            }                                                                                      \
         }                                                                                          \
     }
-MMQ_KERNEL(mmq_avx2, SL_AVX2, DOT_AVX2, 0)
-MMQ_KERNEL(mmq_vnni, SL_VNNI, DOT_VNNI, 1)
+MMQ_KERNEL(mmq_avx2, SL_AVX2, 0)
+MMQ_KERNEL(mmq_vnni, SL_VNNI, 1)
 
-typedef void (*mmq_fn)(const sl__mmq_job *j, int64_t r0, int64_t t0);
-#define MMQ_FN(name, attr, kern, R, NT)                                                           \
-    attr static NOINLINE void name(const sl__mmq_job *j, int64_t r0, int64_t t0) { kern(j, r0, t0, R, NT); }
-MMQ_FN(mmqa_1_1, SL_AVX2, mmq_avx2, 1, 1)
-MMQ_FN(mmqa_1_2, SL_AVX2, mmq_avx2, 1, 2)
-MMQ_FN(mmqa_2_1, SL_AVX2, mmq_avx2, 2, 1)
-MMQ_FN(mmqa_2_2, SL_AVX2, mmq_avx2, 2, 2)
-MMQ_FN(mmqv_1_1, SL_VNNI, mmq_vnni, 1, 1)
-MMQ_FN(mmqv_1_2, SL_VNNI, mmq_vnni, 1, 2)
-MMQ_FN(mmqv_1_3, SL_VNNI, mmq_vnni, 1, 3)
-MMQ_FN(mmqv_4_1, SL_VNNI, mmq_vnni, 4, 1)
-MMQ_FN(mmqv_4_2, SL_VNNI, mmq_vnni, 4, 2)
-MMQ_FN(mmqv_4_3, SL_VNNI, mmq_vnni, 4, 3)
+typedef void (*mmq_fn)(const sl__mmq_job *j, int64_t p, int64_t t0);
+#define MMQ_FN(name, attr, kern, RP, NT, S)                                                       \
+    attr static NOINLINE void name(const sl__mmq_job *j, int64_t p, int64_t t0) { kern(j, p, t0, RP, NT, S); }
+/* [S: 8, 16, 32][shape: 2 panels × 1 token, 1 × 1, 1 × 2, 1 × 3, 1 × 4] */
+#define MMQ_FNS(pre, attr, kern, S)                                                               \
+    MMQ_FN(pre##_21, attr, kern, 2, 1, S) MMQ_FN(pre##_11, attr, kern, 1, 1, S)                   \
+    MMQ_FN(pre##_12, attr, kern, 1, 2, S) MMQ_FN(pre##_13, attr, kern, 1, 3, S)                   \
+    MMQ_FN(pre##_14, attr, kern, 1, 4, S)
+MMQ_FNS(mmqv8, SL_VNNI, mmq_vnni, 8)
+MMQ_FNS(mmqv16, SL_VNNI, mmq_vnni, 16)
+MMQ_FNS(mmqv32, SL_VNNI, mmq_vnni, 32)
+MMQ_FNS(mmqa8, SL_AVX2, mmq_avx2, 8)
+MMQ_FNS(mmqa16, SL_AVX2, mmq_avx2, 16)
+MMQ_FNS(mmqa32, SL_AVX2, mmq_avx2, 32)
+#define MMQ_ROW(pre) {pre##_21, pre##_11, pre##_12, pre##_13, pre##_14}
 
-void sl__mmq_avx2(const sl__mmq_job *j, int64_t tb, int64_t te) {
-    /* [rows: 1 or the full block][tokens − 1]; the full block is 4 rows × 3 tokens with
-     * AVX-512's 32 registers, 2 × 2 with AVX2's 16 */
-    static const mmq_fn vnni[2][3] = {{mmqv_1_1, mmqv_1_2, mmqv_1_3}, {mmqv_4_1, mmqv_4_2, mmqv_4_3}};
-    static const mmq_fn avx2[2][3] = {{mmqa_1_1, mmqa_1_2, NULL}, {mmqa_2_1, mmqa_2_2, NULL}};
-    const int v = j->level >= 3, R = v ? 4 : 2, NT = v ? 3 : 2;
-    const mmq_fn(*fns)[3] = v ? vnni : avx2;
-    const int64_t r1 = te * MR < j->rows ? te * MR : j->rows;
-    for (int64_t r0 = tb * MR; r0 < r1;) {
-        const int full = r0 + R <= r1;
+void sl__mmq_avx2(const sl__mmq_job *j, int64_t pb, int64_t pe) {
+    static const mmq_fn fns[2][3][5] = {
+        {MMQ_ROW(mmqa8), MMQ_ROW(mmqa16), MMQ_ROW(mmqa32)},
+        {MMQ_ROW(mmqv8), MMQ_ROW(mmqv16), MMQ_ROW(mmqv32)},
+    };
+    const int64_t G = j->w->group;
+    const mmq_fn *f = fns[j->level >= 3][G == 8 ? 0 : G == 16 ? 1 : 2];
+    /* AVX2 has 16 vector registers: at most 2 tokens at a time; AVX-512 32: 4 */
+    const int NT = j->level >= 3 ? 4 : 2;
+    for (int64_t p = pb; p < pe;) {
+        if (j->T == 1) { /* one token: two panels, for more chains in flight */
+            const int two = p + 2 <= pe;
+            f[two ? 0 : 1](j, p, 0);
+            p += two ? 2 : 1;
+            continue;
+        }
         for (int64_t t0 = 0; t0 < j->T; t0 += NT) {
             const int nt = j->T - t0 < NT ? (int)(j->T - t0) : NT;
-            fns[full][nt - 1](j, r0, t0);
+            f[nt](j, p, t0);
         }
-        r0 += full ? R : 1;
+        p++;
     }
 }

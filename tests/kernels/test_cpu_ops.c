@@ -276,16 +276,24 @@ static void test_matmul(void) {
 
 /* ---- embed ------------------------------------------------------------------------------ */
 
+/* With int8 activations the SIMD backends keep QW4/QW8 tables only as 8-row panels (rows 11:
+ * a padded second panel), read back by sl__mmq_dequant_row: the same bits as the logical
+ * format's sl_qw_dequant_row, for each group layout. */
 static void test_embed(void) {
     const int rows = 11, T = 6;
-    for (int f = SL_WF_F32; f <= SL_WF_QW4; f++) {
+    for (int i8 = 0; i8 < 2; i8++)
+    for (int f = SL_WF_F32; f <= SL_WF_QW4; f++)
+    for (int group = 8; group <= 32; group *= 2) {
+        if ((group != 32 && f < SL_WF_QW8) || (!i8 && group != 32)) continue;
+        for (int b = 0; b < NBE; b++) sl_cpu_backend_set_int8_activations(g_be[b], i8);
         for (int off = 0; off < 2; off++) {
             if (off && f < SL_WF_QW8) continue;
             int64_t cols = 96;
             sl_qw w;
-            make_weight(&w, (sl_wfmt)f, rows, cols, 32, off);
+            make_weight(&w, (sl_wfmt)f, rows, cols, group, off);
             int32_t tok[6] = {3, 0, 10, 3, 7, 1};
             double *ref = sl_xmalloc((size_t)cols * sizeof(double));
+            float logical[96];
             for (int b = 0; b < NBE; b++) {
                 sl_backend *be = g_be[b];
                 sl_bweight *bw;
@@ -298,8 +306,12 @@ static void test_embed(void) {
                 be->download(be, y, yb, sizeof y);
                 for (int t = 0; t < T; t++) {
                     ref_row(&w, tok[t], ref);
-                    for (int64_t i = 0; i < cols; i++)
-                        check("embed", t * cols + i, y[t * cols + i], ref[i], 1e-9, 1e-6);
+                    sl_qw_dequant_row(&w, tok[t], logical);
+                    for (int64_t i = 0; i < cols; i++) {
+                        /* s·c rounds, then + o: up to an ulp of s·c each (|s·c| < 0.13) */
+                        check("embed", t * cols + i, y[t * cols + i], ref[i], 2e-8, 1e-6);
+                        check_bits("embed", t * cols + i, y[t * cols + i], logical[i]);
+                    }
                 }
                 be->free(be, yb);
                 be->free(be, tb);
@@ -309,7 +321,8 @@ static void test_embed(void) {
             sl_qw_free(&w);
         }
     }
-    printf("embed ok\n");
+    for (int b = 0; b < NBE; b++) sl_cpu_backend_set_int8_activations(g_be[b], 0);
+    printf("embed ok (f32 and int8 weights)\n");
 }
 
 /* ---- weight_create: copy vs alias ------------------------------------------------------------ */
