@@ -108,7 +108,7 @@ static int cpu_weight_create(sl_backend *be, const sl_qw *w, int alias, sl_bweig
     b->i8 = c->act_i8 && sl__mmq_covers(w);
     if (b->i8 && c->simd) { /* panels only */
         b->pk = calloc(1, sizeof *b->pk);
-        if (!b->pk || sl__mmq_pack(w, b->pk)) {
+        if (!b->pk || sl__mmq_pack(w, b->pk, c->pool)) {
             free(b->pk);
             free(b);
             return SL_ENOMEM;

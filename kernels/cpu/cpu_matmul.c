@@ -208,10 +208,46 @@ static int code_at(const sl_qw *w, int64_t r, int64_t i) {
  *    in the low nibble, that of column 32u + 16 + 4k + m in the high one.
  * So, QW4's nibbles split, vector v of a unit always holds columns 32u + 4v .. + 3 of 8 rows.
  * Scales and offsets: per panel, per group, the 8 rows' values. */
-int sl__mmq_pack(const sl_qw *w, sl__mmq_panels *pk) {
-    const int64_t rows = w->rows, cols = w->cols, ng = cols / w->group, np = (rows + 7) / 8;
+typedef struct pack_job {
+    const sl_qw *w;
+    sl__mmq_panels *pk;
+} pack_job;
+
+static void pack_range(void *ctx, int64_t pb, int64_t pe, int tid) {
+    (void)tid;
+    const pack_job *pj = ctx;
+    const sl_qw *w = pj->w;
+    const int64_t cols = w->cols, nu = cols / SL_MMQ_U, ng = cols / w->group, rb = sl_qw_row_bytes(w);
     const int q4 = w->fmt == SL_WF_QW4;
-    const size_t unit_bytes = q4 ? 128 : 256;
+    const size_t ub = q4 ? 128 : 256;
+    for (int64_t r = pb * 8; r < pe * 8 && r < w->rows; r++) {
+        const int64_t p = r / 8, j = r % 8;
+        const uint8_t *src = (const uint8_t *)w->codes + r * rb;
+        uint8_t *dst = pj->pk->codes + (size_t)(p * nu) * ub + 4 * j;
+        for (int64_t u = 0; u < nu; u++, dst += ub) {
+            if (q4) {
+                uint8_t n[SL_MMQ_U]; /* the unit's 32 nibbles */
+                for (int i = 0; i < 16; i++) {
+                    n[2 * i] = src[16 * u + i] & 15;
+                    n[2 * i + 1] = src[16 * u + i] >> 4;
+                }
+                for (int v = 0; v < 4; v++)
+                    for (int m = 0; m < 4; m++) dst[32 * v + m] = (uint8_t)(n[4 * v + m] | n[16 + 4 * v + m] << 4);
+            } else {
+                for (int v = 0; v < 8; v++)
+                    for (int m = 0; m < 4; m++) dst[32 * v + m] = src[SL_MMQ_U * u + 4 * v + m] ^ 0x80;
+            }
+        }
+        for (int64_t g = 0; g < ng; g++) {
+            pj->pk->scales[(p * ng + g) * 8 + j] = w->scales[r * ng + g];
+            if (w->offsets) pj->pk->offsets[(p * ng + g) * 8 + j] = w->offsets[r * ng + g];
+        }
+    }
+}
+
+int sl__mmq_pack(const sl_qw *w, sl__mmq_panels *pk, sl_pool *pool) {
+    const int64_t cols = w->cols, ng = cols / w->group, np = (w->rows + 7) / 8;
+    const size_t unit_bytes = w->fmt == SL_WF_QW4 ? 128 : 256;
     memset(pk, 0, sizeof *pk);
     pk->codes = calloc((size_t)(np * (cols / SL_MMQ_U)) * unit_bytes + 64, 1);
     pk->scales = calloc((size_t)(np * ng * 8), sizeof(float));
@@ -220,28 +256,8 @@ int sl__mmq_pack(const sl_qw *w, sl__mmq_panels *pk) {
         sl__mmq_free(pk);
         return SL_ENOMEM;
     }
-    for (int64_t r = 0; r < rows; r++) {
-        const int64_t p = r / 8, j = r % 8;
-        const uint8_t *c4 = (const uint8_t *)w->codes + r * (cols / 2);
-        for (int64_t u = 0; u < cols / SL_MMQ_U; u++) {
-            uint8_t *dst = pk->codes + (size_t)(p * (cols / SL_MMQ_U) + u) * unit_bytes + 4 * j;
-            for (int v = 0; v < (q4 ? 4 : 8); v++)
-                for (int m = 0; m < 4; m++) {
-                    int64_t e = u * SL_MMQ_U + 4 * v + m;
-                    if (q4) {
-                        int lo = (e & 1) ? c4[e >> 1] >> 4 : c4[e >> 1] & 15;
-                        int hi = ((e + 16) & 1) ? c4[(e + 16) >> 1] >> 4 : c4[(e + 16) >> 1] & 15;
-                        dst[32 * v + m] = (uint8_t)(lo | hi << 4);
-                    } else {
-                        dst[32 * v + m] = (uint8_t)(((const int8_t *)w->codes)[r * cols + e] ^ 0x80);
-                    }
-                }
-        }
-        for (int64_t g = 0; g < ng; g++) {
-            pk->scales[(p * ng + g) * 8 + j] = w->scales[r * ng + g];
-            if (w->offsets) pk->offsets[(p * ng + g) * 8 + j] = w->offsets[r * ng + g];
-        }
-    }
+    pack_job pj = {w, pk};
+    sl_pool_run(pool, pack_range, &pj, np, 1 + (1 << 16) / (8 * cols));
     return 0;
 }
 
@@ -274,44 +290,46 @@ void sl__mmq_dequant_row(const sl_qw *w, const sl__mmq_panels *pk, int64_t r, fl
 /* Parts: the int8 order sums min(group, 32) columns at a time. */
 static int64_t part_of(const sl_qw *w) { return w->group < SL_MMQ_U ? w->group : SL_MMQ_U; }
 
-/* One token row: q, d, the parts' lane starts init (NULL: none; −mul·Σq over each part) and
+/* One 32-column unit: q, *d and s4[8], the sums of q's runs of 4 (cpu_matmul.c's header);
+ * sl__mmq_quant_unit_avx2 computes the same. */
+static void quant_unit(const float *xu, int8_t *q, float *d, int32_t *s4) {
+    const float round = 12582912.0f; /* 1.5 · 2^23: v + round − round is v rounded to even */
+    float amax = 0;
+    int bad = 0;
+    for (int k = 0; k < SL_MMQ_U; k++) {
+        float a = fabsf(xu[k]);
+        bad |= !(a <= 3.4028235e38f);
+        amax = a > amax ? a : amax;
+    }
+    *d = bad ? NAN : amax / 127.0f;
+    const float id = bad || amax == 0 ? 0.0f : 127.0f / amax;
+    for (int k = 0; k < SL_MMQ_U; k++) {
+        float v = (xu[k] * id + round) - round;
+        v = v > 127 ? 127 : v < -127 ? -127 : v;
+        q[k] = bad ? 0 : (int8_t)v;
+    }
+    for (int l = 0; l < 8; l++) s4[l] = q[4 * l] + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3];
+}
+
+/* One token row: q, d, the parts' lane starts init (NULL: none; mul·Σq over each part) and
  * with offsets xg (NULL: none), the sums of the quantized x over each group of G. */
 static void quantize_row(const float *x, int64_t cols, int64_t part, int32_t mul, int64_t G,
-                         int8_t *q, float *d, int32_t *init, float *xg) {
-    const float round = 12582912.0f; /* 1.5 · 2^23: v + round − round is v rounded to even */
-    for (int64_t u = 0; u < cols / SL_MMQ_U; u++) {
-        const float *xu = x + u * SL_MMQ_U;
-        float amax = 0;
-        int bad = 0;
-        for (int k = 0; k < SL_MMQ_U; k++) {
-            float a = fabsf(xu[k]);
-            bad |= !(a <= 3.4028235e38f);
-            amax = a > amax ? a : amax;
-        }
-        d[u] = bad ? NAN : amax / 127.0f;
-        const float id = bad || amax == 0 ? 0.0f : 127.0f / amax;
-        for (int k = 0; k < SL_MMQ_U; k++) {
-            float v = (xu[k] * id + round) - round;
-            v = v > 127 ? 127 : v < -127 ? -127 : v;
-            q[u * SL_MMQ_U + k] = bad ? 0 : (int8_t)v;
+                         int simd, int8_t *q, float *d, int32_t *init, float *xg) {
+    const int64_t nu = cols / SL_MMQ_U, per = SL_MMQ_U / part; /* parts per unit */
+    for (int64_t u = 0; u < nu; u++) {
+        int32_t s4[8], n[4] = {0};
+        if (simd) sl__mmq_quant_unit_avx2(x + u * SL_MMQ_U, q + u * SL_MMQ_U, d + u, s4);
+        else quant_unit(x + u * SL_MMQ_U, q + u * SL_MMQ_U, d + u, s4);
+        for (int l = 0; l < 8; l++) n[l / (part / 4)] += s4[l];
+        for (int64_t k = 0; k < per; k++) {
+            if (init) init[u * per + k] = mul * n[k];
+            if (!xg) continue;
+            /* per group, (float)Σq · d of each part in it, summed in order */
+            const int64_t e = u * SL_MMQ_U + k * part;
+            if (e % G == 0) xg[e / G] = 0;
+            xg[e / G] += (float)n[k] * d[u];
         }
     }
-    if (init)
-        for (int64_t e = 0; e < cols; e += part) {
-            int32_t s = 0;
-            for (int64_t k = 0; k < part; k++) s += q[e + k];
-            init[e / part] = mul * s;
-        }
-    if (xg) /* per group, (float)Σq · d of each part in it, summed in order */
-        for (int64_t g = 0; g < cols / G; g++) {
-            float s = 0;
-            for (int64_t e = g * G; e < (g + 1) * G; e += part) {
-                int32_t n = 0;
-                for (int64_t k = 0; k < part; k++) n += q[e + k];
-                s += (float)n * d[e / SL_MMQ_U];
-            }
-            xg[g] = s;
-        }
 }
 
 /* One (row, token) pair in the int8 order (cpu_matmul.c's header), from the logical arrays. */
@@ -339,7 +357,7 @@ static void mmq_quant_range(void *ctx, int64_t tb, int64_t te, int tid) {
     const mmq_call *m = ctx;
     const int64_t cols = m->j.cols, G = m->j.w->group, ng = cols / G, part = part_of(m->j.w);
     for (int64_t t = tb; t < te; t++)
-        quantize_row(m->x + t * cols, cols, part, m->mul, G, (int8_t *)m->j.q + t * cols,
+        quantize_row(m->x + t * cols, cols, part, m->mul, G, m->j.pk != NULL, (int8_t *)m->j.q + t * cols,
                      (float *)m->j.d + t * (cols / SL_MMQ_U),
                      m->mul ? (int32_t *)m->j.init + t * (cols / part) : NULL,
                      m->j.xg ? (float *)m->j.xg + t * ng : NULL);

@@ -75,8 +75,9 @@ typedef struct sl__mmq_job {
 /* 1 when the int8-activation kernels cover w: QW4 or QW8 with cols % 32 == 0 and a group of 8,
  * 16 or a multiple of 32. */
 int sl__mmq_covers(const sl_qw *w);
-/* Packs w (covered) into panels; 0 or SL_ENOMEM (free with sl__mmq_free). */
-int sl__mmq_pack(const sl_qw *w, sl__mmq_panels *pk);
+/* Packs w (covered) into panels on the pool's threads; 0 or SL_ENOMEM (free with
+ * sl__mmq_free). */
+int sl__mmq_pack(const sl_qw *w, sl__mmq_panels *pk, sl_pool *pool);
 void sl__mmq_free(sl__mmq_panels *pk);
 /* Row r of a packed w as f32, as sl_qw_dequant_row gives it from the logical arrays. */
 void sl__mmq_dequant_row(const sl_qw *w, const sl__mmq_panels *pk, int64_t r, float *dst);
@@ -84,6 +85,8 @@ void sl__mmq_dequant_row(const sl_qw *w, const sl__mmq_panels *pk, int64_t r, fl
  * the logical arrays through the scalar kernel (pk NULL); the same bits either way. */
 void sl__cpu_matmul_i8(sl_cpu *c, const sl_qw *w, const sl__mmq_panels *pk, const float *x,
                        float *y, int T);
+/* cpu_matmul.c's quant_unit (AVX2): one 32-column unit of a token row quantized. */
+void sl__mmq_quant_unit_avx2(const float *xu, int8_t *q, float *d, int32_t *s4);
 /* Panels [pb, pe) (8 rows each), every token. */
 void sl__mmq_avx2(const sl__mmq_job *j, int64_t pb, int64_t pe);
 

@@ -754,3 +754,39 @@ void sl__mmq_avx2(const sl__mmq_job *j, int64_t pb, int64_t pe) {
         p++;
     }
 }
+
+SL_AVX2 void sl__mmq_quant_unit_avx2(const float *xu, int8_t *q, float *d, int32_t *s4) {
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 v[4], a[4];
+    int ok = 1;
+    UNROLL for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(xu + 8 * k);
+        a[k] = _mm256_and_ps(v[k], absm);
+        ok &= _mm256_movemask_ps(_mm256_cmp_ps(a[k], _mm256_set1_ps(3.4028235e38f), _CMP_LE_OQ)) == 0xFF;
+    }
+    __m256 m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float amax = _mm_cvtss_f32(h); /* max is exact: the same as the scalar loop's */
+    if (!ok) {
+        *d = NAN;
+        memset(q, 0, SL_MMQ_U);
+        memset(s4, 0, 8 * sizeof *s4);
+        return;
+    }
+    *d = amax / 127.0f;
+    const __m256 id = _mm256_set1_ps(amax == 0 ? 0.0f : 127.0f / amax), rnd = _mm256_set1_ps(12582912.0f);
+    __m256i c[4];
+    UNROLL for (int k = 0; k < 4; k++) {
+        __m256 r = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(v[k], id), rnd), rnd);
+        r = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+        c[k] = _mm256_cvttps_epi32(r);
+    }
+    /* packs work within 128-bit halves: the dwords come out in the order 0 4 1 5 2 6 3 7 */
+    __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+    b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, b);
+    __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), b), _mm256_set1_epi16(1));
+    _mm256_storeu_si256((__m256i *)s4, s);
+}
