@@ -117,9 +117,13 @@ static void compare(const result *a, const result *ref, const char *what) {
     printf("test_engine_invariance: %-34s same tokens, same logprob bits\n", what);
 }
 
-int main(void) {
+/* One model through every regime: F32 weights, or (i8) quantized weights with the CPU
+ * backend's int8 activations, whose per-token quantization must keep tokens independent. */
+static void run_model(int type, int i8, const char *name) {
+    printf("test_engine_invariance: %s\n", name);
     sl_mkmodel_opts o;
     sl_mkmodel_defaults(&o);
+    o.type = type;
     o.dim = 64;
     o.ff = 96;
     o.heads = 4;
@@ -133,6 +137,7 @@ int main(void) {
     if (rc) fprintf(stderr, "mkmodel: %s\n", err);
     ASSERT_EQ(rc, 0);
     sl_backend *be = sl_cpu_backend_create(2);
+    sl_cpu_backend_set_int8_activations(be, i8);
     rc = sl_model_load(&model, path, be, NULL, err);
     if (rc) fprintf(stderr, "load: %s\n", err);
     ASSERT_EQ(rc, 0);
@@ -185,5 +190,11 @@ int main(void) {
 
     sl_model_free(model);
     be->destroy(be);
+}
+
+int main(void) {
+    run_model(SL_GGML_F32, 0, "F32 weights, f32 activations");
+    run_model(SL_GGML_Q4_1, 1, "Q4_1 weights (QW4 with offsets), int8 activations");
+    run_model(SL_GGML_Q8_0, 1, "Q8_0 weights (QW8), int8 activations");
     return 0;
 }
