@@ -2,7 +2,11 @@
  *
  * Host memory, f32 activations, weights in the logical formats of kernels/qw.h (F32, F16,
  * BF16, QW8, QW4; no repack). Ops run synchronously, multithreaded over an sl_pool, with
- * AVX2/FMA paths chosen at run time where the CPU has them and scalar code otherwise.
+ * AVX2/FMA (and AVX-512 VNNI) paths chosen at run time where the CPU has them and scalar code
+ * otherwise. With int8 activations (sl_cpu_backend_set_int8_activations, what the commands
+ * use unless `--cpu-activations f32`), QW4/QW8 matmuls quantize each token's activations per
+ * 32 columns and run integer dot products over weights kept in 8-row panels, as llama.cpp does
+ * for its quantized types; f32 activations stay the exact reference.
  */
 #ifndef SL_CPU_H
 #define SL_CPU_H
