@@ -638,9 +638,12 @@ SL_VNNI static INLINE __m256i dot_vnni(__m256i acc, __m256i u, __m256i s) {
         const int use_init = q4 ? !off : vnni;                                                     \
         const size_t ub = q4 ? 128 : 256;                                                          \
         const __m256i m4 = _mm256_set1_epi8(15), flip = _mm256_set1_epi8((char)0x80);              \
-        __m256 acc[4][4];                                                                          \
+        /* the offsets' chain o: inside the unit loop for one token (one more stream in flight,  \
+         * not a second pass), after it for more (registers); the same operations either way */    \
+        const int off_in = off && NT == 1;                                                         \
+        __m256 acc[4][4], o[4][4];                                                                 \
         UNROLL for (int i = 0; i < RP; i++) UNROLL for (int t = 0; t < NT; t++)                    \
-            acc[i][t] = _mm256_setzero_ps();                                                       \
+            acc[i][t] = o[i][t] = _mm256_setzero_ps();                                             \
         for (int64_t u = 0; u < nu; u++) {                                                         \
             __m256i W[4][8];                                                                       \
             UNROLL for (int i = 0; i < RP; i++) {                                                  \
@@ -663,6 +666,11 @@ SL_VNNI static INLINE __m256i dot_vnni(__m256i acc, __m256i u, __m256i s) {
                 __m256 sw[4];                                                                      \
                 UNROLL for (int i = 0; i < RP; i++)                                                \
                     sw[i] = _mm256_loadu_ps(j->pk->scales + ((p + i) * ng + g) * 8);               \
+                if (off_in && (u * SL_MMQ_U + P * S) % G == 0)                                     \
+                    UNROLL for (int i = 0; i < RP; i++) {                                          \
+                        __m256 ov = _mm256_loadu_ps(j->pk->offsets + ((p + i) * ng + g) * 8);      \
+                        o[i][0] = _mm256_fmadd_ps(ov, _mm256_set1_ps(j->xg[t0 * ng + g]), o[i][0]); \
+                    }                                                                              \
                 UNROLL for (int t = 0; t < NT; t++) {                                              \
                     const int8_t *qt = j->q + (t0 + t) * cols + u * SL_MMQ_U;                      \
                     const __m256 dx = _mm256_set1_ps(j->d[(t0 + t) * nu + u]);                     \
@@ -696,18 +704,16 @@ SL_VNNI static INLINE __m256i dot_vnni(__m256i acc, __m256i u, __m256i s) {
             }                                                                                      \
         }                                                                                          \
         UNROLL for (int i = 0; i < RP; i++) {                                                      \
-            __m256 o[4];                                                                           \
-            UNROLL for (int t = 0; t < NT; t++) o[t] = _mm256_setzero_ps();                        \
-            if (off)                                                                               \
+            if (off && !off_in)                                                                    \
                 for (int64_t g = 0; g < ng; g++) {                                                 \
                     __m256 ov = _mm256_loadu_ps(j->pk->offsets + ((p + i) * ng + g) * 8);          \
                     UNROLL for (int t = 0; t < NT; t++)                                            \
-                        o[t] = _mm256_fmadd_ps(ov, _mm256_set1_ps(j->xg[(t0 + t) * ng + g]), o[t]); \
+                        o[i][t] = _mm256_fmadd_ps(ov, _mm256_set1_ps(j->xg[(t0 + t) * ng + g]), o[i][t]); \
                 }                                                                                  \
             const int64_t r0 = (p + i) * 8, nr = j->rows - r0 < 8 ? j->rows - r0 : 8;              \
             UNROLL for (int t = 0; t < NT; t++) {                                                  \
                 float yv[8];                                                                       \
-                _mm256_storeu_ps(yv, _mm256_add_ps(acc[i][t], o[t]));                              \
+                _mm256_storeu_ps(yv, _mm256_add_ps(acc[i][t], o[i][t]));                           \
                 memcpy(j->y + (t0 + t) * j->rows + r0, yv, (size_t)nr * sizeof(float));            \
             }                                                                                      \
         }                                                                                          \
