@@ -274,6 +274,50 @@ static void test_matmul(void) {
     printf("matmul%s: %d shapes ok\n", g_i8 ? " (int8 activations)" : "", n + 4);
 }
 
+/* int8 activations: a non-finite activation makes its token's results NaN on every kernel
+ * (its block's scale is NaN) and leaves the other tokens' bits alone. */
+static void test_matmul_nonfinite(void) {
+    const int64_t rows = 19, cols = 96;
+    const int T = 3;
+    for (int f = SL_WF_QW8; f <= SL_WF_QW4; f++)
+        for (int off = 0; off < 2; off++) {
+            sl_qw w;
+            make_weight(&w, (sl_wfmt)f, rows, cols, 32, off);
+            float *x = rnd_vec(T * cols, 1.0f);
+            x[cols + 40] = (off ? -1 : 1) * INFINITY;
+            x[2 * cols + 7] = NAN;
+            for (int b = 0; b < NBE; b++) {
+                sl_backend *be = g_be[b];
+                sl_bweight *bw;
+                sl_qw view = w;
+                view.owns = 0;
+                ASSERT_EQ(be->weight_create(be, &view, b & 1, &bw), 0);
+                float *xb = to_be(be, x, (size_t)(T * cols) * 4), *yb = be->alloc(be, (size_t)(T * rows) * 4);
+                float y[3 * 19], y0[19];
+                be->matmul(be, bw, xb, yb, T);
+                be->download(be, y, yb, sizeof y);
+                be->matmul(be, bw, xb, yb, 1);
+                be->download(be, y0, yb, sizeof y0);
+                for (int64_t r = 0; r < rows; r++) {
+                    check_bits("matmul int8, the finite token beside non-finite ones", r, y[r], y0[r]);
+                    g_checks += 2;
+                    if (!isnan(y[rows + r]) || !isnan(y[2 * rows + r])) {
+                        fprintf(stderr, "matmul int8 %s%s (%s): row %lld: %g and %g, want NaN for the tokens "
+                                "with inf and NaN\n", sl_wfmt_name((sl_wfmt)f), off ? " offsets" : "",
+                                g_be_name[b], (long long)r, y[rows + r], y[2 * rows + r]);
+                        abort();
+                    }
+                }
+                be->free(be, yb);
+                be->free(be, xb);
+                be->weight_destroy(be, bw);
+            }
+            free(x);
+            sl_qw_free(&w);
+        }
+    printf("matmul (int8 activations): non-finite activations give NaN ok\n");
+}
+
 /* ---- embed ------------------------------------------------------------------------------ */
 
 /* With int8 activations the SIMD backends keep QW4/QW8 tables only as 8-row panels (rows 11:
@@ -709,6 +753,7 @@ int main(void) {
     g_i8 = 1;
     for (int b = 0; b < NBE; b++) sl_cpu_backend_set_int8_activations(g_be[b], 1);
     test_matmul();
+    test_matmul_nonfinite();
     for (int b = 0; b < NBE; b++) g_be[b]->destroy(g_be[b]);
     printf("test_cpu_ops: ok (%ld checks, simd %s, %.1f s)\n", g_checks,
            simd == 3 ? "avx2 + avx512vl registers + vnni" : simd == 2 ? "avx2 + avx512vl registers" : simd ? "avx2" : "no",
