@@ -17,7 +17,7 @@
  * (other divisors of cols are allowed for tests) and cols % group == 0.
  *
  * The logical format is what models/ produces from GGUF; each backend repacks it into its
- * physical layout (the CPU backend uses it as is).
+ * physical layout (the CPU backend uses it as is, but for its int8 activations' 8-row panels).
  */
 #ifndef SL_QW_H
 #define SL_QW_H

@@ -13,8 +13,8 @@ int sl_cmd_bench_serve(int argc, char **argv); /* `bench serve`, dispatched by s
 int sl_cmd_serve(int argc, char **argv);
 
 /* `--device cpu|cuda` (device.c): sl_device_check returns 0 when the device can be used and
- * `--cpu-activations` (cpu_act) is int8 or f32, else prints why (an unknown name, a build
- * without CUDA, no CUDA device) and returns 2; sl_device_backend creates its backend (threads
+ * `--cpu-activations` (cpu_act) is int8 or f32, else prints why (an unknown device or
+ * activation name, a build without CUDA, no CUDA device) and returns 2; sl_device_backend creates its backend (threads
  * and cpu_act: the CPU backend's, sl_cpu_backend_set_int8_activations), NULL if that fails.
  * batch_invariant (`--batch-invariant`): a token's logits must not depend on the batch around
  * it — the CPU backend's never do; the CUDA backend then keeps its decode matmul for steps of

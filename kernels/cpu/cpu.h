@@ -1,7 +1,7 @@
 /* cpu.h — the CPU backend: the embedded default and the reference for every CUDA kernel.
  *
  * Host memory, f32 activations, weights in the logical formats of kernels/qw.h (F32, F16,
- * BF16, QW8, QW4; no repack). Ops run synchronously, multithreaded over an sl_pool, with
+ * BF16, QW8, QW4; no repack, but for int8 activations below). Ops run synchronously, multithreaded over an sl_pool, with
  * AVX2/FMA (and AVX-512 VNNI) paths chosen at run time where the CPU has them and scalar code
  * otherwise. With int8 activations (sl_cpu_backend_set_int8_activations, what the commands
  * use unless `--cpu-activations f32`), QW4/QW8 matmuls quantize each token's activations per

@@ -113,6 +113,7 @@ static int cpu_weight_create(sl_backend *be, const sl_qw *w, int alias, sl_bweig
             free(b);
             return SL_ENOMEM;
         }
+        b->q.data = NULL;
         b->q.codes = b->pk->codes;
         b->q.scales = b->pk->scales;
         b->q.offsets = b->pk->offsets;

@@ -45,7 +45,9 @@ struct sl_bweight {
  * runs the SL_AVX2 kernels (AVX2, FMA and F16C), else 0. */
 int sl__cpu_simd_available(void);
 /* Test hook: on = 0 forces the scalar kernels, on = 1 the AVX2-only kernels, 2 no VNNI, on >= 3
- * the best the CPU has (each capped at what it has). Returns the previous setting. */
+ * the best the CPU has (each capped at what it has). Returns the previous setting. Set it
+ * before creating weights: int8 weights created with SIMD are panels, which the scalar level
+ * cannot run. */
 int sl__cpu_set_simd(sl_backend *be, int on);
 
 /* Floats of one matmul dequantization tile for w (per thread). */

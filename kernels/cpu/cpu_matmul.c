@@ -39,8 +39,9 @@
  *
  * Int8 activations (weights created after sl_cpu_backend_set_int8_activations: QW4 and QW8
  * that sl__mmq_covers): as llama.cpp does, each token row of x is quantized per 32 columns,
- * d = amax / 127, q = round-to-nearest-even(x · (127 / amax)) in [−127, 127] (a block with a
- * non-finite element gets d = NaN and q = 0, so its results are NaN), and products are summed
+ * d = amax / 127, q = round-to-nearest-even(x · (127 / amax)) in [−127, 127] (q = 0 where
+ * 127 / amax overflows: amax 0 or below ~3.7e-37; a block with a non-finite element gets
+ * d = NaN and q = 0, so its results are NaN), and products are summed
  * in integers, exact in any order. Per (row, token) pair, with parts of min(group, 32)
  * columns in column order: L = Σ c'·q over the part (c' = c − 8 for QW4 without offsets, else
  * c), acc = fma(L, s_(group) · d_(unit), acc) from acc = 0; with offsets, off = fma(o_g, xg_g,
@@ -208,6 +209,15 @@ static int code_at(const sl_qw *w, int64_t r, int64_t i) {
  *    in the low nibble, that of column 32u + 16 + 4k + m in the high one.
  * So, QW4's nibbles split, vector v of a unit always holds columns 32u + 4v .. + 3 of 8 rows.
  * Scales and offsets: per panel, per group, the 8 rows' values. */
+/* Zeroed, 64-byte aligned (so that no 32-byte vector load crosses a cache line); NULL if out
+ * of memory. */
+static void *zalloc64(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64)) return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
 typedef struct pack_job {
     const sl_qw *w;
     sl__mmq_panels *pk;
@@ -249,9 +259,9 @@ int sl__mmq_pack(const sl_qw *w, sl__mmq_panels *pk, sl_pool *pool) {
     const int64_t cols = w->cols, ng = cols / w->group, np = (w->rows + 7) / 8;
     const size_t unit_bytes = w->fmt == SL_WF_QW4 ? 128 : 256;
     memset(pk, 0, sizeof *pk);
-    pk->codes = calloc((size_t)(np * (cols / SL_MMQ_U)) * unit_bytes + 64, 1);
-    pk->scales = calloc((size_t)(np * ng * 8), sizeof(float));
-    pk->offsets = w->offsets ? calloc((size_t)(np * ng * 8), sizeof(float)) : NULL;
+    pk->codes = zalloc64((size_t)(np * (cols / SL_MMQ_U)) * unit_bytes);
+    pk->scales = zalloc64((size_t)(np * ng * 8) * sizeof(float));
+    pk->offsets = w->offsets ? zalloc64((size_t)(np * ng * 8) * sizeof(float)) : NULL;
     if (!pk->codes || !pk->scales || (w->offsets && !pk->offsets)) {
         sl__mmq_free(pk);
         return SL_ENOMEM;
@@ -302,7 +312,8 @@ static void quant_unit(const float *xu, int8_t *q, float *d, int32_t *s4) {
         amax = a > amax ? a : amax;
     }
     *d = bad ? NAN : amax / 127.0f;
-    const float id = bad || amax == 0 ? 0.0f : 127.0f / amax;
+    /* amax 0, or so small that 127 / amax overflows: all codes 0 */
+    const float id0 = 127.0f / amax, id = bad || !(id0 <= 3.4028235e38f) ? 0.0f : id0;
     for (int k = 0; k < SL_MMQ_U; k++) {
         float v = (xu[k] * id + round) - round;
         v = v > 127 ? 127 : v < -127 ? -127 : v;

@@ -25,7 +25,7 @@ typedef struct sl__mm_job {
                       * as in sl__mm_group_sums); else NULL */
     float *y;        /* [T][rows] */
     int T;
-    int wide;               /* 1: the CPU has AVX-512VL (32 vector registers; cpu->simd == 2) */
+    int wide;               /* 1: the CPU has AVX-512VL (32 vector registers; cpu->simd >= 2) */
     int64_t rows, cols, kc; /* kc: columns per decoded tile */
     float *tiles;           /* per thread: tile_floats (sl__cpu_tile_floats) */
     size_t tile_floats;
@@ -53,8 +53,8 @@ void sl__mm_tiled_avx2(const sl__mm_job *j, int64_t tb, int64_t te, int tid);
 
 /* A QW4/QW8 weight in panels of 8 rows, for the SIMD int8 kernels (sl__mmq_pack). */
 typedef struct sl__mmq_panels {
-    uint8_t *codes; /* [rows / 8][cols / 32][128 (QW4) or 256 (QW8) bytes] */
-    float *scales;  /* [rows / 8][cols / group][8] */
+    uint8_t *codes; /* [(rows + 7) / 8][cols / 32][128 (QW4) or 256 (QW8) bytes] */
+    float *scales;  /* [(rows + 7) / 8][cols / group][8] */
     float *offsets; /* the same, or NULL */
 } sl__mmq_panels;
 

@@ -750,7 +750,8 @@ void sl__mmq_avx2(const sl__mmq_job *j, int64_t pb, int64_t pe) {
      * VNNI 300 GFLOP/s against 178 for 1 × 4 and 265 for 2 × 3; AVX2 153 against 134 for 2 × 2) */
     const int NT = 4;
     for (int64_t p = pb; p < pe;) {
-        if (j->T == 1 && p + 4 <= pe) { /* decode: 4 streams (QW4 cold 16 -> 20 GB/s) */
+        if (j->T == 1 && j->level >= 3 && p + 4 <= pe) {
+            /* decode with 32 registers: 4 streams (QW4 from memory 16 -> 20 GB/s) */
             f[2][0](j, p, 0);
             p += 4;
             continue;
@@ -785,7 +786,8 @@ SL_AVX2 void sl__mmq_quant_unit_avx2(const float *xu, int8_t *q, float *d, int32
         return;
     }
     *d = amax / 127.0f;
-    const __m256 id = _mm256_set1_ps(amax == 0 ? 0.0f : 127.0f / amax), rnd = _mm256_set1_ps(12582912.0f);
+    const float id0 = 127.0f / amax; /* as quant_unit: 0 when it overflows (amax 0 or tiny) */
+    const __m256 id = _mm256_set1_ps(id0 <= 3.4028235e38f ? id0 : 0.0f), rnd = _mm256_set1_ps(12582912.0f);
     __m256i c[4];
     UNROLL for (int k = 0; k < 4; k++) {
         __m256 r = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(v[k], id), rnd), rnd);

@@ -133,12 +133,13 @@ static void ref_row(const sl_qw *w, int64_t r, double *dst) {
 static int g_i8; /* the backends quantize activations to int8 (sl_cpu_backend_set_int8_activations) */
 
 /* x as the int8 kernels see it, in double: q·d per 32 columns, d = amax / 127 and q the
- * nearest integer (ties to even) of x · (127 / amax), written from cpu.h's definition. */
+ * nearest integer (ties to even) of x · (127 / amax), 0 where that factor overflows, written
+ * from cpu_matmul.c's definition (finite x). */
 static void i8_dequant(const float *x, int64_t n, double *xq) {
     for (int64_t u = 0; u < n; u += 32) {
         float amax = 0;
         for (int k = 0; k < 32; k++) amax = fabsf(x[u + k]) > amax ? fabsf(x[u + k]) : amax;
-        float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+        float d = amax / 127.0f, id = isfinite(127.0f / amax) ? 127.0f / amax : 0.0f;
         for (int k = 0; k < 32; k++) xq[u + k] = (double)rintf(x[u + k] * id) * d;
     }
 }
@@ -271,21 +272,42 @@ static void test_matmul(void) {
     test_matmul_case(SL_WF_QW8, 203, 1344, 32, 1, 16);
     test_matmul_case(SL_WF_F16, 77, 4096, 0, 0, 16);
     test_matmul_case(SL_WF_F32, 77, 4096, 0, 0, 16);
-    printf("matmul%s: %d shapes ok\n", g_i8 ? " (int8 activations)" : "", n + 4);
+    /* whole panels of 8 rows, and a group of 96 (a multiple of 32, not a power of two) */
+    test_matmul_case(SL_WF_QW4, 16, 192, 96, 0, 5);
+    test_matmul_case(SL_WF_QW8, 24, 288, 96, 1, 9);
+    test_matmul_case(SL_WF_QW4, 8, 1024, 32, 1, 1);
+    test_matmul_case(SL_WF_QW8, 32, 512, 16, 0, 4);
+    printf("matmul%s: %d shapes ok\n", g_i8 ? " (int8 activations)" : "", n + 8);
 }
 
-/* int8 activations: a non-finite activation makes its token's results NaN on every kernel
- * (its block's scale is NaN) and leaves the other tokens' bits alone. */
+/* int8 activations, special blocks: token 0 has a block so small that 127 / amax overflows,
+ * a zero block and one of exact rounding ties, and must give the same bits on every kernel,
+ * alone or not, matching the reference; a non-finite activation (tokens 1 and 2) makes its
+ * token's results NaN (its block's scale is NaN) and leaves token 0 alone. */
 static void test_matmul_nonfinite(void) {
-    const int64_t rows = 19, cols = 96;
+    const int64_t rows = 19, cols = 128;
     const int T = 3;
     for (int f = SL_WF_QW8; f <= SL_WF_QW4; f++)
         for (int off = 0; off < 2; off++) {
             sl_qw w;
             make_weight(&w, (sl_wfmt)f, rows, cols, 32, off);
-            float *x = rnd_vec(T * cols, 1.0f);
+            float *x = rnd_vec(T * cols, 1.0f), y00[19];
+            for (int k = 0; k < 32; k++) {
+                x[k] = k % 3 ? 1e-38f * (float)(k % 5) : 0.0f; /* amax 4e-38: 127 / amax = inf */
+                x[32 + k] = 0;
+                x[64 + k] = k ? (float)(k % 7) - 3.5f : 127.0f; /* x · 1 = n + 0.5: ties */
+            }
             x[cols + 40] = (off ? -1 : 1) * INFINITY;
             x[2 * cols + 7] = NAN;
+            double xq[128], ref[19];
+            i8_dequant(x, cols, xq);
+            double *wr = sl_xmalloc((size_t)cols * sizeof(double));
+            for (int64_t r = 0; r < rows; r++) {
+                ref_row(&w, r, wr);
+                ref[r] = 0;
+                for (int64_t i = 0; i < cols; i++) ref[r] += wr[i] * xq[i];
+            }
+            free(wr);
             for (int b = 0; b < NBE; b++) {
                 sl_backend *be = g_be[b];
                 sl_bweight *bw;
@@ -298,7 +320,10 @@ static void test_matmul_nonfinite(void) {
                 be->download(be, y, yb, sizeof y);
                 be->matmul(be, bw, xb, yb, 1);
                 be->download(be, y0, yb, sizeof y0);
+                if (b == 0) memcpy(y00, y0, sizeof y00);
                 for (int64_t r = 0; r < rows; r++) {
+                    check("matmul int8, tiny, zero and tied blocks", r, y[r], ref[r], 1e-5, 1e-5);
+                    check_bits("matmul int8, tiny, zero and tied blocks, every kernel", r, y0[r], y00[r]);
                     check_bits("matmul int8, the finite token beside non-finite ones", r, y[r], y0[r]);
                     g_checks += 2;
                     if (!isnan(y[rows + r]) || !isnan(y[2 * rows + r])) {
@@ -315,7 +340,7 @@ static void test_matmul_nonfinite(void) {
             free(x);
             sl_qw_free(&w);
         }
-    printf("matmul (int8 activations): non-finite activations give NaN ok\n");
+    printf("matmul (int8 activations): tiny, zero, tied and non-finite blocks ok\n");
 }
 
 /* ---- embed ------------------------------------------------------------------------------ */

@@ -196,5 +196,6 @@ int main(void) {
     run_model(SL_GGML_F32, 0, "F32 weights, f32 activations");
     run_model(SL_GGML_Q4_1, 1, "Q4_1 weights (QW4 with offsets), int8 activations");
     run_model(SL_GGML_Q8_0, 1, "Q8_0 weights (QW8), int8 activations");
+    run_model(SL_GGML_Q4_0, 1, "Q4_0 weights (QW4), int8 activations");
     return 0;
 }
