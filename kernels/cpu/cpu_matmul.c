@@ -302,7 +302,7 @@ static int64_t part_of(const sl_qw *w) { return w->group < SL_MMQ_U ? w->group :
 
 /* One 32-column unit: q, *d and s4[8], the sums of q's runs of 4 (cpu_matmul.c's header);
  * sl__mmq_quant_unit_avx2 computes the same. */
-static void quant_unit(const float *xu, int8_t *q, float *d, int32_t *s4) {
+void sl__mmq_quant_unit(const float *xu, int8_t *q, float *d, int32_t *s4) {
     const float round = 12582912.0f; /* 1.5 · 2^23: v + round − round is v rounded to even */
     float amax = 0;
     int bad = 0;
@@ -330,7 +330,7 @@ static void quantize_row(const float *x, int64_t cols, int64_t part, int32_t mul
     for (int64_t u = 0; u < nu; u++) {
         int32_t s4[8], n[4] = {0};
         if (simd) sl__mmq_quant_unit_avx2(x + u * SL_MMQ_U, q + u * SL_MMQ_U, d + u, s4);
-        else quant_unit(x + u * SL_MMQ_U, q + u * SL_MMQ_U, d + u, s4);
+        else sl__mmq_quant_unit(x + u * SL_MMQ_U, q + u * SL_MMQ_U, d + u, s4);
         for (int l = 0; l < 8; l++) n[l / (part / 4)] += s4[l];
         for (int64_t k = 0; k < per; k++) {
             if (init) init[u * per + k] = mul * n[k];

@@ -85,7 +85,9 @@ void sl__mmq_dequant_row(const sl_qw *w, const sl__mmq_panels *pk, int64_t r, fl
  * the logical arrays through the scalar kernel (pk NULL); the same bits either way. */
 void sl__cpu_matmul_i8(sl_cpu *c, const sl_qw *w, const sl__mmq_panels *pk, const float *x,
                        float *y, int T);
-/* cpu_matmul.c's quant_unit (AVX2): one 32-column unit of a token row quantized. */
+/* One 32-column unit of a token row quantized: q[32], *d, and s4[8] the sums of q's runs of 4
+ * (scalar, and AVX2 with the same bits). */
+void sl__mmq_quant_unit(const float *xu, int8_t *q, float *d, int32_t *s4);
 void sl__mmq_quant_unit_avx2(const float *xu, int8_t *q, float *d, int32_t *s4);
 /* Panels [pb, pe) (8 rows each), every token. */
 void sl__mmq_avx2(const sl__mmq_job *j, int64_t pb, int64_t pe);

@@ -280,6 +280,52 @@ static void test_matmul(void) {
     printf("matmul%s: %d shapes ok\n", g_i8 ? " (int8 activations)" : "", n + 8);
 }
 
+/* The activation quantizer, scalar and AVX2, on blocks with ties, zeros, tiny values (127 /
+ * amax overflows: all codes 0), subnormals, huge values, inf and NaN: the same q, d and sums,
+ * and q as defined. */
+static void test_quant_unit(void) {
+    float blocks[9][32];
+    for (int k = 0; k < 32; k++) {
+        blocks[0][k] = k ? (float)(k % 7) - 3.5f : 127.0f;          /* ties */
+        blocks[1][k] = 0;                                             /* zero */
+        blocks[2][k] = k % 3 ? 1e-38f * (float)(k % 5) : 0.0f;        /* tiny */
+        blocks[3][k] = k % 2 ? 1e-45f * (float)k : -0.0f;             /* subnormal */
+        blocks[4][k] = 3e38f * (k % 2 ? 1 : -1) / (float)(k + 1);     /* huge */
+        blocks[5][k] = rnd();
+        blocks[6][k] = rnd();
+        blocks[7][k] = rnd();
+        blocks[8][k] = rnd() * 1e-30f;
+    }
+    blocks[6][9] = -INFINITY;
+    blocks[7][30] = NAN;
+    for (int b = 0; b < 9; b++) {
+        int8_t q[2][32];
+        float d[2];
+        int32_t s4[2][8];
+        sl__mmq_quant_unit(blocks[b], q[0], &d[0], s4[0]);
+        if (sl__cpu_simd_available()) sl__mmq_quant_unit_avx2(blocks[b], q[1], &d[1], s4[1]);
+        else memcpy(q[1], q[0], sizeof q[0]), d[1] = d[0], memcpy(s4[1], s4[0], sizeof s4[0]);
+        float amax = 0;
+        for (int k = 0; k < 32; k++) amax = fabsf(blocks[b][k]) > amax ? fabsf(blocks[b][k]) : amax;
+        const int bad = b == 6 || b == 7;
+        const float id = isfinite(127.0f / amax) ? 127.0f / amax : 0.0f;
+        for (int k = 0; k < 32; k++) {
+            int want = bad ? 0 : (int)rintf(blocks[b][k] * id);
+            g_checks += 2;
+            if (q[0][k] != want || q[1][k] != want) {
+                fprintf(stderr, "quant block %d element %d (%g): q %d (scalar) %d (avx2), want %d\n", b, k,
+                        blocks[b][k], q[0][k], q[1][k], want);
+                abort();
+            }
+        }
+        for (int l = 0; l < 8; l++) ASSERT_EQ(s4[0][l], q[0][4 * l] + q[0][4 * l + 1] + q[0][4 * l + 2] + q[0][4 * l + 3]);
+        ASSERT(memcmp(s4[0], s4[1], sizeof s4[0]) == 0);
+        if (bad) ASSERT(isnan(d[0]) && isnan(d[1]));
+        else check_bits("quant d", b, d[1], d[0]), check_bits("quant d, definition", b, d[0], amax / 127.0f);
+    }
+    printf("activation quantizer: 9 special blocks ok\n");
+}
+
 /* int8 activations, special blocks: token 0 has a block so small that 127 / amax overflows,
  * a zero block and one of exact rounding ties, and must give the same bits on every kernel,
  * alone or not, matching the reference; a non-finite activation (tokens 1 and 2) makes its
@@ -778,6 +824,7 @@ int main(void) {
     g_i8 = 1;
     for (int b = 0; b < NBE; b++) sl_cpu_backend_set_int8_activations(g_be[b], 1);
     test_matmul();
+    test_quant_unit();
     test_matmul_nonfinite();
     for (int b = 0; b < NBE; b++) g_be[b]->destroy(g_be[b]);
     printf("test_cpu_ops: ok (%ld checks, simd %s, %.1f s)\n", g_checks,
