@@ -128,6 +128,15 @@ static void ref_row(const sl_qw *w, int64_t r, double *dst) {
     }
 }
 
+/* w on backend b as a borrowed view: the scalar backends (odd b) alias it, the SIMD ones copy */
+static sl_bweight *bweight(int b, const sl_qw *w) {
+    sl_bweight *bw;
+    sl_qw view = *w;
+    view.owns = 0;
+    ASSERT_EQ(g_be[b]->weight_create(g_be[b], &view, b & 1, &bw), 0);
+    return bw;
+}
+
 /* ---- matmul ------------------------------------------------------------------------------- */
 
 static int g_i8; /* the backends quantize activations to int8 (sl_cpu_backend_set_int8_activations) */
@@ -185,10 +194,7 @@ static void test_matmul_case(sl_wfmt fmt, int64_t rows, int64_t cols, int group,
     float *y0 = sl_xmalloc((size_t)(T * rows) * 4); /* backend 0's result */
     for (int b = 0; b < NBE; b++) {
         sl_backend *be = g_be[b];
-        sl_bweight *bw;
-        sl_qw view = w; /* the scalar backends alias a borrowed view, the SIMD ones copy */
-        view.owns = 0;
-        ASSERT_EQ(be->weight_create(be, &view, b & 1, &bw), 0);
+        sl_bweight *bw = bweight(b, &w);
         float *xb = to_be(be, x, (size_t)(T * cols) * 4);
         float *yb = be->alloc(be, (size_t)(T * rows) * 4);
         float *y = sl_xmalloc((size_t)(T * rows) * 4);
@@ -356,10 +362,7 @@ static void test_matmul_nonfinite(void) {
             free(wr);
             for (int b = 0; b < NBE; b++) {
                 sl_backend *be = g_be[b];
-                sl_bweight *bw;
-                sl_qw view = w;
-                view.owns = 0;
-                ASSERT_EQ(be->weight_create(be, &view, b & 1, &bw), 0);
+                sl_bweight *bw = bweight(b, &w);
                 float *xb = to_be(be, x, (size_t)(T * cols) * 4), *yb = be->alloc(be, (size_t)(T * rows) * 4);
                 float y[3 * 19], y0[19];
                 be->matmul(be, bw, xb, yb, T);
@@ -411,10 +414,7 @@ static void test_embed(void) {
             float logical[96];
             for (int b = 0; b < NBE; b++) {
                 sl_backend *be = g_be[b];
-                sl_bweight *bw;
-                sl_qw view = w;
-                view.owns = 0;
-                ASSERT_EQ(be->weight_create(be, &view, b & 1, &bw), 0);
+                sl_bweight *bw = bweight(b, &w);
                 int32_t *tb = to_be(be, tok, sizeof tok);
                 float *yb = be->alloc(be, (size_t)(T * cols) * 4), y[6 * 96];
                 be->embed(be, bw, tb, yb, T);
