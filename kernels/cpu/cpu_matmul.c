@@ -200,15 +200,6 @@ static int code_at(const sl_qw *w, int64_t r, int64_t i) {
     return (int)q4code((const uint8_t *)w->codes + r * (w->cols / 2), i, w->offsets != NULL);
 }
 
-/* Panel layout. Rows go in panels of 8 (row 8p + j is lane j of panel p; the last panel's
- * missing rows have zero codes, scales and offsets). Per panel and 32-column unit u, 8 dword
- * lanes per 32-byte vector:
- *  - QW8: 256 bytes, vector v = 0..7, byte 4j + m of it: (code of row 8p + j, column
- *    32u + 4v + m) + 128, as an unsigned byte (c ^ 0x80);
- *  - QW4: 128 bytes, vector k = 0..3, byte 4j + m: the raw 4-bit code of column 32u + 4k + m
- *    in the low nibble, that of column 32u + 16 + 4k + m in the high one.
- * So, QW4's nibbles split, vector v of a unit always holds columns 32u + 4v .. + 3 of 8 rows.
- * Scales and offsets: per panel, per group, the 8 rows' values. */
 /* Zeroed, 64-byte aligned (so that no 32-byte vector load crosses a cache line); NULL if out
  * of memory. */
 static void *zalloc64(size_t bytes) {
@@ -218,6 +209,15 @@ static void *zalloc64(size_t bytes) {
     return p;
 }
 
+/* Panel layout. Rows go in panels of 8 (row 8p + j is lane j of panel p; the last panel's
+ * missing rows have zero codes, scales and offsets). Per panel and 32-column unit u, 8 dword
+ * lanes per 32-byte vector:
+ *  - QW8: 256 bytes, vector v = 0..7, byte 4j + m of it: (code of row 8p + j, column
+ *    32u + 4v + m) + 128, as an unsigned byte (c ^ 0x80);
+ *  - QW4: 128 bytes, vector k = 0..3, byte 4j + m: the raw 4-bit code of column 32u + 4k + m
+ *    in the low nibble, that of column 32u + 16 + 4k + m in the high one.
+ * So, QW4's nibbles split, vector v of a unit always holds columns 32u + 4v .. + 3 of 8 rows.
+ * Scales and offsets: per panel, per group, the 8 rows' values. */
 typedef struct pack_job {
     const sl_qw *w;
     sl__mmq_panels *pk;
@@ -398,7 +398,9 @@ void sl__cpu_matmul_i8(sl_cpu *c, const sl_qw *w, const sl__mmq_panels *pk, cons
     const int q4 = w->fmt == SL_WF_QW4, off = w->offsets != NULL;
     mmq_call m = {.j = {.w = w, .pk = pk, .y = y, .T = T, .rows = w->rows, .cols = cols,
                         .level = c->simd >= 3 ? 3 : 1},
-                  .mul = q4 ? (off ? 0 : -8) : -128, .x = x};
+                  .x = x};
+    /* lane starts for the SIMD kernels that take them: QW4 without offsets, QW8 through VNNI */
+    m.mul = !pk ? 0 : q4 ? (off ? 0 : -8) : m.j.level == 3 ? -128 : 0;
     /* floats: codes (4 per float), scales, lane starts, group sums */
     size_t per = (size_t)(cols / 4 + cols / SL_MMQ_U + (m.mul ? cols / part : 0) + (off ? ng : 0));
     SL_CHECK(grow(&c->xbuf, &c->xbuf_floats, per * (size_t)T) == 0);

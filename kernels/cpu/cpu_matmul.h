@@ -64,7 +64,8 @@ typedef struct sl__mmq_job {
     const int8_t *q;             /* [T][cols]: x quantized per 32 columns (plain order) */
     const float *d;              /* [T][cols / 32] the activation scales */
     const int32_t *init;         /* [T][cols / part]: −8·Σq (QW4 without offsets) or −128·Σq
-                                  * (QW8) over each part; NULL with QW4 offsets */
+                                  * (QW8 through VNNI) over each part; NULL where no kernel
+                                  * takes it (scalar, QW4 with offsets, QW8 on AVX2) */
     const float *xg;             /* with offsets: [T][cols / group] group sums of the quantized x */
     float *y;                    /* [T][rows] */
     int T;

@@ -635,7 +635,7 @@ SL_VNNI static INLINE __m256i dot_vnni(__m256i acc, __m256i u, __m256i s) {
         const sl_qw *w = j->w;                                                                     \
         const int64_t cols = j->cols, G = w->group, ng = cols / G, nu = cols / SL_MMQ_U;           \
         const int q4 = w->fmt == SL_WF_QW4, off = w->offsets != NULL;                              \
-        const int use_init = q4 ? !off : vnni;                                                     \
+        const int use_init = j->init != NULL; /* QW4 without offsets; QW8 through VNNI */      \
         const size_t ub = q4 ? 128 : 256;                                                          \
         const __m256i m4 = _mm256_set1_epi8(15), flip = _mm256_set1_epi8((char)0x80);              \
         /* the offsets' chain o: inside the unit loop for one token (one more stream in flight,  \
