@@ -151,7 +151,10 @@ static void load_done(uv_work_t *w, int status) {
     sl_api_engine_wrap(&e, s->engine);
     /* the API's max_model_len is known only now */
     sl_api_set_model(s->api, &e, s->tok, s->chat, s->model->hp.n_vocab, s->max_model_len);
-    printf("sluice: ready: %s (%s), max_model_len %d, %d KV blocks of %d tokens%s\n", s->o.name, s->model->desc,
+    const int cpu = s->be && !strcmp(s->be->name, "cpu");
+    printf("sluice: ready: %s (%s) on %s%s, max_model_len %d, %d KV blocks of %d tokens%s\n", s->o.name,
+           s->model->desc, s->be ? s->be->name : "no device (fake model)",
+           !cpu ? "" : strcasecmp(s->o.cpu_act, "f32") ? " (int8 activations)" : " (f32 activations)",
            s->max_model_len, s->n_blocks, s->o.block_size, s->chat ? "" : "; chat completions off (no chat template)");
     fflush(stdout);
     if (s->draining) begin_shutdown(s);
