@@ -11,8 +11,8 @@
  * "× F16" is cuBLAS F16's time (cublasGemmEx, f16 weights and x, f32 out and accumulate) over
  * ours on the same shape and T. Weights are random bytes in the physical layout (every byte
  * pattern is a valid weight; sizes here need no padding), scales random and never zero.
- * A second table sweeps the launch plan (matmul.h: warps per row tile × splits) to show what
- * the launcher's default costs; a third times q+k+v and gate+up in one launch
+ * Then sweeps of the launch plan (matmul.h: warps per row tile × splits) for Q4_0's, Q4_K's
+ * and Q8_0's forms show what the launcher's defaults cost; a last table times q+k+v and gate+up in one launch
  * (sl_cuda_qmm_multi) against one launch per weight.
  */
 #include <cuda_runtime_api.h>
@@ -47,7 +47,7 @@ static const int g_Ts[] = {1, 2, 4, 8, 16, 32, 64};
 typedef struct qcase {
     sl_cuda_qmat w[MAX_SETS];
     int nsets, T;
-    sl_qmm_plan plan; /* {0, 0}: the default */
+    sl_qmm_plan plan; /* {0, 0, 0}: the default for T */
     const uint16_t *x16; /* f16 x, as cuBLAS gets it */
     float *y;
 } qcase;
@@ -61,7 +61,7 @@ static void qmm_fn(void *arg, int i, cudaStream_t s) {
 typedef struct gcase {
     sl_cuda_qmat *w[3]; /* each member's nsets copies */
     int n, nsets, T, grouped;
-    sl_qmm_plan plan; /* the grouped launch's ({0, 0}: the default) */
+    sl_qmm_plan plan; /* the grouped launch's ({0, 0, 0}: the default for T) */
     const uint16_t *x16;
     float *y[3];
 } gcase;
@@ -74,7 +74,7 @@ static void group_fn(void *arg, int i, cudaStream_t s) {
         sl_cuda_qmm_multi_f16(ws, c->n, c->x16, c->y, c->T, c->plan, (sl_cuda_stream)s);
     } else {
         for (int j = 0; j < c->n; j++)
-            sl_cuda_qmm_f16(ws[j], c->x16, c->y[j], c->T, (sl_qmm_plan){0, 0}, (sl_cuda_stream)s);
+            sl_cuda_qmm_f16(ws[j], c->x16, c->y[j], c->T, (sl_qmm_plan){0, 0, 0}, (sl_cuda_stream)s);
     }
 }
 
@@ -237,7 +237,7 @@ static int profile_run(void) {
     static sl_cuda_qmat w[MAX_SETS];
     const int n = make_qmats(w, SL_WF_QW4, 32, 0, 2, &g_shapes[2]);
     for (int T = 1; T <= 32; T = T == 1 ? 16 : 2 * T)
-        for (int i = 0; i < 2; i++) sl_cuda_qmm_f16(&w[i], x16, y, T, (sl_qmm_plan){0, 0}, NULL);
+        for (int i = 0; i < 2; i++) sl_cuda_qmm_f16(&w[i], x16, y, T, (sl_qmm_plan){0, 0, 0}, NULL);
     BENCH_CHECK(cudaDeviceSynchronize());
     free_qmats(w, n);
     BENCH_CHECK(cudaFree(x16));
@@ -284,10 +284,10 @@ int main(int argc, char **argv) {
         for (int si = 0; si < 4; si++) {
             const shape *sh = &g_shapes[si];
             c.nsets = make_qmats(c.w, fmts[fi].fmt, fmts[fi].group, fmts[fi].offsets, fmts[fi].sb, sh);
-            c.x16 = x16, c.y = y, c.plan = (sl_qmm_plan){0, 0};
-            const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0]);
+            c.x16 = x16, c.y = y, c.plan = (sl_qmm_plan){0, 0, 0};
             for (int ti = 0; ti < N_TS; ti++) {
                 c.T = g_Ts[ti];
+                const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0], c.T);
                 const double us = bench_graph_us(qmm_fn, &c, c.nsets * 2, reps);
                 const double act = (double)c.T * (sh->cols + sh->rows) * 4;
                 const double ourb = (double)qmat_bytes(&c.w[0], fmts[fi].offsets) + act, gbs = ourb / (us * 1e3);
@@ -301,35 +301,44 @@ int main(int argc, char **argv) {
             free_qmats(c.w, c.nsets);
         }
 
-    /* the plan: QW4 g32 with f16 scales (Q4_0) at 1, 16 and 32 tokens, warps per row tile ×
-     * splits */
-    static const sl_qmm_plan plans[] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}, {1, 2}, {2, 2},
-                                        {4, 2}, {8, 2}, {1, 4}, {2, 4}, {4, 4}, {1, 8},
-                                        {2, 8}, {1, 16}, {2, 16}};
+    /* the plan: Q4_0's, Q4_K's and Q8_0's forms at 1 to 32 tokens, warps per row tile × splits;
+     * "default" is the launcher's plan for T, "any T" its plan in batch-invariant mode */
+    static const sl_qmm_plan plans[] = {
+        {1, 1, 0}, {2, 1, 0}, {4, 1, 0}, {8, 1, 0}, {1, 2, 0}, {2, 2, 0}, {4, 2, 0}, {8, 2, 0},
+        {1, 4, 0}, {2, 4, 0}, {4, 4, 0}, {1, 8, 0}, {2, 8, 0}, {1, 16, 0}, {2, 16, 0}};
     const int np = (int)(sizeof plans / sizeof *plans);
-    printf("\nplan sweep (warps per row tile × splits), QW4 g32 f16 scales: µs (%% copy)\n\n| shape | T | default |");
-    for (int i = 0; i < np; i++) printf(" %d×%d |", plans[i].warps_per_tile, plans[i].splits);
-    printf("\n|---|---|---|");
-    for (int i = 0; i < np; i++) printf("---|");
-    printf("\n");
-    for (int si = 0; si < 4; si++) {
-        const shape *sh = &g_shapes[si];
-        c.nsets = make_qmats(c.w, SL_WF_QW4, 32, 0, 2, sh);
-        const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0]);
-        for (int T = 1; T <= 32; T = T == 1 ? 16 : 2 * T) {
-            c.T = T;
-            printf("| %s | %d | %d×%d |", sh->name, T, dp.warps_per_tile, dp.splits);
-            for (int i = 0; i < np; i++) {
-                c.plan = plans[i];
-                const double us = bench_graph_us(qmm_fn, &c, c.nsets * 2, reps);
-                const double gbs = ((double)qmat_bytes(&c.w[0], 0) + (double)T * (sh->cols + sh->rows) * 4) / (us * 1e3);
-                printf(" %.2f (%.0f) |", us, 100.0 * gbs / copy);
+    static const int sweep_Ts[] = {1, 4, 8, 16, 32};
+    static const int sweep_fmts[] = {0, 2, 5}; /* indexes into fmts */
+    for (int sf = 0; sf < 3; sf++) {
+        const int fi = sweep_fmts[sf];
+        printf("\nplan sweep (warps per row tile × splits), %s: µs (%% copy)\n\n| shape | T | default | any T |",
+               fmts[fi].name);
+        for (int i = 0; i < np; i++) printf(" %d×%d |", plans[i].warps_per_tile, plans[i].splits);
+        printf("\n|---|---|---|---|");
+        for (int i = 0; i < np; i++) printf("---|");
+        printf("\n");
+        for (int si = 0; si < 4; si++) {
+            const shape *sh = &g_shapes[si];
+            c.nsets = make_qmats(c.w, fmts[fi].fmt, fmts[fi].group, fmts[fi].offsets, fmts[fi].sb, sh);
+            const sl_qmm_plan ap = sl_cuda_qmm_default_plan(&c.w[0], 0);
+            for (size_t ti = 0; ti < sizeof sweep_Ts / sizeof *sweep_Ts; ti++) {
+                const int T = c.T = sweep_Ts[ti];
+                const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0], T);
+                printf("| %s | %d | %d×%d | %d×%d |", sh->name, T, dp.warps_per_tile, dp.splits,
+                       ap.warps_per_tile, ap.splits);
+                for (int i = 0; i < np; i++) {
+                    c.plan = plans[i];
+                    const double us = bench_graph_us(qmm_fn, &c, c.nsets * 2, reps);
+                    const double gbs = ((double)qmat_bytes(&c.w[0], fmts[fi].offsets) +
+                                        (double)T * (sh->cols + sh->rows) * 4) / (us * 1e3);
+                    printf(" %.2f (%.0f) |", us, 100.0 * gbs / copy);
+                }
+                printf("\n");
+                fflush(stdout);
             }
-            printf("\n");
-            fflush(stdout);
+            free_qmats(c.w, c.nsets);
+            c.plan = (sl_qmm_plan){0, 0, 0};
         }
-        free_qmats(c.w, c.nsets);
-        c.plan = (sl_qmm_plan){0, 0};
     }
 
     /* grouped launches (sl_cuda_qmm_multi, what the CUDA backend runs for q/k/v and gate/up)
@@ -341,7 +350,8 @@ int main(int argc, char **argv) {
         {"gate+up 2 x 14336 x 4096", 2, {2, 2, 2}},
     };
     static sl_cuda_qmat gw[3][MAX_SETS];
-    static char sweeps[2][1024]; /* each group's launch at 1 token by plan, printed after the table */
+    static const int group_Ts[] = {1, 8, 32};
+    static char sweeps[2][3][1024]; /* each group's launch by T and plan, printed after the table */
     for (int gi = 0; gi < 2; gi++) {
         gcase g = {.n = groups[gi].n, .x16 = x16};
         size_t bytes = 0;
@@ -369,21 +379,29 @@ int main(int argc, char **argv) {
                    sep / one, 100.0 * gbs / copy);
             fflush(stdout);
         }
-        /* the grouped launch's plan at 1 token: µs per plan of the sweep above */
-        g.T = 1, g.grouped = 1;
-        sweeps[gi][0] = '\0';
-        for (int i = 0; i < np; i++) {
-            g.plan = plans[i];
-            const size_t used = strlen(sweeps[gi]);
-            snprintf(sweeps[gi] + used, sizeof sweeps[gi] - used, " %d×%d %.2f µs;",
-                     plans[i].warps_per_tile, plans[i].splits,
-                     bench_graph_us(group_fn, &g, g.nsets * 2, reps));
+        /* the grouped launch by plan at 1, 8 and 32 tokens: µs per plan of the sweep above */
+        g.grouped = 1;
+        for (int ti = 0; ti < 3; ti++) {
+            g.T = group_Ts[ti];
+            int64_t at = 0;
+            for (int j = 0; j < g.n; j++) g.y[j] = y + at, at += (int64_t)g.T * g_shapes[groups[gi].shape[j]].rows;
+            char *sw = sweeps[gi][ti];
+            sw[0] = '\0';
+            for (int i = 0; i < np; i++) {
+                g.plan = plans[i];
+                const size_t used = strlen(sw);
+                snprintf(sw + used, sizeof sweeps[gi][ti] - used, " %d×%d %.2f;",
+                         plans[i].warps_per_tile, plans[i].splits,
+                         bench_graph_us(group_fn, &g, g.nsets * 2, reps));
+            }
         }
-        g.plan = (sl_qmm_plan){0, 0};
+        g.plan = (sl_qmm_plan){0, 0, 0};
         for (int j = 0; j < g.n; j++) free_qmats(gw[j], ns[j]);
     }
     for (int gi = 0; gi < 2; gi++)
-        printf("\n%s, grouped, 1 token, by plan:%s\n", groups[gi].name, sweeps[gi]);
+        for (int ti = 0; ti < 3; ti++)
+            printf("\n%s, grouped, %d tokens, µs by plan:%s\n", groups[gi].name, group_Ts[ti],
+                   sweeps[gi][ti]);
     BENCH_CHECK(cudaFree(x16));
     BENCH_CHECK(cudaFree(y));
     return 0;

@@ -6,8 +6,9 @@
 #
 #   scripts/gpu-check.sh [OUTDIR]      (OUTDIR defaults to $OUT, else gpu-out/)
 #
-# GPU_CHECK_ONLY=NAME limits the run to test_cuda_NAME_gpu and bench_cuda_NAME, without the
-# sanitizers (a quick re-measurement). GPU_CHECK_BUDGET (seconds, default 420) bounds the whole run: each step gets at most what is
+# GPU_CHECK_ONLY=NAME limits the run to test_cuda_NAME_gpu and bench_cuda_NAME (NAME may be a
+# glob), without the sanitizers or, unless GPU_CHECK_E2E=1, the end-to-end runs (a quick
+# re-measurement). GPU_CHECK_BUDGET (seconds, default 420) bounds the whole run: each step gets at most what is
 # left of it, so the summary always prints inside the device call's limit.
 #
 # Dependencies: the Debian packages that ../shared/gpu/fetch-debs.sh downloads into .deps/
@@ -57,7 +58,7 @@ only=${GPU_CHECK_ONLY:-*}
 gpu_tests=$(cd tests/kernels && ls test_cuda_$only.c | sed 's/\.c$/_gpu/')
 # (bench_cuda_repack times host work only: not worth the GPU's minutes)
 benches=$(cd benchmarks && ls bench_cuda_$only.c 2>/dev/null | grep -v bench_cuda_repack | sed 's/\.c$//')
-e2e=; [ -z "${GPU_CHECK_ONLY:-}" ] && e2e=sluice
+e2e=; { [ -z "${GPU_CHECK_ONLY:-}" ] || [ -n "${GPU_CHECK_E2E:-}" ]; } && e2e=sluice
 step build 240 ninja -C build-gpu -j16 $gpu_tests $benches $e2e || tail -40 "$logs/build.log"
 
 # static cost of the matmul kernels: SASS instructions per tensor-core mma and registers, per
@@ -72,31 +73,33 @@ if command -v cuobjdump >/dev/null && [ -f "$qmm_o" ]; then
     cp "$logs/sass.log" "$out/sass.txt"
 fi
 
-step ctest_gpu 120 ctest --test-dir build-gpu -L gpu --output-on-failure
+step ctest_gpu 120 ctest --test-dir build-gpu -L gpu -R "^($(echo $gpu_tests | tr ' ' '|'))\$" --output-on-failure
 tail -15 "$logs/ctest_gpu.log"
 for b in $benches; do
     step "$b" 240 "build-gpu/$b"
     cp "$logs/$b.log" "$out/$b.md"
 done
-# end to end: offline throughput of a ~0.6 B-parameter random Q4_0 llama (Llama-3-8B's layer
-# shapes, 4 layers) on the CUDA backend, batched and one request at a time; then as Q4_K
+# end to end: offline throughput of a ~0.6 B-parameter random llama (Llama-3-8B's layer shapes,
+# 4 layers) on the CUDA backend, as Q4_0, Q4_K (two-level scales and offsets: what Q4_K_M files
+# mostly hold) and Q8_0: batched and one request at a time (after a warm-up request); Q4_0 also
+# with the logits downloaded to the host sampler, in batch-invariant mode (one matmul plan for
+# every step size, no GEMM, no split-K attention), with the f16 GEMM path never or from 256
+# tokens (the default: 64), and without the warm-up
 if [ -n "$e2e" ]; then
-    step mkmodel 120 build-gpu/sluice mkmodel --out /tmp/e2e.gguf --arch llama --type Q4_0 --dim 4096 \
-        --layers 4 --heads 32 --kv-heads 8 --ff 14336 --vocab 32000
-    # batched (sampling on the device), batched with the logits downloaded to the host
-    # sampler, one request at a time
-    for mode in "" --host-sampling --sequential; do
-        name=e2e${mode:+_${mode#--}}
-        step "$name" 120 build-gpu/sluice bench throughput --model /tmp/e2e.gguf --device cuda \
-            --num-prompts 32 --input-len 128 --output-len 128 $mode
-        tail -4 "$logs/$name.log"
+    for type in Q4_0 Q4_K Q8_0; do
+        step mkmodel_$type 120 build-gpu/sluice mkmodel --out /tmp/e2e_$type.gguf --arch llama --type $type \
+            --dim 4096 --layers 4 --heads 32 --kv-heads 8 --ff 14336 --vocab 32000
+        modes=("" --sequential)
+        [ $type = Q4_0 ] && modes+=(--host-sampling --batch-invariant "--sequential --batch-invariant" \
+            "--gemm-min-tokens 0" "--sequential --gemm-min-tokens 0" "--gemm-min-tokens 256" \
+            "--sequential --gemm-min-tokens 256" "--sequential --no-warmup")
+        for mode in "${modes[@]}"; do
+            name=e2e_$type$(echo "$mode" | tr -d ' ' | sed 's/--/_/g')
+            step "$name" 120 build-gpu/sluice bench throughput --model /tmp/e2e_$type.gguf --device cuda \
+                --num-prompts 32 --input-len 128 --output-len 128 $mode
+            tail -2 "$logs/$name.log"
+        done
     done
-    # the same shapes as Q4_K (two-level scales, offsets: what Q4_K_M files mostly hold), batched
-    step mkmodel_q4k 120 build-gpu/sluice mkmodel --out /tmp/e2e_q4k.gguf --arch llama --type Q4_K \
-        --dim 4096 --layers 4 --heads 32 --kv-heads 8 --ff 14336 --vocab 32000
-    step e2e_q4k 120 build-gpu/sluice bench throughput --model /tmp/e2e_q4k.gguf --device cuda \
-        --num-prompts 32 --input-len 128 --output-len 128
-    tail -4 "$logs/e2e_q4k.log"
 fi
 # where the decode matmul's time goes: Nsight Compute on its launches (QW4 g32, gate/up, 1, 16
 # and 32 tokens, two launches each: the first skipped), when the machine has ncu

@@ -2,7 +2,9 @@
  * benchmark_throughput. N random prompts of I tokens each ask for exactly O tokens
  * (ignore_eos, temperature 1, top_p 1, as vLLM's benchmark samples); all are submitted to one
  * engine at once (continuous batching), or with --sequential one at a time on the same engine.
- * The clock runs from the first submit to the last finish; model loading is not timed. */
+ * The clock runs from the first submit to the last finish; model loading is not timed, nor
+ * warm-up requests before (a server's start pays for the first launches once: on a GPU they
+ * load kernels and cuBLAS). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +61,7 @@ static void drain(sl_engine *e, totals *t) {
 static int bench_throughput(int argc, char **argv) {
     const char *model_path, *json_path, *quant, *device, *cpu_act;
     int num_prompts, input_len, output_len, sequential, threads, max_num_seqs, max_batched, block_size, no_cache,
-        num_blocks, max_model_len, seed, host_sampling, batch_invariant;
+        num_blocks, max_model_len, seed, host_sampling, batch_invariant, no_warmup, gemm_min_t;
     const cli_opt opts[] = {
         {"model", 'm', CLI_STR, NULL, "GGUF model file (required)", &model_path},
         {"num-prompts", 0, CLI_INT, "64", "number of requests", &num_prompts},
@@ -78,10 +80,14 @@ static int bench_throughput(int argc, char **argv) {
         {"no-prefix-cache", 0, CLI_BOOL, NULL, "turn automatic prefix caching off", &no_cache},
         {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &quant},
         {"seed", 0, CLI_INT, "0", "seed of the random prompts and of sampling", &seed},
-        {"batch-invariant", 0, CLI_BOOL, NULL, "a token's logits never depend on the batch around it, as on the CPU (on cuda: no f16 GEMM for large steps "
+        {"batch-invariant", 0, CLI_BOOL, NULL, "a token's logits never depend on the batch around it, as on the CPU (on cuda: no f16 GEMM for large steps, one matmul launch plan for every step size "
          "and no split-K attention: slower prefill and long contexts)", &batch_invariant},
         {"host-sampling", 0, CLI_BOOL, NULL,
          "sample on the host even on a GPU (the logits cross to the host each step; for comparison)", &host_sampling},
+        {"no-warmup", 0, CLI_BOOL, NULL, "time from the first request (no warm-up requests first)", &no_warmup},
+        {"gemm-min-tokens", 0, CLI_INT, "-1",
+         "on cuda: steps of at least this many tokens multiply quantized weights in f16 through cuBLAS "
+         "(0: never; -1: the backend's default)", &gemm_min_t},
     };
     int rc = cli_parse("bench throughput", opts, sizeof opts / sizeof opts[0], argc, argv);
     if (rc) return rc > 0 ? 0 : 2;
@@ -91,7 +97,7 @@ static int bench_throughput(int argc, char **argv) {
         return 2;
     }
     if (num_prompts < 1 || input_len < 1 || output_len < 1 || max_num_seqs < 1 || max_batched < 1 || block_size < 1 ||
-        block_size > 1024 || num_blocks < 0 || max_model_len < 0) {
+        block_size > 1024 || num_blocks < 0 || max_model_len < 0 || gemm_min_t < -1) {
         fprintf(stderr, "sluice bench throughput: invalid option value (counts and lengths must be positive)\n");
         return 2;
     }
@@ -109,6 +115,7 @@ static int bench_throughput(int argc, char **argv) {
         fprintf(stderr, "sluice bench throughput: --device %s: the backend could not be created\n", device);
         return 1;
     }
+    if (gemm_min_t >= 0) sl_device_set_gemm_min_tokens(be, device, gemm_min_t);
     sl_model *m = NULL;
     sl_engine *e = NULL;
     int32_t *prompts = NULL;
@@ -160,6 +167,36 @@ static int bench_throughput(int argc, char **argv) {
     fprintf(stderr, "sluice bench: %s; %d prompts of %d tokens, %d output tokens each, %s, %d KV blocks of %d, "
             "sampling on the %s\n", m->desc, num_prompts, input_len, output_len, sequential ? "one at a time" : "batched",
             num_blocks, block_size, sl_model_device_sampling(m) && !host_sampling ? "device" : "host");
+    /* the warm-up: requests of their own (random ids from the same stream, 2 output tokens
+     * each), as many as fill the timed run's first step, so that its kernels (a large step's
+     * GEMM path among them) have run once */
+    sl_engine_stats st0 = {0};
+    if (!no_warmup) {
+        const int fill = conc * input_len < max_batched ? conc * input_len : max_batched;
+        const int n_warm = (fill + input_len - 1) / input_len;
+        int32_t *wp = malloc((size_t)input_len * sizeof *wp);
+        sl_engine_req wr = req;
+        wr.prompt = wp, wr.sp.max_tokens = 2;
+        for (int r = 0; r < n_warm; r++) {
+            for (int i = 0; i < input_len; i++) {
+                do wp[i] = (int32_t)(sl_rng_u64(&rng) % (uint64_t)V);
+                while (V > 3 && (wp[i] == m->hp.bos_id || wp[i] == m->hp.eos_id || wp[i] == m->hp.eot_id));
+            }
+            if ((rc = sl_engine_submit(e, &wr, NULL))) break; /* the engine copies the prompt */
+        }
+        free(wp);
+        if (rc) {
+            fprintf(stderr, "sluice bench throughput: submit failed\n");
+            goto done;
+        }
+        totals wt = {0};
+        while (wt.done < n_warm) {
+            wait_events(&w);
+            drain(e, &wt);
+        }
+        if (wt.errors) goto done;
+        sl_engine_get_stats(e, &st0);
+    }
     totals t = {0};
     double t0 = sl_time_s();
     int submitted = 0;
@@ -180,6 +217,10 @@ static int bench_throughput(int argc, char **argv) {
     sl_engine_stats st;
     sl_engine_get_stats(e, &st);
     if (t.errors) goto done;
+    /* the timed requests' share (the scheduler's counters are cumulative) */
+    st.sched.n_steps -= st0.sched.n_steps, st.sched.n_preemptions -= st0.sched.n_preemptions;
+    st.sched.prefix_hits -= st0.sched.prefix_hits, st.n_forward_tokens -= st0.n_forward_tokens;
+    st.busy_s -= st0.busy_s, st.forward_s -= st0.forward_s, st.sample_s -= st0.sample_s;
 
     long long total = t.prompt_tokens + t.output_tokens;
     double rps = num_prompts / elapsed, tps = (double)total / elapsed, ops = (double)t.output_tokens / elapsed;

@@ -260,7 +260,7 @@ int sl_cmd_serve(int argc, char **argv) {
          &o->device},
         {"cpu-activations", 0, CLI_STR, "int8", SL_CPU_ACT_HELP, &o->cpu_act},
         {"quantization", 0, CLI_STR, NULL, "quantize F16/BF16/F32 weights at load: int8 or int4", &o->quant},
-        {"batch-invariant", 0, CLI_BOOL, NULL, "a token's logits never depend on the batch around it, as on the CPU (on cuda: no f16 GEMM for large steps "
+        {"batch-invariant", 0, CLI_BOOL, NULL, "a token's logits never depend on the batch around it, as on the CPU (on cuda: no f16 GEMM for large steps, one matmul launch plan for every step size "
          "and no split-K attention: slower prefill and long contexts)", &o->batch_invariant},
         {"kv-cache-space", 0, CLI_FLOAT, "4", "KV cache memory in GiB (like vLLM's VLLM_CPU_KVCACHE_SPACE)",
          &o->kv_space_gib},

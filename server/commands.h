@@ -23,6 +23,9 @@ struct sl_backend;
 int sl_device_check(const char *cmd, const char *device, const char *cpu_act);
 struct sl_backend *sl_device_backend(const char *device, int threads, int batch_invariant,
                                      const char *cpu_act);
+/* On cuda: steps of at least min_tokens tokens take the f16 GEMM path (sl_cuda_backend_set_gemm;
+ * 0: never). Elsewhere nothing. */
+void sl_device_set_gemm_min_tokens(struct sl_backend *be, const char *device, int min_tokens);
 /* The `--cpu-activations` option of the commands that run a model. */
 #define SL_CPU_ACT_HELP                                                                            \
     "CPU matmuls with int8/int4 weights: int8 (activations quantized per 32 columns, integer dot " \

@@ -48,3 +48,10 @@ sl_backend *sl_device_backend(const char *device, int threads, int batch_invaria
     if (be) sl_cpu_backend_set_int8_activations(be, !strcasecmp(cpu_act, "int8"));
     return be;
 }
+
+void sl_device_set_gemm_min_tokens(struct sl_backend *be, const char *device, int min_tokens) {
+#ifdef SL_HAVE_CUDA
+    if (!strcasecmp(device, "cuda")) sl_cuda_backend_set_gemm(be, min_tokens, 0);
+#endif
+    (void)be, (void)device, (void)min_tokens;
+}

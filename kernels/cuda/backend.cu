@@ -43,8 +43,9 @@ constexpr int THREADS = 256;
 constexpr int MAX_BLOCKS = 1024;
 constexpr int MAX_SLICES = 16; /* blocks per row of the row gathers */
 constexpr int MAX_HEAD_DIM = 256; /* attention.h: 64, 128 or 256 */
-constexpr int DEFAULT_GEMM_MIN_T = 64;  /* where f16 GEMM beats qmm's launches (DESIGN.md; to
-                                          * be measured again with launches of 32) */
+constexpr int DEFAULT_GEMM_MIN_T = 256; /* where f16 GEMM beats qmm's launches: measured on an
+                                          * H200 end to end, qmm was faster at 128-token steps,
+                                          * GEMM at 2048 (h200-2026-11-28.md) */
 constexpr int64_t GEMM_SCRATCH_HALVES = 16 << 20; /* 32 MiB of dequantized rows */
 
 struct cuda_be {
@@ -58,6 +59,7 @@ struct cuda_be {
     std::map<uintptr_t, size_t> allocs; /* every buffer of alloc: start → bytes */
     int gemm_min_t;              /* QW matmuls of at least this many tokens: qmat_gemm (0: never) */
     bool attn_one_pass;          /* attention never split over the context (batch invariance) */
+    bool qmm_any_batch;          /* qmm's default plan the same for every T (batch invariance) */
     int gemm_block_rows;         /* rows dequantized per GEMM (0: GEMM_SCRATCH_HALVES / K) */
     __half *deq;                 /* device, [deq_n] qmat_gemm's dequantized rows */
     size_t deq_n;
@@ -492,7 +494,7 @@ void matmul_one(sl_backend *be, const sl_bweight *w, const float *x, float *y, i
     cuda_be *c = impl(be);
     if (w->qmat) {
         if (c->gemm_min_t > 0 && T >= c->gemm_min_t) qmat_gemm(c, w->q, x, y, T);
-        else sl_cuda_qmm(&w->q, x, y, T, c->stream);
+        else sl_cuda_qmm(&w->q, x, y, T, sl_qmm_plan{0, 0, c->qmm_any_batch}, c->stream);
         return;
     }
     const sl_cuda_weight &d = w->d;
@@ -548,7 +550,7 @@ void cb_matmul_multi(sl_backend *be, const sl_bweight *const *w, int n, const fl
             m++;
         }
         if (m >= 2) {
-            sl_cuda_qmm_multi(q, m, x, y + i, T, c->stream);
+            sl_cuda_qmm_multi(q, m, x, y + i, T, sl_qmm_plan{0, 0, c->qmm_any_batch}, c->stream);
             i += m;
         } else {
             matmul_one(be, w[i], x, y[i], T);
@@ -783,4 +785,5 @@ extern "C" void sl_cuda_backend_set_batch_invariant(sl_backend *be, int on) {
     SL_CUDA_REQUIRE(be && be->impl);
     impl(be)->gemm_min_t = on ? 0 : DEFAULT_GEMM_MIN_T;
     impl(be)->attn_one_pass = on != 0;
+    impl(be)->qmm_any_batch = on != 0;
 }

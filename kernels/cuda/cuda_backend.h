@@ -15,7 +15,7 @@
  *   QW8/QW4, group a power of 2 >= 16  → sl_cuda_qmat (matmul.h), matmul by sl_cuda_qmm
  *       (q/k/v and gate/up of one format in one launch: sl_cuda_qmm_multi, matmul_multi):
  *       activations rounded to f16 (each product within 2^-11 relative of the f32 one), up
- *       to 32 tokens a launch. Steps of 64 tokens or more (sl_cuda_backend_set_gemm) dequantize
+ *       to 32 tokens a launch. Steps of 256 tokens or more (sl_cuda_backend_set_gemm) dequantize
  *       the weight to f16 a block of rows at a time and multiply through cuBLAS: weights
  *       rounded to f16 as well, each byte read once per step (a GEMM dequantizing in shared
  *       memory is still to come). The embedding gather reads the tiled layout directly (no
@@ -74,15 +74,17 @@ sl_backend *sl_cuda_backend_create(int device);
 /* Steps of at least min_tokens tokens (prefill chunks) multiply QW weights in f16 through
  * cuBLAS — the weight dequantized block_rows rows at a time (0: 32 MiB of f16 per block) —
  * instead of qmm's launches of 32 tokens, which read the whole weight once per 32 tokens.
- * Default 64 tokens (a prefill chunk, or 64 decoding sequences and more); min_tokens 0 keeps
+ * Default 256 tokens (a prefill chunk of that size, or 256 decoding sequences); min_tokens 0 keeps
  * qmm for every step. A token's result then depends on whether its step reached min_tokens
- * (qmm's never depends on the batch; see sl_cuda_backend_set_batch_invariant). */
+ * (and on qmm, on the launch plan its step's size picks; see
+ * sl_cuda_backend_set_batch_invariant). */
 void sl_cuda_backend_set_gemm(sl_backend *be, int min_tokens, int block_rows);
 
 /* on: a token's logits never depend on the batch around it — QW matmuls stay on qmm at every
- * step size (no GEMM) and attention reads each context in one pass (no split-K, whose split
- * count follows the batch's size and longest context). Slower prefill and long-context decode
- * at small batch. off (the default): as sl_cuda_backend_create makes it. */
+ * step size (no GEMM) with one launch plan for every size, and attention reads each context in
+ * one pass (no split-K, whose split count follows the batch's size and longest context). Slower
+ * prefill, long-context decode at small batch, and decode matmuls. off (the default): as
+ * sl_cuda_backend_create makes it. */
 void sl_cuda_backend_set_batch_invariant(sl_backend *be, int on);
 
 /* Tests: on (the default), rmsnorm, add_rmsnorm and swiglu also write their output rounded to

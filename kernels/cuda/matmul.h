@@ -96,23 +96,26 @@ void sl_cuda_qmat_deinit(sl_cuda_qmat *q);
  * tile of 16 outputs, dividing its columns and adding their sums in shared memory; splits (>= 1)
  * divides the columns further over blocks, whose partial sums go through a workspace the
  * launcher owns (grown on first need, synchronously) and are added in a fixed order.
- * {0, 0} means the default plan. */
+ * {0, 0} means the default plan: the fastest for the launch's token count, or, with any_batch
+ * set, one plan for every token count, so that a token's result is the same in any batch. */
 typedef struct sl_qmm_plan {
     int warps_per_tile;
     int splits;
+    int any_batch; /* with {0, 0}: the default that does not depend on T */
 } sl_qmm_plan;
 
-/* The default plan: from the weight's shape and the SM count, never from T, so a token's
- * result is the same in any batch (and results never depend on timing). */
-sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w);
+/* The default plan for T tokens (T = 0: the plan for any T, any_batch's), from the weight's
+ * shape and the SM count. Results never depend on timing. */
+sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w, int T);
 
 /* y[T][rows] (f32) = x16[T][cols] (f16 bits, 16-byte aligned) · Wᵀ, T >= 1, in launches of up
  * to SL_QMM_MAX_T tokens. One stream at a time may use it (the engine thread's): the workspace
  * is shared. Splits past the column tiles are cut. */
 void sl_cuda_qmm_f16(const sl_cuda_qmat *w, const uint16_t *x16, float *y, int T,
                      sl_qmm_plan plan, sl_cuda_stream stream);
-/* The same from f32 x (rounded to f16 into the launcher's buffer first), default plan. */
-void sl_cuda_qmm(const sl_cuda_qmat *w, const float *x, float *y, int T, sl_cuda_stream stream);
+/* The same from f32 x (rounded to f16 into the launcher's buffer first). */
+void sl_cuda_qmm(const sl_cuda_qmat *w, const float *x, float *y, int T, sl_qmm_plan plan,
+                 sl_cuda_stream stream);
 
 /* Several weights on one x in one launch per SL_QMM_MAX_T tokens: ys[i][T][rows_i] = x16 ·
  * W_iᵀ for n (1 to 3) weights of one format, group, cols, scale width and offsets presence
@@ -123,7 +126,7 @@ int sl_cuda_qmm_groupable(const sl_cuda_qmat *const *ws, int n);
 void sl_cuda_qmm_multi_f16(const sl_cuda_qmat *const *ws, int n, const uint16_t *x16,
                            float *const *ys, int T, sl_qmm_plan plan, sl_cuda_stream stream);
 void sl_cuda_qmm_multi(const sl_cuda_qmat *const *ws, int n, const float *x, float *const *ys,
-                       int T, sl_cuda_stream stream);
+                       int T, sl_qmm_plan plan, sl_cuda_stream stream);
 
 /* F16 weights through cuBLAS: y[T][N] (f32) = x[T][K] (f32, rounded to f16 inside) · Wᵀ with
  * w f16 [N][K] (IEEE binary16 bits), f32 accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F). The

@@ -36,8 +36,9 @@
  * Splits over blocks: with more than one, each block writes its partial sums to the launcher's
  * workspace; the last block of a row block to finish (an atomic count per row block) adds the
  * partials in split order and writes y, so the result does not depend on timing. The default
- * plan (kw and splits) depends on the weight's shape and the SM count, never on T: a token's
- * result is the same in any batch.
+ * plan (kw and splits) depends on the weight's shape, the SM count and the launch's token
+ * count; with any_batch (the CUDA backend's batch-invariant mode) not on the token count, so a
+ * token's result is the same in any batch.
  */
 #include <limits.h>
 
@@ -560,18 +561,37 @@ int sm_count() {
 }
 
 /* The default plan for row_tiles row tiles of k_tiles column tiles (one weight's, or the sum
- * over a group's weights) */
-sl_qmm_plan plan_for(int64_t row_tiles, int64_t k_tiles) {
+ * over a group's weights) of QW8 (q8) or QW4 and T tokens (0: any T) */
+sl_qmm_plan plan_for(int64_t row_tiles, int64_t k_tiles, bool q8, int T) {
+    /* Measured on an H200 (benchmarks/results/h200-2026-11-28.md: the plan sweeps on
+     * Llama-3-8B's shapes): 8 warps per row tile without splits — one row tile a block, 8 warps
+     * streaming its columns — was the fastest plan or close to it at 1 to 8 tokens on every
+     * shape, 13 to 31% faster than the rule below, and at 16 and 32 tokens on every shape of up
+     * to 4 row tiles per SM. Past that (gate/up: 896 row tiles) each block re-reading x from
+     * L2 costs more than it saves at 16 tokens and more, and the rule below (2 warps per row
+     * tile, 4 row tiles a block sharing x through L1) wins. Up to 8 tokens, splits that bring
+     * the blocks to 2 per SM (QW4) or 4 (QW8, fewer registers and instructions per byte) paid
+     * on the shorter weights (k/v; QW8 q/o and down: 25% on down), down to 4 tiles a warp; at
+     * more tokens they lost. A short row (under 32 column tiles) gets fewer warps: 2 tiles each
+     * at least. */
+    const int64_t sms = sm_count();
+    const bool few = T >= 1 && T <= 8;
+    sl_qmm_plan p = {1, 1, 0};
+    if (few || row_tiles <= 4 * sms) {
+        while (p.warps_per_tile < 8 && 4 * p.warps_per_tile <= k_tiles) p.warps_per_tile *= 2;
+        if (few) {
+            const int64_t s = sl_min64((q8 ? 4 : 2) * sms / row_tiles, k_tiles / (4 * p.warps_per_tile));
+            p.splits = s < 1 ? 1 : (int)sl_min64(s, 64);
+        }
+        return p;
+    }
     /* About 16 warps per SM (two blocks of 8: the kernel's launch bounds), each streaming at
      * least 4 column tiles. The warps a row tile gets (per_tile) are 2 per block (kw) and the
      * rest splits over blocks: a block reads the x of its columns once (its 8 / kw row tiles
-     * share it through L1), so x's traffic from L2 grows with the row blocks, that is with
-     * kw, and at 16 to 32 tokens rivals the weight's own bytes, while a split adds only a
-     * partial sum per output. Not yet tuned on a GPU: the benchmark's plan sweep is the tool. */
+     * share it through L1), while a split adds only a partial sum per output. */
     const int64_t want = 16 * (int64_t)sm_count();
     int64_t per_tile = sl_min64(want / row_tiles, k_tiles / 4);
     if (per_tile < 1) per_tile = 1;
-    sl_qmm_plan p;
     p.warps_per_tile = per_tile >= 2 ? 2 : 1;
     const int64_t s = sl_min64(per_tile / p.warps_per_tile, 64);
     p.splits = s < 1 ? 1 : (int)s;
@@ -580,8 +600,9 @@ sl_qmm_plan plan_for(int64_t row_tiles, int64_t k_tiles) {
 
 } // namespace
 
-extern "C" sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w) {
-    return plan_for(w->row_tiles, w->k_tiles);
+extern "C" sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w, int T) {
+    SL_CUDA_REQUIRE(w && T >= 0);
+    return plan_for(w->row_tiles, w->k_tiles, w->fmt == SL_WF_QW8, (int)sl_min64(T, SL_QMM_MAX_T));
 }
 
 extern "C" int sl_cuda_qmm_groupable(const sl_cuda_qmat *const *ws, int n) {
@@ -607,7 +628,10 @@ extern "C" void sl_cuda_qmm_multi_f16(const sl_cuda_qmat *const *ws, int n, cons
         row_tiles += ws[i]->row_tiles;
     }
     const sl_cuda_qmat *w = ws[0];
-    if (plan.warps_per_tile == 0 && plan.splits == 0) plan = plan_for(row_tiles, w->k_tiles);
+    /* the default: one plan for every launch of SL_QMM_MAX_T tokens or fewer */
+    if (plan.warps_per_tile == 0 && plan.splits == 0)
+        plan = plan_for(row_tiles, w->k_tiles, w->fmt == SL_WF_QW8,
+                        plan.any_batch ? 0 : (int)sl_min64(T, SL_QMM_MAX_T));
     SL_CUDA_REQUIRE(plan.warps_per_tile == 1 || plan.warps_per_tile == 2 ||
                     plan.warps_per_tile == 4 || plan.warps_per_tile == 8);
     SL_CUDA_REQUIRE(plan.splits >= 1);
@@ -641,15 +665,15 @@ extern "C" void sl_cuda_qmm_f16(const sl_cuda_qmat *w, const uint16_t *x16, floa
 }
 
 extern "C" void sl_cuda_qmm_multi(const sl_cuda_qmat *const *ws, int n, const float *x,
-                                  float *const *ys, int T, sl_cuda_stream stream) {
+                                  float *const *ys, int T, sl_qmm_plan plan, sl_cuda_stream stream) {
     SL_CUDA_REQUIRE(sl_cuda_qmm_groupable(ws, n) && x && T >= 1);
     const uint16_t *x16 = sl__cuda_to_f16(x, (size_t)T * (size_t)ws[0]->cols, stream);
-    sl_cuda_qmm_multi_f16(ws, n, x16, ys, T, sl_qmm_plan{0, 0}, stream);
+    sl_cuda_qmm_multi_f16(ws, n, x16, ys, T, plan, stream);
 }
 
 extern "C" void sl_cuda_qmm(const sl_cuda_qmat *w, const float *x, float *y, int T,
-                            sl_cuda_stream stream) {
+                            sl_qmm_plan plan, sl_cuda_stream stream) {
     SL_CUDA_REQUIRE(w && x && T >= 1);
     const uint16_t *x16 = sl__cuda_to_f16(x, (size_t)T * (size_t)w->cols, stream);
-    sl_cuda_qmm_f16(w, x16, y, T, sl_qmm_plan{0, 0}, stream);
+    sl_cuda_qmm_f16(w, x16, y, T, plan, stream);
 }

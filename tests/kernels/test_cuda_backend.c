@@ -719,9 +719,9 @@ static void test_device_sampling(void) {
 }
 
 /* Batch invariance on the CUDA backend (sl_cuda_backend_set_batch_invariant): sequence 0's
- * decode logits are the same bits alone and beside two longer sequences (another step size
- * and another longest context, which change the attention's split-K without the mode), over
- * contexts up to 243 tokens. */
+ * decode logits are the same bits alone, beside two longer sequences (another step size
+ * and another longest context, which change the attention's split-K without the mode) and in a
+ * step of 13 tokens (qmm's plan), over contexts up to 243 tokens. */
 static void test_batch_invariance(void) {
     const char *path = "test_cuda_backend_inv.gguf";
     small_model(path, 79);
@@ -753,6 +753,14 @@ static void test_batch_invariance(void) {
         run_step(&g, one, hist, done, alone);
         run_step(&g, all, hist, done, batched);
         ASSERT(memcmp(alone, batched, (size_t)V * 4) == 0);
+        /* and beside 12 positions of sequence 1 again (a step past 8 tokens, where without the
+         * mode qmm's default plan is another than for 1 token: the rows of gate/up and the
+         * output exceed 4 row tiles per SM on the emulator) */
+        int wide[NSEQ] = {1, 12, 0};
+        done[1] -= 11;
+        run_step(&g, wide, hist, done, batched);
+        done[1] += 11;
+        ASSERT(memcmp(alone, batched, (size_t)V * 4) == 0);
         checked++;
     }
     sl_cuda_backend_set_batch_invariant(g_gpu, 0);
@@ -763,8 +771,8 @@ static void test_batch_invariance(void) {
 
 /* The engine on the CUDA backend, sampling on the device and (host_sampling) on the host:
  * seeded requests of every kind of sampling give the same tokens and logprobs. The per-token
- * logits do not depend on the batch (qmm's plan never depends on T), so how the engine happens
- * to batch the requests in either run does not matter. */
+ * logits do not depend on the batch (batch-invariant mode), so how the engine happens to batch
+ * the requests in either run does not matter. */
 enum { ENG_REQ = 6, ENG_GEN = 12 };
 typedef struct eng_out {
     int32_t tok[ENG_REQ][ENG_GEN];

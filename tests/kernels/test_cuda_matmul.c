@@ -86,10 +86,12 @@ static void check_bound(const char *what, const float *got, const double *ref, c
     }
 }
 
-/* Plans: {0, 0} is the default; the others each warps_per_tile with one split, several, and
- * more than there are column tiles; the first 5 (what the shorter runs take) include splits. */
-static const sl_qmm_plan g_plans[] = {{0, 0}, {2, 3}, {8, 2}, {1, 1000}, {1, 1},
-                                      {2, 1}, {4, 1}, {8, 1}, {1, 2}, {4, 1000}};
+/* Plans: {0, 0, 1} is the default for any T (batch invariance), {0, 0, 0} the default for the
+ * launch's T; the others each warps_per_tile with one split, several, and more than there are
+ * column tiles; the first 5 (what the shorter runs take) include both defaults and splits. */
+static const sl_qmm_plan g_plans[] = {{0, 0, 1}, {0, 0, 0}, {2, 3, 0}, {8, 2, 0},
+                                      {1, 1000, 0}, {1, 1, 0}, {2, 1, 0}, {4, 1, 0},
+                                      {8, 1, 0}, {1, 2, 0}, {4, 1000, 0}};
 #define N_PLANS (int)(sizeof g_plans / sizeof *g_plans)
 
 /* One weight, several T and plans; returns after checking every output. */
@@ -115,13 +117,13 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
             const sl_qmm_plan plan = g_plans[pi];
             dbuf dy = dev_alloc(ny, off);
             sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, plan, NULL);
-            snprintf(what, sizeof what, "qmm %s%s g%d %d-byte scales %dx%d T=%d plan %d×%d",
+            snprintf(what, sizeof what, "qmm %s%s g%d %d-byte scales %dx%d T=%d plan %d×%d%s",
                      sl_wfmt_name(fmt), offsets ? "+offsets" : "", group, q.scale_bytes, rows,
-                     cols, T, plan.warps_per_tile, plan.splits);
+                     cols, T, plan.warps_per_tile, plan.splits, plan.any_batch ? " any batch" : "");
             dev_get(&dy, got);
             check_bound(what, got, ref, bound, ny, 2e-5);
             dev_check_guards(&dy, what);
-            if (pi == 0) { /* the default: deterministic, and the same for any T */
+            if (pi == 0) { /* the default for any T: deterministic, and a token's bits alone */
                 memcpy(first, got, (size_t)ny * sizeof(float));
                 sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, plan, NULL);
                 dev_get(&dy, got);
@@ -143,7 +145,7 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
         double *ref32 = sl_xmalloc((size_t)ny * sizeof(double));
         reference(&w, x, T, ref32, bound);
         dbuf dx = dev_from(x, nx, off), dy = dev_alloc(ny, off);
-        sl_cuda_qmm(&q, dx.p, dy.p, T, NULL);
+        sl_cuda_qmm(&q, dx.p, dy.p, T, (sl_qmm_plan){0, 0, 0}, NULL);
         dev_get(&dy, got);
         snprintf(what, sizeof what, "qmm f32 x %s%s g%d %dx%d T=%d", sl_wfmt_name(fmt),
                  offsets ? "+offsets" : "", group, rows, cols, T);
@@ -154,6 +156,27 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
     }
     sl_cuda_qmat_deinit(&q);
     sl_qw_free(&w);
+}
+
+/* The default plans' rule (qmm.cu's plan_for): up to 8 tokens, 8 warps per row tile on any
+ * shape (the fastest measured at 1 token), without splits on a tall weight; past 8 tokens, and
+ * for any T (any_batch), one plan per shape, which for a tall weight differs from the first. A
+ * descriptor alone: the plan reads its shape. */
+static void test_default_plan(void) {
+    sl_cuda_qmat tall = {.fmt = SL_WF_QW4, .rows = (int64_t)16 << 20, .cols = 4096,
+                         .group = 32, .row_tiles = 1 << 20, .k_tiles = 64};
+    const sl_qmm_plan any = sl_cuda_qmm_default_plan(&tall, 0);
+    ASSERT(any.warps_per_tile != 8 || any.splits != 1);
+    for (int T = 1; T <= 40; T++) {
+        const sl_qmm_plan p = sl_cuda_qmm_default_plan(&tall, T);
+        if (T <= 8) ASSERT(p.warps_per_tile == 8 && p.splits == 1);
+        else ASSERT(p.warps_per_tile == any.warps_per_tile && p.splits == any.splits);
+    }
+    /* a short weight of few column tiles: 2 tiles a warp at least */
+    sl_cuda_qmat small = {.fmt = SL_WF_QW8, .rows = 64, .cols = 128, .group = 32, .row_tiles = 4, .k_tiles = 4};
+    const sl_qmm_plan ps = sl_cuda_qmm_default_plan(&small, 1);
+    ASSERT(ps.warps_per_tile == 2 && ps.splits == 1);
+    g_checks++;
 }
 
 static void test_qmm(void) {
@@ -249,8 +272,8 @@ static void test_qmm_two_level(void) {
             uint16_t *x16 = sl_xmalloc((size_t)(nx + 1) * sizeof(uint16_t));
             for (int64_t i = 0; i < nx; i++) x16[i] = sl_f32_to_fp16(x[i]);
             dbuf dx16 = dev_from(x16, (nx + 1) / 2, 0), dy = dev_alloc(ny, 0), dy32 = dev_alloc(ny, 0);
-            sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){2, 3}, NULL);
-            sl_cuda_qmm_f16(&q32, (const uint16_t *)dx16.p, dy32.p, T, (sl_qmm_plan){2, 3}, NULL);
+            sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){2, 3, 0}, NULL);
+            sl_cuda_qmm_f16(&q32, (const uint16_t *)dx16.p, dy32.p, T, (sl_qmm_plan){2, 3, 0}, NULL);
             float *y = sl_xmalloc((size_t)ny * sizeof(float)), *y32 = sl_xmalloc((size_t)ny * sizeof(float));
             dev_get(&dy, y), dev_get(&dy32, y32);
             char what[96];
@@ -313,9 +336,10 @@ static void test_qmm_multi(void) {
                     sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dx16.p, ys, T, g_plans[pi], NULL);
                     for (int i = 0; i < n; i++) {
                         char what[128];
-                        snprintf(what, sizeof what, "qmm multi %s%s %d-byte scales n=%d weight %d T=%d plan %d×%d",
+                        snprintf(what, sizeof what, "qmm multi %s%s %d-byte scales n=%d weight %d T=%d plan %d×%d%s",
                                  sl_wfmt_name(fmt), offs ? "+offsets" : "", q[0].scale_bytes, n, i, T,
-                                 g_plans[pi].warps_per_tile, g_plans[pi].splits);
+                                 g_plans[pi].warps_per_tile, g_plans[pi].splits,
+                                 g_plans[pi].any_batch ? " any batch" : "");
                         float *got = sl_xmalloc((size_t)T * rows[i] * sizeof(float));
                         dev_get(&dy[i], got);
                         check_bound(what, got, ref[i], bound[i], (int64_t)T * rows[i], 2e-5);
@@ -335,8 +359,8 @@ static void test_qmm_multi(void) {
                     }
                     const int t = T - 1;
                     dbuf dxt = dev_from(x16 + (int64_t)t * cols, (cols + 1) / 2, 0);
-                    sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dx16.p, yb, T, g_plans[1], NULL);
-                    sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dxt.p, y1, 1, g_plans[1], NULL);
+                    sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dx16.p, yb, T, g_plans[2], NULL);
+                    sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dxt.p, y1, 1, g_plans[2], NULL);
                     for (int i = 0; i < n; i++) {
                         float *gb = sl_xmalloc((size_t)T * rows[i] * sizeof(float));
                         float *g1 = sl_xmalloc((size_t)rows[i] * sizeof(float));
@@ -349,11 +373,11 @@ static void test_qmm_multi(void) {
                     }
                     dev_free(&dxt);
                 }
-                /* the f32 entry point, default plan */
+                /* the f32 entry point, the default plan for T */
                 dbuf dx = dev_from(x, nx, 0), dy[3];
                 float *ys[3];
                 for (int i = 0; i < n; i++) dy[i] = dev_alloc((int64_t)T * rows[i], 0), ys[i] = dy[i].p;
-                sl_cuda_qmm_multi(qp, n, dx.p, ys, T, NULL);
+                sl_cuda_qmm_multi(qp, n, dx.p, ys, T, (sl_qmm_plan){0, 0, 0}, NULL);
                 for (int i = 0; i < n; i++) {
                     double *ref32 = sl_xmalloc((size_t)T * rows[i] * sizeof(double));
                     reference(&w[i], x, T, ref32, bound[i]);
@@ -493,6 +517,7 @@ int main(void) {
     if (skip) return skip;
     double t0 = sl_time_s();
     test_repack();
+    test_default_plan();
     test_qmm();
     test_qmm_two_level();
     test_qmm_multi();
