@@ -58,7 +58,7 @@ only=${GPU_CHECK_ONLY:-*}
 gpu_tests=$(cd tests/kernels && ls test_cuda_$only.c | sed 's/\.c$/_gpu/')
 # (bench_cuda_repack times host work only: not worth the GPU's minutes)
 benches=$(cd benchmarks && ls bench_cuda_$only.c 2>/dev/null | grep -v bench_cuda_repack | sed 's/\.c$//')
-e2e=; { [ -z "${GPU_CHECK_ONLY:-}" ] || [ -n "${GPU_CHECK_E2E:-}" ]; } && e2e=sluice
+e2e=; { [ -z "${GPU_CHECK_ONLY:-}" ] || [ "${GPU_CHECK_E2E:-0}" = 1 ]; } && e2e=sluice
 step build 240 ninja -C build-gpu -j16 $gpu_tests $benches $e2e || tail -40 "$logs/build.log"
 
 # static cost of the matmul kernels: SASS instructions per tensor-core mma and registers, per
@@ -81,18 +81,18 @@ for b in $benches; do
 done
 # end to end: offline throughput of a ~0.6 B-parameter random llama (Llama-3-8B's layer shapes,
 # 4 layers) on the CUDA backend, as Q4_0, Q4_K (two-level scales and offsets: what Q4_K_M files
-# mostly hold) and Q8_0: batched and one request at a time (after a warm-up request); Q4_0 also
+# mostly hold) and Q8_0: batched and one request at a time (after warm-up requests); Q4_0 also
 # with the logits downloaded to the host sampler, in batch-invariant mode (one matmul plan for
-# every step size, no GEMM, no split-K attention), with the f16 GEMM path never or from 256
-# tokens (the default: 64), and without the warm-up
+# every step size, no GEMM, no split-K attention), with the f16 GEMM path never or from 64
+# tokens (the default: 256), and without the warm-up
 if [ -n "$e2e" ]; then
     for type in Q4_0 Q4_K Q8_0; do
         step mkmodel_$type 120 build-gpu/sluice mkmodel --out /tmp/e2e_$type.gguf --arch llama --type $type \
             --dim 4096 --layers 4 --heads 32 --kv-heads 8 --ff 14336 --vocab 32000
         modes=("" --sequential)
         [ $type = Q4_0 ] && modes+=(--host-sampling --batch-invariant "--sequential --batch-invariant" \
-            "--gemm-min-tokens 0" "--sequential --gemm-min-tokens 0" "--gemm-min-tokens 256" \
-            "--sequential --gemm-min-tokens 256" "--sequential --no-warmup")
+            "--gemm-min-tokens 0" "--sequential --gemm-min-tokens 0" "--gemm-min-tokens 64" \
+            "--sequential --gemm-min-tokens 64" "--sequential --no-warmup")
         for mode in "${modes[@]}"; do
             name=e2e_$type$(echo "$mode" | tr -d ' ' | sed 's/--/_/g')
             step "$name" 120 build-gpu/sluice bench throughput --model /tmp/e2e_$type.gguf --device cuda \

@@ -87,7 +87,7 @@ static int bench_throughput(int argc, char **argv) {
         {"no-warmup", 0, CLI_BOOL, NULL, "time from the first request (no warm-up requests first)", &no_warmup},
         {"gemm-min-tokens", 0, CLI_INT, "-1",
          "on cuda: steps of at least this many tokens multiply quantized weights in f16 through cuBLAS "
-         "(0: never; -1: the backend's default)", &gemm_min_t},
+         "(0: never; -1: the backend's default, 256)", &gemm_min_t},
     };
     int rc = cli_parse("bench throughput", opts, sizeof opts / sizeof opts[0], argc, argv);
     if (rc) return rc > 0 ? 0 : 2;
@@ -109,6 +109,11 @@ static int bench_throughput(int argc, char **argv) {
         return 2;
     }
     if (!max_model_len) max_model_len = input_len + output_len;
+    if (batch_invariant && gemm_min_t > 0) {
+        fprintf(stderr, "sluice bench throughput: --gemm-min-tokens with --batch-invariant: the GEMM path "
+                        "depends on the step's size (only 0 or -1 go with it)\n");
+        return 2;
+    }
 
     sl_backend *be = sl_device_backend(device, threads, batch_invariant, cpu_act);
     if (!be) {
@@ -172,9 +177,9 @@ static int bench_throughput(int argc, char **argv) {
      * GEMM path among them) have run once */
     sl_engine_stats st0 = {0};
     if (!no_warmup) {
-        const int fill = conc * input_len < max_batched ? conc * input_len : max_batched;
-        const int n_warm = (fill + input_len - 1) / input_len;
-        int32_t *wp = malloc((size_t)input_len * sizeof *wp);
+        const int64_t want = (int64_t)conc * input_len, fill = want < max_batched ? want : max_batched;
+        const int n_warm = (int)((fill + input_len - 1) / input_len);
+        int32_t *wp = sl_xmalloc((size_t)input_len * sizeof *wp);
         sl_engine_req wr = req;
         wr.prompt = wp, wr.sp.max_tokens = 2;
         for (int r = 0; r < n_warm; r++) {
@@ -241,8 +246,9 @@ static int bench_throughput(int argc, char **argv) {
         }
         fprintf(f,
                 "{\"elapsed_time\": %.6f, \"num_requests\": %d, \"total_num_tokens\": %lld, "
-                "\"requests_per_second\": %.6f, \"tokens_per_second\": %.6f, \"output_tokens_per_second\": %.6f}\n",
-                elapsed, num_prompts, total, rps, tps, ops);
+                "\"requests_per_second\": %.6f, \"tokens_per_second\": %.6f, \"output_tokens_per_second\": %.6f, "
+                "\"num_steps\": %llu}\n",
+                elapsed, num_prompts, total, rps, tps, ops, (unsigned long long)st.sched.n_steps);
         if (fclose(f)) {
             fprintf(stderr, "sluice bench throughput: cannot write %s\n", json_path);
             goto done;

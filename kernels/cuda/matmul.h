@@ -96,8 +96,9 @@ void sl_cuda_qmat_deinit(sl_cuda_qmat *q);
  * tile of 16 outputs, dividing its columns and adding their sums in shared memory; splits (>= 1)
  * divides the columns further over blocks, whose partial sums go through a workspace the
  * launcher owns (grown on first need, synchronously) and are added in a fixed order.
- * {0, 0} means the default plan: the fastest for the launch's token count, or, with any_batch
- * set, one plan for every token count, so that a token's result is the same in any batch. */
+ * {0, 0} means the default plan: chosen by the call's token count (up to 32; the fastest
+ * measured), or, with any_batch set, one plan for every token count, so that a token's result
+ * is the same in any batch. */
 typedef struct sl_qmm_plan {
     int warps_per_tile;
     int splits;

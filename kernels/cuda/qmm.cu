@@ -36,9 +36,10 @@
  * Splits over blocks: with more than one, each block writes its partial sums to the launcher's
  * workspace; the last block of a row block to finish (an atomic count per row block) adds the
  * partials in split order and writes y, so the result does not depend on timing. The default
- * plan (kw and splits) depends on the weight's shape, the SM count and the launch's token
- * count; with any_batch (the CUDA backend's batch-invariant mode) not on the token count, so a
- * token's result is the same in any batch.
+ * plan (kw and splits) depends on the weight's shape and format, the SM count and the call's
+ * token count (up to 32: one plan for all of a call's launches); with any_batch (the CUDA
+ * backend's batch-invariant mode) not on the token count, so a token's result is the same in
+ * any batch.
  */
 #include <limits.h>
 
@@ -560,41 +561,49 @@ int sm_count() {
     return n;
 }
 
-/* The default plan for row_tiles row tiles of k_tiles column tiles (one weight's, or the sum
- * over a group's weights) of QW8 (q8) or QW4 and T tokens (0: any T) */
-sl_qmm_plan plan_for(int64_t row_tiles, int64_t k_tiles, bool q8, int T) {
-    /* Measured on an H200 (benchmarks/results/h200-2026-11-28.md: the plan sweeps on
-     * Llama-3-8B's shapes): 8 warps per row tile without splits — one row tile a block, 8 warps
-     * streaming its columns — was the fastest plan or close to it at 1 to 8 tokens on every
-     * shape, 13 to 31% faster than the rule below, and at 16 and 32 tokens on every shape of up
-     * to 4 row tiles per SM. Past that (gate/up: 896 row tiles) each block re-reading x from
-     * L2 costs more than it saves at 16 tokens and more, and the rule below (2 warps per row
-     * tile, 4 row tiles a block sharing x through L1) wins. Up to 8 tokens, splits that bring
-     * the blocks to 2 per SM (QW4) or 4 (QW8, fewer registers and instructions per byte) paid
-     * on the shorter weights (k/v; QW8 q/o and down: 25% on down), down to 4 tiles a warp; at
-     * more tokens they lost. A short row (under 32 column tiles) gets fewer warps: 2 tiles each
-     * at least. */
-    const int64_t sms = sm_count();
-    const bool few = T >= 1 && T <= 8;
-    sl_qmm_plan p = {1, 1, 0};
-    if (few || row_tiles <= 4 * sms) {
-        while (p.warps_per_tile < 8 && 4 * p.warps_per_tile <= k_tiles) p.warps_per_tile *= 2;
-        if (few) {
-            const int64_t s = sl_min64((q8 ? 4 : 2) * sms / row_tiles, k_tiles / (4 * p.warps_per_tile));
-            p.splits = s < 1 ? 1 : (int)sl_min64(s, 64);
-        }
-        return p;
-    }
-    /* About 16 warps per SM (two blocks of 8: the kernel's launch bounds), each streaming at
-     * least 4 column tiles. The warps a row tile gets (per_tile) are 2 per block (kw) and the
-     * rest splits over blocks: a block reads the x of its columns once (its 8 / kw row tiles
-     * share it through L1), while a split adds only a partial sum per output. */
+/* The plan the launcher had before any GPU measured it, still the best measured where plan_for
+ * takes it: about 16 warps per SM (two blocks of 8: the kernel's launch bounds), each
+ * streaming at least 4 column tiles. The warps a row tile gets (per_tile) are 2 per block (kw)
+ * and the rest splits over blocks: a block reads the x of its columns once (its 8 / kw row
+ * tiles share it through L1), while a split adds only a partial sum per output. */
+sl_qmm_plan spread_plan(int64_t row_tiles, int64_t k_tiles) {
     const int64_t want = 16 * (int64_t)sm_count();
     int64_t per_tile = sl_min64(want / row_tiles, k_tiles / 4);
     if (per_tile < 1) per_tile = 1;
-    p.warps_per_tile = per_tile >= 2 ? 2 : 1;
+    sl_qmm_plan p = {per_tile >= 2 ? 2 : 1, 1, 0};
     const int64_t s = sl_min64(per_tile / p.warps_per_tile, 64);
     p.splits = s < 1 ? 1 : (int)s;
+    return p;
+}
+
+/* The default plan for row_tiles row tiles (one weight's, or the sum over a group's weights)
+ * of w's format, scales and column tiles, and T tokens (0: any T) */
+sl_qmm_plan plan_for(const sl_cuda_qmat *w, int64_t row_tiles, int T) {
+    /* Measured on an H200 (benchmarks/results/h200-2026-11-28.md: plan sweeps of Q4_0's, Q4_K's
+     * and Q8_0's forms on Llama-3-8B's shapes, and both plans of every form): 8 warps per row
+     * tile without splits — one row tile a block, its 8 warps streaming the columns — was the
+     * fastest plan or close to it at 1 to 8 tokens, 13 to 31% faster than spread_plan, and at
+     * 16 and 32 tokens on every shape of up to 4 row tiles per SM. Past that (gate/up: 896 row
+     * tiles) each block re-reading x from L2 costs more than it saves at 16 tokens and more,
+     * and spread_plan (4 row tiles a block sharing x through L1) wins. Up to 8 tokens
+     * spread_plan stayed 4-8% faster on weights of fewer row tiles than SMs (k/v alone), 6-16%
+     * on Q6_K's form (QW8, two-level scales) up to 4 row tiles per SM, and 15-18% on QW4 with
+     * offsets and f16 scales past that; and splits that bring the blocks to 2 per SM (QW4) or 4
+     * (QW8, fewer registers and instructions per byte) paid on Q8_0's q/o and down (25% on
+     * down), down to 4 tiles a warp; at more tokens they lost. A short row (under 16 column
+     * tiles) gets fewer warps: 2 tiles each at least. */
+    const int64_t sms = sm_count(), k_tiles = w->k_tiles;
+    const bool few = T >= 1 && T <= 8, large = row_tiles > 4 * sms;
+    const bool q8 = w->fmt == SL_WF_QW8, two_level = w->scale_bytes == 1;
+    const bool q4_offsets = !q8 && w->offsets && !two_level;
+    if (few ? row_tiles < sms || (q8 && two_level && !large) || (q4_offsets && large) : large)
+        return spread_plan(row_tiles, k_tiles);
+    sl_qmm_plan p = {1, 1, 0};
+    while (p.warps_per_tile < 8 && 4 * p.warps_per_tile <= k_tiles) p.warps_per_tile *= 2;
+    if (few) {
+        const int64_t s = sl_min64((q8 ? 4 : 2) * sms / row_tiles, k_tiles / (4 * p.warps_per_tile));
+        p.splits = s < 1 ? 1 : (int)sl_min64(s, 64);
+    }
     return p;
 }
 
@@ -602,7 +611,7 @@ sl_qmm_plan plan_for(int64_t row_tiles, int64_t k_tiles, bool q8, int T) {
 
 extern "C" sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w, int T) {
     SL_CUDA_REQUIRE(w && T >= 0);
-    return plan_for(w->row_tiles, w->k_tiles, w->fmt == SL_WF_QW8, (int)sl_min64(T, SL_QMM_MAX_T));
+    return plan_for(w, w->row_tiles, (int)sl_min64(T, SL_QMM_MAX_T));
 }
 
 extern "C" int sl_cuda_qmm_groupable(const sl_cuda_qmat *const *ws, int n) {
@@ -630,8 +639,7 @@ extern "C" void sl_cuda_qmm_multi_f16(const sl_cuda_qmat *const *ws, int n, cons
     const sl_cuda_qmat *w = ws[0];
     /* the default: one plan for every launch of SL_QMM_MAX_T tokens or fewer */
     if (plan.warps_per_tile == 0 && plan.splits == 0)
-        plan = plan_for(row_tiles, w->k_tiles, w->fmt == SL_WF_QW8,
-                        plan.any_batch ? 0 : (int)sl_min64(T, SL_QMM_MAX_T));
+        plan = plan_for(w, row_tiles, plan.any_batch ? 0 : (int)sl_min64(T, SL_QMM_MAX_T));
     SL_CUDA_REQUIRE(plan.warps_per_tile == 1 || plan.warps_per_tile == 2 ||
                     plan.warps_per_tile == 4 || plan.warps_per_tile == 8);
     SL_CUDA_REQUIRE(plan.splits >= 1);

@@ -314,7 +314,7 @@ static void test_embed_matmul(void) {
             g_gpu->weight_destroy(g_gpu, bg);
             sl_qw_free(&w);
         }
-    sl_cuda_backend_set_gemm(g_gpu, 64, 0);
+    sl_cuda_backend_set_gemm(g_gpu, 256, 0); /* the default */
     printf("embed, matmul: %d cases ok (every weight path)\n", cases);
 }
 
@@ -425,7 +425,7 @@ static void check_model(const mcase *mc, int idx) {
     g_gpu->kv_f16 = !kv32;
     /* odd cases: steps of 17 tokens and more (19 and 26 here) through the f16 GEMM of QW weights */
     const bool gemm = idx % 2 == 1;
-    sl_cuda_backend_set_gemm(g_gpu, gemm ? 17 : 64, 0);
+    sl_cuda_backend_set_gemm(g_gpu, gemm ? 17 : 256, 0);
     side_open(&g, g_gpu, path, &mo);
     remove(path);
     const int V = c.m->hp.n_vocab;
@@ -485,7 +485,7 @@ static void check_model(const mcase *mc, int idx) {
     side_close(&c);
     side_close(&g);
     g_gpu->kv_f16 = 1;
-    sl_cuda_backend_set_gemm(g_gpu, 64, 0);
+    sl_cuda_backend_set_gemm(g_gpu, 256, 0); /* the default */
 }
 
 static void test_models(void) {
@@ -594,7 +594,7 @@ static void test_fused_norm(void) {
             check_bits("fused add_rmsnorm: logits", la, lb, (int64_t)T * V, 4);
             rows += T;
         }
-        sl_cuda_backend_set_gemm(g_gpu, 64, 0);
+        sl_cuda_backend_set_gemm(g_gpu, 256, 0); /* the default */
         free(la), free(lb);
         side_close(&a);
         side_close(&b);
@@ -609,12 +609,13 @@ static void test_fused_norm(void) {
  * sampler on the downloaded row (sl_forward) and on the device (sl_forward_sample, the same
  * step again: the same logits), from twin samplers with one seed. Tokens must be equal and
  * logprobs agree; both samplers take the token, so histories and RNGs stay in step. */
-/* A small random Q8_0 llama (QW8 on the device: qmm, batch-invariant) written to path. */
-static void small_model(const char *path, uint64_t seed) {
+/* A small random Q8_0 llama (QW8 on the device: qmm, batch-invariant) of ff hidden units in
+ * its MLP written to path. */
+static void small_model(const char *path, uint64_t seed, int ff) {
     sl_mkmodel_opts o;
     sl_mkmodel_defaults(&o);
     o.arch = SL_ARCH_LLAMA, o.type = SL_GGML_Q8_0, o.dim = 128, o.heads = 2, o.kv_heads = 1;
-    o.head_dim = 64, o.ff = 192, o.vocab = 320, o.seed = seed;
+    o.head_dim = 64, o.ff = ff, o.vocab = 320, o.seed = seed;
     char err[SL_ERRMSG] = "";
     int rc = sl_mkmodel(&o, path, err);
     if (rc) fprintf(stderr, "mkmodel: %s\n", err);
@@ -624,7 +625,7 @@ static void small_model(const char *path, uint64_t seed) {
 static void test_device_sampling(void) {
     double t0 = sl_time_s();
     const char *path = "test_cuda_backend_sample.gguf";
-    small_model(path, 77);
+    small_model(path, 77, 192);
     sl_model_opts mo = {.quant_to = -1};
     side g;
     side_open(&g, g_gpu, path, &mo);
@@ -724,7 +725,7 @@ static void test_device_sampling(void) {
  * step of 13 tokens (qmm's plan), over contexts up to 243 tokens. */
 static void test_batch_invariance(void) {
     const char *path = "test_cuda_backend_inv.gguf";
-    small_model(path, 79);
+    small_model(path, 79, 1024);
     sl_model_opts mo = {.quant_to = -1};
     sl_cuda_backend_set_batch_invariant(g_gpu, 1);
     side g;
@@ -754,8 +755,9 @@ static void test_batch_invariance(void) {
         run_step(&g, all, hist, done, batched);
         ASSERT(memcmp(alone, batched, (size_t)V * 4) == 0);
         /* and beside 12 positions of sequence 1 again (a step past 8 tokens, where without the
-         * mode qmm's default plan is another than for 1 token: the rows of gate/up and the
-         * output exceed 4 row tiles per SM on the emulator) */
+         * mode qmm's default plan is another than for 1 token: gate/up's 128 row tiles are
+         * "large" past 8 tokens on the emulator's 2 to 16 SMs, and down's 8 "short" up to 8
+         * tokens on a GPU of more SMs) */
         int wide[NSEQ] = {1, 12, 0};
         done[1] -= 11;
         run_step(&g, wide, hist, done, batched);
@@ -834,7 +836,7 @@ static void engine_run(sl_model *m, bool host_sampling, eng_out *r) {
 static void test_engine_sampling(void) {
     double t0 = sl_time_s();
     const char *path = "test_cuda_backend_engine.gguf";
-    small_model(path, 78);
+    small_model(path, 78, 192);
     char err[SL_ERRMSG] = "";
     sl_model *m;
     sl_model_opts mo = {.quant_to = -1};

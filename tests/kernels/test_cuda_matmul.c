@@ -158,13 +158,13 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
     sl_qw_free(&w);
 }
 
-/* The default plans' rule (qmm.cu's plan_for): up to 8 tokens, 8 warps per row tile on any
- * shape (the fastest measured at 1 token), without splits on a tall weight; past 8 tokens, and
- * for any T (any_batch), one plan per shape, which for a tall weight differs from the first. A
- * descriptor alone: the plan reads its shape. */
+/* The default plans' rule (qmm.cu's plan_for): up to 8 tokens, 8 warps per row tile without
+ * splits on a tall QW4 weight (the fastest measured at 1 token); past 8 tokens, and for any T
+ * (any_batch), one plan per shape, which for a tall weight differs from the first. A
+ * descriptor alone: the plan reads its shape and format. */
 static void test_default_plan(void) {
     sl_cuda_qmat tall = {.fmt = SL_WF_QW4, .rows = (int64_t)16 << 20, .cols = 4096,
-                         .group = 32, .row_tiles = 1 << 20, .k_tiles = 64};
+                         .group = 32, .row_tiles = 1 << 20, .k_tiles = 64, .scale_bytes = 2};
     const sl_qmm_plan any = sl_cuda_qmm_default_plan(&tall, 0);
     ASSERT(any.warps_per_tile != 8 || any.splits != 1);
     for (int T = 1; T <= 40; T++) {
@@ -172,10 +172,6 @@ static void test_default_plan(void) {
         if (T <= 8) ASSERT(p.warps_per_tile == 8 && p.splits == 1);
         else ASSERT(p.warps_per_tile == any.warps_per_tile && p.splits == any.splits);
     }
-    /* a short weight of few column tiles: 2 tiles a warp at least */
-    sl_cuda_qmat small = {.fmt = SL_WF_QW8, .rows = 64, .cols = 128, .group = 32, .row_tiles = 4, .k_tiles = 4};
-    const sl_qmm_plan ps = sl_cuda_qmm_default_plan(&small, 1);
-    ASSERT(ps.warps_per_tile == 2 && ps.splits == 1);
     g_checks++;
 }
 
@@ -349,8 +345,10 @@ static void test_qmm_multi(void) {
                     }
                     cases++;
                 }
-                /* a token alone gets its bits in the batch (a split plan: partial sums) */
-                if (T > 1) {
+                /* a token alone gets its bits in the batch: a split plan (partial sums), and
+                 * the default for any T (what the batch-invariant backend launches) */
+                for (int pk = 0; pk < 2 && T > 1; pk++) {
+                    const sl_qmm_plan plan = g_plans[pk ? 0 : 2];
                     dbuf dyb[3], dy1[3];
                     float *yb[3], *y1[3];
                     for (int i = 0; i < n; i++) {
@@ -359,8 +357,8 @@ static void test_qmm_multi(void) {
                     }
                     const int t = T - 1;
                     dbuf dxt = dev_from(x16 + (int64_t)t * cols, (cols + 1) / 2, 0);
-                    sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dx16.p, yb, T, g_plans[2], NULL);
-                    sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dxt.p, y1, 1, g_plans[2], NULL);
+                    sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dx16.p, yb, T, plan, NULL);
+                    sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dxt.p, y1, 1, plan, NULL);
                     for (int i = 0; i < n; i++) {
                         float *gb = sl_xmalloc((size_t)T * rows[i] * sizeof(float));
                         float *g1 = sl_xmalloc((size_t)rows[i] * sizeof(float));
