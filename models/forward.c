@@ -272,6 +272,37 @@ int sl_forward(sl_model *m, sl_kv_cache *kv, const sl_batch *b, float *logits) {
     return 0;
 }
 
+int sl_model_warmup(sl_model *m, int n_tokens) {
+    if (n_tokens < 1) return SL_EINVAL;
+    enum { BS = 16 };
+    const int n = n_tokens + 1, nb = (n + BS - 1) / BS; /* the prompt and the decoded token */
+    sl_kv_cache kv;
+    int rc = sl_model_reserve(m, n_tokens, 1, nb, 1);
+    if (rc || (rc = sl_kv_cache_init(&kv, m, nb + 1, BS))) { /* block 0 is never used */
+        ws_free(m);
+        return rc;
+    }
+    int32_t *tok = sl_xmalloc((size_t)n * sizeof *tok), *pos = sl_xmalloc((size_t)n * sizeof *pos);
+    int32_t *slot = sl_xmalloc((size_t)n * sizeof *slot), *tab = sl_xmalloc((size_t)nb * sizeof *tab);
+    float *logits = sl_xmalloc((size_t)m->hp.n_vocab * sizeof *logits);
+    for (int i = 0; i < n; i++)
+        tok[i] = 1 + i % (m->hp.n_vocab > 1 ? m->hp.n_vocab - 1 : 1), pos[i] = i, slot[i] = BS + i;
+    for (int b = 0; b < nb; b++) tab[b] = 1 + b;
+    /* the prompt, then one token at position n_tokens, in blocks 1, 2, ... in order */
+    for (int step = 0; step < 2 && !rc; step++) {
+        const int first = step ? n_tokens : 0, len = step ? 1 : n_tokens, ctx = first + len;
+        const int32_t qs = 0, ql = len, cl = ctx, last = len - 1;
+        sl_batch b = {.n_tokens = len, .tokens = tok + first, .pos = pos + first, .slot_mapping = slot + first,
+                      .n_seqs = 1, .max_blocks = nb, .q_start = &qs, .q_len = &ql, .ctx_len = &cl,
+                      .block_tables = tab, .n_logits = 1, .logit_idx = &last};
+        rc = sl_forward(m, &kv, &b, logits);
+    }
+    free(tok), free(pos), free(slot), free(tab), free(logits);
+    sl_kv_cache_deinit(&kv, m);
+    ws_free(m);
+    return rc;
+}
+
 bool sl_model_device_sampling(const sl_model *m) { return !m->fake && m->be->sample; }
 
 int sl_forward_sample(sl_model *m, sl_kv_cache *kv, const sl_batch *b, const sl_bsample_row *rows,

@@ -121,6 +121,13 @@ int sl_model_reserve(sl_model *m, int max_tokens, int max_seqs, int max_blocks, 
 /* Runs one step; writes logits (host [n_logits][n_vocab]). The batch must fit the reserve. */
 int sl_forward(sl_model *m, sl_kv_cache *kv, const sl_batch *b, float *logits);
 
+/* Runs n_tokens tokens of one sequence (ids 1, 2, ...) and then one decode step through a
+ * workspace and KV cache of its own, freed after: what a server does before its first request,
+ * so that the request does not pay the backend's first launches (on a GPU: kernel loading,
+ * cuBLAS) nor the weights' first reads. The model then has no workspace reserved. SL_EINVAL for
+ * n_tokens < 1, SL_ENOMEM, or the forward's error. */
+int sl_model_warmup(sl_model *m, int n_tokens);
+
 /* Whether the model's backend samples on its own (backend.h's `sample` op: the CUDA backend),
  * so that only token ids and the requested logprobs cross to the host, never the logits. */
 bool sl_model_device_sampling(const sl_model *m);

@@ -1,7 +1,8 @@
 /* cmd_serve.c — `sluice serve`: the OpenAI-compatible HTTP server (api.h) over one engine.
  *
  * Start-up: the listener opens at once and /health answers 503 "Loading model" while the
- * model, tokenizer, chat template and engine are built in libuv's thread pool; then 200.
+ * model, tokenizer, chat template and engine are built in libuv's thread pool and the model
+ * runs a warm-up forward pass (sl_model_warmup); then 200.
  * SIGTERM or SIGINT drains: the listener closes, /health and new generation requests get
  * 503, requests in flight finish (aborted after --shutdown-timeout seconds, or at once on a
  * second signal), then the engine stops and the process exits 0. */
@@ -26,7 +27,7 @@
 typedef struct opts {
     const char *model, *host, *api_key, *name, *chat_template, *device, *quant, *log_level, *cpu_act;
     int port, max_num_seqs, max_batched, max_model_len, block_size, max_queue, threads, seed, num_blocks,
-        no_prefix_cache, max_body, max_conns, fake_model, batch_invariant;
+        no_prefix_cache, max_body, max_conns, fake_model, batch_invariant, no_warmup;
     float kv_space_gib, shutdown_timeout, header_timeout, keepalive_timeout;
 } opts;
 
@@ -120,6 +121,22 @@ static void load_work(uv_work_t *w) {
     }
     s->max_model_len = L;
     s->n_blocks = nb;
+    /* the warm-up, before the engine reserves its workspace and cache: on a GPU a step as large
+     * as the f16 GEMM path's threshold (256 tokens: cuBLAS and every kernel load once here, not
+     * in the first request), on the CPU one token (every weight read once) */
+    if (!o->no_warmup && !o->fake_model) {
+        const int cuda = !strcmp(s->be->name, "cuda");
+        int n = cuda ? 256 : 1;
+        if (n > o->max_batched) n = o->max_batched;
+        if (n > L - 1) n = L - 1 > 0 ? L - 1 : 1;
+        const double t0 = sl_time_s();
+        if ((rc = sl_model_warmup(s->model, n))) {
+            snprintf(s->err, sizeof s->err, "warm-up (%d tokens) failed: %s", n, sl_strerror(rc));
+            goto fail;
+        }
+        SL_LOG(SL_LOG_INFO, "serve", "warmed up: %d token%s and a decode step in %.0f ms", n, n > 1 ? "s" : "",
+               1e3 * (sl_time_s() - t0));
+    }
     sl_engine_config ec = {.model = s->model, .tok = s->tok, .seed = (uint64_t)o->seed, .notify = notify,
                            .notify_ctx = &s->wake};
     sl_sched_config_defaults(&ec.sched);
@@ -275,6 +292,8 @@ int sl_cmd_serve(int argc, char **argv) {
         {"max-body-size", 0, CLI_INT, "33554432", "request body bytes at most: 413", &o->max_body},
         {"max-connections", 0, CLI_INT, "4096", "open connections at most: 503", &o->max_conns},
         {"log-level", 0, CLI_STR, "info", "debug, info, warn or error", &o->log_level},
+        {"no-warmup", 0, CLI_BOOL, NULL, "skip the warm-up forward pass at start (on a GPU 256 tokens, on the CPU "
+                                         "one): the first request then pays the first launches", &o->no_warmup},
         {"fake-model", 0, CLI_BOOL, NULL, "benchmarking aid: load no weights and run a stand-in whose forward pass costs "
                                           "next to nothing and emits a fixed cycle of plain tokens, so that throughput "
                                           "measures the server itself (HTTP, SSE, scheduling, sampling, detokenizing)",

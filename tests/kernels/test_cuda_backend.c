@@ -719,6 +719,35 @@ static void test_device_sampling(void) {
     side_close(&g);
 }
 
+/* sl_model_warmup on the CUDA backend (what `serve` runs at start: a step through the f16 GEMM
+ * path here, then a decode step): it succeeds, frees what it took, and a step after it gives the
+ * bits it gave before. */
+static void test_warmup(void) {
+    const char *path = "test_cuda_backend_warm.gguf";
+    small_model(path, 80, 192);
+    sl_model_opts mo = {.quant_to = -1};
+    side g;
+    side_open(&g, g_gpu, path, &mo);
+    remove(path);
+    const int V = g.m->hp.n_vocab;
+    int32_t hist[NSEQ][MAXB * BS];
+    for (int s = 0; s < NSEQ; s++)
+        for (int i = 0; i < MAXB * BS; i++) hist[s][i] = (int32_t)(3 + (s * 37 + i * 11) % (V - 3));
+    float *before = sl_xmalloc((size_t)MAXT * V * 4), *after = sl_xmalloc((size_t)MAXT * V * 4);
+    int done[NSEQ] = {0}, n[NSEQ] = {20, 0, 0};
+    ASSERT_EQ(run_step(&g, n, hist, done, before), 20);
+    sl_cuda_backend_set_gemm(g_gpu, 17, 0);
+    ASSERT_EQ(sl_model_warmup(g.m, 40), 0);
+    sl_cuda_backend_set_gemm(g_gpu, 256, 0); /* the default */
+    ASSERT(g.m->ws == NULL);
+    ASSERT_EQ(sl_model_reserve(g.m, MAXT, NSEQ, MAXB, MAXT), 0);
+    ASSERT_EQ(run_step(&g, n, hist, done, after), 20);
+    ASSERT(memcmp(before, after, (size_t)20 * V * 4) == 0);
+    side_close(&g);
+    free(before), free(after);
+    printf("warm-up: 40 tokens through the GEMM path and a decode step; the next step's bits unchanged\n");
+}
+
 /* Batch invariance on the CUDA backend (sl_cuda_backend_set_batch_invariant): sequence 0's
  * decode logits are the same bits alone, beside two longer sequences (another step size
  * and another longest context, which change the attention's split-K without the mode) and in a
@@ -885,6 +914,7 @@ int main(void) {
     test_f16_beside();
     test_fused_norm();
     test_device_sampling();
+    test_warmup();
     test_batch_invariance();
     test_engine_sampling();
     g_gpu->destroy(g_gpu);

@@ -1,7 +1,8 @@
 /* The forward pass over ragged batches: the logits of every position are bit for bit the same
  * whether a sequence runs alone in one prefill, or chunked and mixed with other sequences
  * (prefill chunks beside decode tokens) over scattered KV blocks. Every architecture, GQA, the
- * quantized types (QW8, QW4 with offsets, QW4 without). */
+ * quantized types (QW8, QW4 with offsets, QW4 without). And the warm-up pass leaves nothing
+ * behind. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,10 +46,20 @@ static void check_model(const char *path) {
     int rc = sl_model_load(&m, path, be, NULL, err);
     if (rc) fprintf(stderr, "load %s: %s\n", path, err);
     ASSERT_EQ(rc, 0);
+    /* the warm-up (sl_model_warmup): a cache and workspace of its own, freed after */
+    ASSERT_EQ(sl_model_warmup(m, 0), SL_EINVAL);
+    ASSERT_EQ(sl_model_warmup(m, 37), 0);
+    ASSERT(m->ws == NULL);
     ASSERT_EQ(sl_model_reserve(m, 64, NSEQ, MAXB, 64), 0);
     int V = m->hp.n_vocab;
     float *ref[NSEQ];
     for (int s = 0; s < NSEQ; s++) ref[s] = run_alone(m, s);
+    /* ... and it changes nothing a forward reads: the same bits after another one */
+    ASSERT_EQ(sl_model_warmup(m, 5), 0);
+    ASSERT_EQ(sl_model_reserve(m, 64, NSEQ, MAXB, 64), 0);
+    float *again = run_alone(m, 2);
+    ASSERT(memcmp(again, ref[2], (size_t)plen[2] * V * sizeof(float)) == 0);
+    free(again);
 
     /* Mixed: blocks handed out interleaved (seq s gets blocks s+1, s+1+NSEQ, ...), and the
      * prompts fed in uneven chunks so that every step mixes prefill chunks of different
