@@ -1,6 +1,7 @@
 /* forward.c — the forward pass of llama / qwen2 / qwen3, written once over backend ops.
  * The three architectures differ only in optional pieces (biases, q/k norms, rope mode),
  * which are NULL or set by the loader. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,8 +274,8 @@ int sl_forward(sl_model *m, sl_kv_cache *kv, const sl_batch *b, float *logits) {
 }
 
 int sl_model_warmup(sl_model *m, int n_tokens) {
-    if (n_tokens < 1) return SL_EINVAL;
     enum { BS = 16 };
+    if (n_tokens < 1 || n_tokens > INT_MAX - BS) return SL_EINVAL;
     const int n = n_tokens + 1, nb = (n + BS - 1) / BS; /* the prompt and the decoded token */
     sl_kv_cache kv;
     int rc = sl_model_reserve(m, n_tokens, 1, nb, 1);
@@ -282,20 +283,29 @@ int sl_model_warmup(sl_model *m, int n_tokens) {
         ws_free(m);
         return rc;
     }
+    const int V = m->hp.n_vocab;
     int32_t *tok = sl_xmalloc((size_t)n * sizeof *tok), *pos = sl_xmalloc((size_t)n * sizeof *pos);
     int32_t *slot = sl_xmalloc((size_t)n * sizeof *slot), *tab = sl_xmalloc((size_t)nb * sizeof *tab);
-    float *logits = sl_xmalloc((size_t)m->hp.n_vocab * sizeof *logits);
-    for (int i = 0; i < n; i++)
-        tok[i] = 1 + i % (m->hp.n_vocab > 1 ? m->hp.n_vocab - 1 : 1), pos[i] = i, slot[i] = BS + i;
+    float *logits = sl_xmalloc((size_t)V * sizeof *logits);
+    for (int i = 0; i < n; i++) tok[i] = V > 1 ? 1 + i % (V - 1) : 0, pos[i] = i, slot[i] = BS + i;
     for (int b = 0; b < nb; b++) tab[b] = 1 + b;
-    /* the prompt, then one token at position n_tokens, in blocks 1, 2, ... in order */
+    /* the prompt, then one token at position n_tokens, in blocks 1, 2, ... in order; the decode
+     * step samples where the backend does (temperature, top_k, top_p and logprobs: the sampler's
+     * list and sorting paths) */
     for (int step = 0; step < 2 && !rc; step++) {
         const int first = step ? n_tokens : 0, len = step ? 1 : n_tokens, ctx = first + len;
         const int32_t qs = 0, ql = len, cl = ctx, last = len - 1;
         sl_batch b = {.n_tokens = len, .tokens = tok + first, .pos = pos + first, .slot_mapping = slot + first,
                       .n_seqs = 1, .max_blocks = nb, .q_start = &qs, .q_len = &ql, .ctx_len = &cl,
                       .block_tables = tab, .n_logits = 1, .logit_idx = &last};
-        rc = sl_forward(m, &kv, &b, logits);
+        if (step && sl_model_device_sampling(m)) {
+            const sl_bsample_row row = {.u = 0.5, .temperature = 0.8f, .top_p = 0.95f, .top_k = 40,
+                                        .repetition_penalty = 1.0f, .logprobs = 1, .top_logprobs = 2};
+            sl_bsample_out out;
+            rc = sl_forward_sample(m, &kv, &b, &row, &out);
+        } else {
+            rc = sl_forward(m, &kv, &b, logits);
+        }
     }
     free(tok), free(pos), free(slot), free(tab), free(logits);
     sl_kv_cache_deinit(&kv, m);

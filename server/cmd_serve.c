@@ -121,17 +121,18 @@ static void load_work(uv_work_t *w) {
     }
     s->max_model_len = L;
     s->n_blocks = nb;
-    /* the warm-up, before the engine reserves its workspace and cache: on a GPU a step as large
-     * as the f16 GEMM path's threshold (256 tokens: cuBLAS and every kernel load once here, not
-     * in the first request), on the CPU one token (every weight read once) */
+    /* the warm-up, before the engine reserves its workspace and cache: the common paths' first
+     * launches (on a GPU: kernel loading, cuBLAS, the device sampler) and the weights' first
+     * reads happen here, not in the first request */
     if (!o->no_warmup && !o->fake_model) {
-        const int cuda = !strcmp(s->be->name, "cuda");
-        int n = cuda ? 256 : 1;
+        int n = sl_device_warmup_tokens(s->be, o->device);
         if (n > o->max_batched) n = o->max_batched;
-        if (n > L - 1) n = L - 1 > 0 ? L - 1 : 1;
+        if (n > L - 1) n = L - 1;
+        if (n < 1) n = 1;
         const double t0 = sl_time_s();
         if ((rc = sl_model_warmup(s->model, n))) {
-            snprintf(s->err, sizeof s->err, "warm-up (%d tokens) failed: %s", n, sl_strerror(rc));
+            snprintf(s->err, sizeof s->err, "warm-up (%d tokens) failed: %s (--no-warmup skips it)", n,
+                     sl_strerror(rc));
             goto fail;
         }
         SL_LOG(SL_LOG_INFO, "serve", "warmed up: %d token%s and a decode step in %.0f ms", n, n > 1 ? "s" : "",
@@ -292,8 +293,9 @@ int sl_cmd_serve(int argc, char **argv) {
         {"max-body-size", 0, CLI_INT, "33554432", "request body bytes at most: 413", &o->max_body},
         {"max-connections", 0, CLI_INT, "4096", "open connections at most: 503", &o->max_conns},
         {"log-level", 0, CLI_STR, "info", "debug, info, warn or error", &o->log_level},
-        {"no-warmup", 0, CLI_BOOL, NULL, "skip the warm-up forward pass at start (on a GPU 256 tokens, on the CPU "
-                                         "one): the first request then pays the first launches", &o->no_warmup},
+        {"no-warmup", 0, CLI_BOOL, NULL, "skip the warm-up forward pass at start (on a GPU a step of 256 tokens and a "
+                                         "decode step, on the CPU one token): the first request then pays the first "
+                                         "launches and reads", &o->no_warmup},
         {"fake-model", 0, CLI_BOOL, NULL, "benchmarking aid: load no weights and run a stand-in whose forward pass costs "
                                           "next to nothing and emits a fixed cycle of plain tokens, so that throughput "
                                           "measures the server itself (HTTP, SSE, scheduling, sampling, detokenizing)",

@@ -26,6 +26,11 @@ struct sl_backend *sl_device_backend(const char *device, int threads, int batch_
 /* On cuda: steps of at least min_tokens tokens take the f16 GEMM path (sl_cuda_backend_set_gemm;
  * 0: never). Elsewhere nothing. */
 void sl_device_set_gemm_min_tokens(struct sl_backend *be, const char *device, int min_tokens);
+/* The tokens of the warm-up forward pass (sl_model_warmup) `serve` runs on this backend: on cuda
+ * a step as large as the f16 GEMM path's threshold (cuBLAS and the large-step kernels run once;
+ * a qmm launch of SL_QMM_MAX_T tokens where there is no GEMM path), on the CPU one token (every
+ * weight read once). */
+int sl_device_warmup_tokens(struct sl_backend *be, const char *device);
 /* The `--cpu-activations` option of the commands that run a model. */
 #define SL_CPU_ACT_HELP                                                                            \
     "CPU matmuls with int8/int4 weights: int8 (activations quantized per 32 columns, integer dot " \

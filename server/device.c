@@ -7,6 +7,7 @@
 #ifdef SL_HAVE_CUDA
 #include "../kernels/cuda/cuda.h"
 #include "../kernels/cuda/cuda_backend.h"
+#include "../kernels/cuda/matmul.h"
 #endif
 
 int sl_device_check(const char *cmd, const char *device, const char *cpu_act) {
@@ -54,4 +55,15 @@ void sl_device_set_gemm_min_tokens(struct sl_backend *be, const char *device, in
     if (!strcasecmp(device, "cuda")) sl_cuda_backend_set_gemm(be, min_tokens, 0);
 #endif
     (void)be, (void)device, (void)min_tokens;
+}
+
+int sl_device_warmup_tokens(struct sl_backend *be, const char *device) {
+#ifdef SL_HAVE_CUDA
+    if (!strcasecmp(device, "cuda")) {
+        const int g = sl_cuda_backend_gemm_min_tokens(be);
+        return g > 0 ? g : SL_QMM_MAX_T;
+    }
+#endif
+    (void)be, (void)device;
+    return 1;
 }

@@ -775,6 +775,11 @@ extern "C" void sl_cuda_backend_set_gemm(sl_backend *be, int min_tokens, int blo
     impl(be)->gemm_block_rows = block_rows;
 }
 
+extern "C" int sl_cuda_backend_gemm_min_tokens(const sl_backend *be) {
+    SL_CUDA_REQUIRE(be && be->impl);
+    return static_cast<const cuda_be *>(be->impl)->gemm_min_t;
+}
+
 extern "C" void sl__cuda_backend_set_f16_beside(sl_backend *be, int on) {
     SL_CUDA_REQUIRE(be && be->impl);
     forget_f16();

@@ -79,6 +79,8 @@ sl_backend *sl_cuda_backend_create(int device);
  * (and on qmm, on the launch plan its step's size picks; see
  * sl_cuda_backend_set_batch_invariant). */
 void sl_cuda_backend_set_gemm(sl_backend *be, int min_tokens, int block_rows);
+/* The step size from which the GEMM path runs (0: never). */
+int sl_cuda_backend_gemm_min_tokens(const sl_backend *be);
 
 /* on: a token's logits never depend on the batch around it — QW matmuls stay on qmm at every
  * step size (no GEMM) with one launch plan for every size, and attention reads each context in

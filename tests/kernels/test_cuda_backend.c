@@ -720,8 +720,8 @@ static void test_device_sampling(void) {
 }
 
 /* sl_model_warmup on the CUDA backend (what `serve` runs at start: a step through the f16 GEMM
- * path here, then a decode step): it succeeds, frees what it took, and a step after it gives the
- * bits it gave before. */
+ * path here, then a decode step sampled on the device): it succeeds, frees what it took, and a
+ * step after it gives the bits it gave before. */
 static void test_warmup(void) {
     const char *path = "test_cuda_backend_warm.gguf";
     small_model(path, 80, 192);
@@ -736,16 +736,17 @@ static void test_warmup(void) {
     float *before = sl_xmalloc((size_t)MAXT * V * 4), *after = sl_xmalloc((size_t)MAXT * V * 4);
     int done[NSEQ] = {0}, n[NSEQ] = {20, 0, 0};
     ASSERT_EQ(run_step(&g, n, hist, done, before), 20);
+    const int gemm = sl_cuda_backend_gemm_min_tokens(g_gpu);
     sl_cuda_backend_set_gemm(g_gpu, 17, 0);
     ASSERT_EQ(sl_model_warmup(g.m, 40), 0);
-    sl_cuda_backend_set_gemm(g_gpu, 256, 0); /* the default */
+    sl_cuda_backend_set_gemm(g_gpu, gemm, 0);
     ASSERT(g.m->ws == NULL);
     ASSERT_EQ(sl_model_reserve(g.m, MAXT, NSEQ, MAXB, MAXT), 0);
     ASSERT_EQ(run_step(&g, n, hist, done, after), 20);
     ASSERT(memcmp(before, after, (size_t)20 * V * 4) == 0);
     side_close(&g);
     free(before), free(after);
-    printf("warm-up: 40 tokens through the GEMM path and a decode step; the next step's bits unchanged\n");
+    printf("warm-up: 40 tokens through the GEMM path and a sampled decode step; the next step's bits unchanged\n");
 }
 
 /* Batch invariance on the CUDA backend (sl_cuda_backend_set_batch_invariant): sequence 0's
