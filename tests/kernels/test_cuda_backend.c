@@ -609,13 +609,13 @@ static void test_fused_norm(void) {
  * sampler on the downloaded row (sl_forward) and on the device (sl_forward_sample, the same
  * step again: the same logits), from twin samplers with one seed. Tokens must be equal and
  * logprobs agree; both samplers take the token, so histories and RNGs stay in step. */
-/* A small random Q8_0 llama (QW8 on the device: qmm, batch-invariant) of ff hidden units in
- * its MLP written to path. */
-static void small_model(const char *path, uint64_t seed, int ff) {
+/* A small random Q8_0 llama (QW8 on the device: qmm, batch-invariant) of a vocabulary of vocab
+ * tokens written to path. */
+static void small_model(const char *path, uint64_t seed, int vocab) {
     sl_mkmodel_opts o;
     sl_mkmodel_defaults(&o);
     o.arch = SL_ARCH_LLAMA, o.type = SL_GGML_Q8_0, o.dim = 128, o.heads = 2, o.kv_heads = 1;
-    o.head_dim = 64, o.ff = ff, o.vocab = 320, o.seed = seed;
+    o.head_dim = 64, o.ff = 192, o.vocab = vocab, o.seed = seed;
     char err[SL_ERRMSG] = "";
     int rc = sl_mkmodel(&o, path, err);
     if (rc) fprintf(stderr, "mkmodel: %s\n", err);
@@ -625,7 +625,7 @@ static void small_model(const char *path, uint64_t seed, int ff) {
 static void test_device_sampling(void) {
     double t0 = sl_time_s();
     const char *path = "test_cuda_backend_sample.gguf";
-    small_model(path, 77, 192);
+    small_model(path, 77, 320);
     sl_model_opts mo = {.quant_to = -1};
     side g;
     side_open(&g, g_gpu, path, &mo);
@@ -724,7 +724,7 @@ static void test_device_sampling(void) {
  * step after it gives the bits it gave before. */
 static void test_warmup(void) {
     const char *path = "test_cuda_backend_warm.gguf";
-    small_model(path, 80, 192);
+    small_model(path, 80, 320);
     sl_model_opts mo = {.quant_to = -1};
     side g;
     side_open(&g, g_gpu, path, &mo);
@@ -755,7 +755,7 @@ static void test_warmup(void) {
  * step of 13 tokens (qmm's plan), over contexts up to 243 tokens. */
 static void test_batch_invariance(void) {
     const char *path = "test_cuda_backend_inv.gguf";
-    small_model(path, 79, 1024);
+    small_model(path, 79, 1088);
     sl_model_opts mo = {.quant_to = -1};
     sl_cuda_backend_set_batch_invariant(g_gpu, 1);
     side g;
@@ -785,9 +785,9 @@ static void test_batch_invariance(void) {
         run_step(&g, all, hist, done, batched);
         ASSERT(memcmp(alone, batched, (size_t)V * 4) == 0);
         /* and beside 12 positions of sequence 1 again (a step past 8 tokens, where without the
-         * mode qmm's default plan is another than for 1 token: gate/up's 128 row tiles are
-         * "large" past 8 tokens on the emulator's 2 to 16 SMs, and down's 8 "short" up to 8
-         * tokens on a GPU of more SMs) */
+         * mode qmm's default plan is another than for 1 token: the output's 68 row tiles are
+         * "large" past 8 tokens on the emulator's 2 to 16 SMs, "short" up to 8 tokens on a GPU
+         * of more than 68) */
         int wide[NSEQ] = {1, 12, 0};
         done[1] -= 11;
         run_step(&g, wide, hist, done, batched);
@@ -866,7 +866,7 @@ static void engine_run(sl_model *m, bool host_sampling, eng_out *r) {
 static void test_engine_sampling(void) {
     double t0 = sl_time_s();
     const char *path = "test_cuda_backend_engine.gguf";
-    small_model(path, 78, 192);
+    small_model(path, 78, 320);
     char err[SL_ERRMSG] = "";
     sl_model *m;
     sl_model_opts mo = {.quant_to = -1};
