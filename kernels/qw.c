@@ -1,6 +1,5 @@
 #include "qw.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,33 +82,4 @@ void sl_qw_free(sl_qw *w) {
 const char *sl_wfmt_name(sl_wfmt f) {
     static const char *n[] = {"F32", "F16", "BF16", "QW8", "QW4"};
     return (unsigned)f < 5 ? n[f] : "?";
-}
-
-static int same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
-
-int sl_qw_two_level(const float *v, int n, int lo, int hi, float *f, int8_t *q) {
-    float vm = v[0]; /* its sign too when all are zeros: -0 = -0 · 0 */
-    for (int i = 1; i < n; i++)
-        if (fabsf(v[i]) > fabsf(vm)) vm = v[i];
-    static const int first[] = {63, 127, -128};
-    for (int c = 0; c < 3 + 255; c++) {
-        /* then -127, 126, -126, ..., 1, -1, without those tried first */
-        const int m = c < 3 ? first[c] : (c - 3) % 2 ? -(127 - (c - 3) / 2) : 127 - (c - 3) / 2;
-        if ((c >= 3 && (m == 63 || m == 127)) || m == 0 || m < lo || m > hi) continue;
-        const float d = vm / (float)m;
-        if (vm != 0.0f && (d == 0.0f || sl_fp16_to_f32(sl_f32_to_fp16(d)) != d)) continue;
-        int ok = 1;
-        for (int i = 0; i < n && ok; i++) {
-            const float r = vm != 0.0f ? rintf(v[i] / d) : 0.0f;
-            ok = r >= (float)lo && r <= (float)hi;
-            q[i] = ok ? (int8_t)r : 0;
-            ok = ok && same_bits(d * (float)q[i], v[i]); /* as the kernels multiply: 0 is +0 */
-        }
-        if (ok) {
-            *f = d;
-            return 1;
-        }
-        if (vm == 0.0f) return 0; /* a -0 */
-    }
-    return 0;
 }

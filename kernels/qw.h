@@ -51,14 +51,6 @@ void sl_qw_alloc(sl_qw *w, sl_wfmt fmt, int64_t rows, int64_t cols, int group, i
 void sl_qw_free(sl_qw *w);
 const char *sl_wfmt_name(sl_wfmt f);
 
-/* Two levels for the n values v (one row's scales or offsets over a block of groups, the
- * K-quants' form): an f16-exact factor *f and multipliers q[i] in lo..hi (within -128..127)
- * with *f · q[i] equal to v[i] bit for bit in f32. Returns 1, or 0 when no factor works. The
- * multiplier of the value of largest magnitude is tried at 63, 127 and -128 first (the
- * K-quants' 6-bit scales reach 63, Q6_K's int8 ones 127 or -128 with a negative d), then at
- * every other. */
-int sl_qw_two_level(const float *v, int n, int lo, int hi, float *f, int8_t *q);
-
 #ifdef __cplusplus
 }
 #endif

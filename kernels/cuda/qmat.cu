@@ -63,6 +63,39 @@ void put_scale(void *p, int bytes, int64_t at, float v) {
     else static_cast<float *>(p)[at] = v;
 }
 
+bool same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+/* Two levels for the n values v: an f16 factor *f and q[i] in lo..hi (within -128..127) with
+ * *f · q[i] equal to v[i] bit for bit in f32. The multiplier m of the value of largest
+ * magnitude is tried at 63, 127 and -128 first (the K-quants' 6-bit scales reach 63, Q6_K's
+ * int8 ones 127 or -128 with a negative d), then at every other; false when none works. */
+bool two_level(const float *v, int n, int lo, int hi, float *f, int8_t *q) {
+    float vm = v[0]; /* its sign too when all are zeros: -0 = -0 · 0 */
+    for (int i = 1; i < n; i++)
+        if (fabsf(v[i]) > fabsf(vm)) vm = v[i];
+    static const int first[] = {63, 127, -128};
+    for (int c = 0; c < 3 + 255; c++) {
+        /* then -127, 126, -126, ..., 1, -1, without those tried first */
+        const int m = c < 3 ? first[c] : (c - 3) % 2 ? -(127 - (c - 3) / 2) : 127 - (c - 3) / 2;
+        if ((c >= 3 && (m == 63 || m == 127)) || m == 0 || m < lo || m > hi) continue;
+        const float d = vm / (float)m;
+        if (vm != 0.0f && (d == 0.0f || !exact_f16(d))) continue;
+        bool ok = true;
+        for (int i = 0; i < n && ok; i++) {
+            const float r = vm != 0.0f ? rintf(v[i] / d) : 0.0f;
+            ok = r >= (float)lo && r <= (float)hi;
+            q[i] = ok ? (int8_t)r : 0;
+            ok = ok && same_bits(d * (float)q[i], v[i]); /* as the kernel multiplies: 0 is +0 */
+        }
+        if (ok) {
+            *f = d;
+            return true;
+        }
+        if (vm == 0.0f) return false; /* a −0 */
+    }
+    return false;
+}
+
 /* The two-level form of w's scales and offsets (matmul.h), when the layout allows it and every
  * super-block of every row factors: qs/qo the multipliers [rows][cols / group], fs/fo the
  * factors [rows][cols / SL_QMAT_SB] (malloc'ed; qo, fo only with offsets). QW4 needs offsets
@@ -84,8 +117,8 @@ bool two_level_all(const sl_qw *w, int8_t **qs, int8_t **qo, float **fs, float *
     if (all) /* each row's blocks of 256 columns, over the CPUs */
         parallel_for(w->rows * spr, 4096, [&](int64_t b, int64_t e) {
             for (int64_t i = b; i < e && all.load(std::memory_order_relaxed); i++) {
-                bool ok = sl_qw_two_level(w->scales + i * per, per, lo, 127, *fs + i, *qs + i * per);
-                if (ok && w->offsets) ok = sl_qw_two_level(w->offsets + i * per, per, lo, 127, *fo + i, *qo + i * per);
+                bool ok = two_level(w->scales + i * per, per, lo, 127, *fs + i, *qs + i * per);
+                if (ok && w->offsets) ok = two_level(w->offsets + i * per, per, lo, 127, *fo + i, *qo + i * per);
                 if (!ok) all = false;
             }
         });
