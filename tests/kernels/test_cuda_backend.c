@@ -622,14 +622,18 @@ static void small_model(const char *path, uint64_t seed, int vocab) {
     ASSERT_EQ(rc, 0);
 }
 
+/* small_model's file opened on the GPU backend (the file then removed) */
+static void open_small(side *g, const char *path, uint64_t seed, int vocab) {
+    small_model(path, seed, vocab);
+    sl_model_opts mo = {.quant_to = -1};
+    side_open(g, g_gpu, path, &mo);
+    remove(path);
+}
+
 static void test_device_sampling(void) {
     double t0 = sl_time_s();
-    const char *path = "test_cuda_backend_sample.gguf";
-    small_model(path, 77, 320);
-    sl_model_opts mo = {.quant_to = -1};
     side g;
-    side_open(&g, g_gpu, path, &mo);
-    remove(path);
+    open_small(&g, "test_cuda_backend_sample.gguf", 77, 320);
     ASSERT(sl_model_device_sampling(g.m));
     const int V = g.m->hp.n_vocab;
     float *logits = sl_xmalloc((size_t)NSEQ * V * 4);
@@ -723,12 +727,8 @@ static void test_device_sampling(void) {
  * path here, then a decode step sampled on the device): it succeeds, frees what it took, and a
  * step after it gives the bits it gave before. */
 static void test_warmup(void) {
-    const char *path = "test_cuda_backend_warm.gguf";
-    small_model(path, 80, 320);
-    sl_model_opts mo = {.quant_to = -1};
     side g;
-    side_open(&g, g_gpu, path, &mo);
-    remove(path);
+    open_small(&g, "test_cuda_backend_warm.gguf", 80, 320);
     const int V = g.m->hp.n_vocab;
     int32_t hist[NSEQ][MAXB * BS];
     for (int s = 0; s < NSEQ; s++)
@@ -754,13 +754,9 @@ static void test_warmup(void) {
  * and another longest context, which change the attention's split-K without the mode) and in a
  * step of 13 tokens (qmm's plan), over contexts up to 243 tokens. */
 static void test_batch_invariance(void) {
-    const char *path = "test_cuda_backend_inv.gguf";
-    small_model(path, 79, 1088);
-    sl_model_opts mo = {.quant_to = -1};
     sl_cuda_backend_set_batch_invariant(g_gpu, 1);
     side g;
-    side_open(&g, g_gpu, path, &mo);
-    remove(path);
+    open_small(&g, "test_cuda_backend_inv.gguf", 79, 1088);
     const int V = g.m->hp.n_vocab, len[NSEQ] = {150, 240, 13 * BS};
     int32_t hist[NSEQ][MAXB * BS];
     for (int s = 0; s < NSEQ; s++)

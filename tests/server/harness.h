@@ -41,6 +41,17 @@ static inline void sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
+/* A file's first 64 KiB as a string (calloc'ed). */
+static inline char *slurp(const char *path) {
+    FILE *f = fopen(path, "r");
+    ASSERT(f);
+    char *buf = calloc(1, 1 << 16);
+    size_t n = fread(buf, 1, (1 << 16) - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
 /* A tiny llama model with the toy vocabulary; returns its path (static buffer). */
 static inline const char *make_model(void) {
     static char path[128];

@@ -3,16 +3,6 @@
  * counts add up, and --output-json holds vLLM's key names. */
 #include "tests/server/harness.h"
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "r");
-    ASSERT(f);
-    char *buf = calloc(1, 1 << 16);
-    size_t n = fread(buf, 1, (1 << 16) - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    return buf;
-}
-
 static void run_bench(int port, const char *rate, const char *extra, int n, int in, int out, int max_conc) {
     char json[96], cmd[512];
     snprintf(json, sizeof json, "%s/bench.json", tmpdir);

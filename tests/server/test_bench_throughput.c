@@ -4,16 +4,6 @@
  * with exit status 2. */
 #include "tests/server/harness.h"
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "r");
-    ASSERT(f);
-    char *buf = calloc(1, 1 << 16);
-    size_t n = fread(buf, 1, (1 << 16) - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    return buf;
-}
-
 /* Runs the bench; returns its exit status, and with status 0 the JSON's num_steps in *steps
  * after checking its request and token counts. */
 static int run(const char *model, const char *extra, int n, int in, int out, long *steps) {
