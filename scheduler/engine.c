@@ -598,13 +598,14 @@ static void *dup_array(const void *p, size_t n, size_t extra, size_t size) {
     return q;
 }
 
-int sl_engine_submit(sl_engine *e, const sl_engine_req *rq, uint64_t *id) {
+/* The engine's copy of a request; NULL when it is malformed. */
+static ereq *new_request(sl_engine *e, const sl_engine_req *rq) {
     const sl_sampling_params *sp = &rq->sp;
     if (!rq->prompt || rq->n_prompt < 1 || sp->n_logit_bias < 0 || (sp->n_logit_bias && !sp->logit_bias) ||
         sp->n_stop_ids < 0 || (sp->n_stop_ids && !sp->stop_ids) || sp->n_stop < 0 || (sp->n_stop && !sp->stop))
-        return SL_EINVAL;
+        return NULL;
     for (int i = 0; i < sp->n_stop; i++)
-        if (!sp->stop[i]) return SL_EINVAL;
+        if (!sp->stop[i]) return NULL;
     ereq *r = sl_xcalloc(1, sizeof *r);
     r->user = rq->user;
     r->prio = rq->prio;
@@ -623,20 +624,38 @@ int sl_engine_submit(sl_engine *e, const sl_engine_req *rq, uint64_t *id) {
     }
     r->sp.stop = (const char *const *)r->stop;
     r->t_arrival = sl_time_s();
+    return r;
+}
+
+int sl_engine_submit_many(sl_engine *e, const sl_engine_req *rq, int n, uint64_t *ids) {
+    if (n < 1) return n ? SL_EINVAL : SL_OK;
+    ereq **rs = sl_xmalloc((size_t)n * sizeof *rs);
+    int made = 0;
+    while (made < n && (rs[made] = new_request(e, &rq[made]))) made++;
     pthread_mutex_lock(&e->mu);
-    if (e->stop) {
+    if (made < n || e->stop) {
         pthread_mutex_unlock(&e->mu);
-        req_free(r);
+        for (int i = 0; i < made; i++) req_free(rs[i]);
+        free(rs);
         return SL_EINVAL;
     }
-    uint64_t rid = r->id = e->next_id++;
-    if (e->in_tail) e->in_tail->next = r;
-    else e->in_head = r;
-    e->in_tail = r;
+    /* all in one turn of the lock: the engine's next step sees every one of them */
+    for (int i = 0; i < n; i++) {
+        ereq *r = rs[i];
+        uint64_t rid = r->id = e->next_id++;
+        if (e->in_tail) e->in_tail->next = r;
+        else e->in_head = r;
+        e->in_tail = r;
+        if (ids) ids[i] = rid; /* from the unlock on r may be gone already: only its id is kept */
+    }
     pthread_cond_signal(&e->wake);
-    pthread_mutex_unlock(&e->mu); /* from here on r may be gone already */
-    if (id) *id = rid;
+    pthread_mutex_unlock(&e->mu);
+    free(rs);
     return SL_OK;
+}
+
+int sl_engine_submit(sl_engine *e, const sl_engine_req *rq, uint64_t *id) {
+    return sl_engine_submit_many(e, rq, 1, id);
 }
 
 void sl_engine_abort(sl_engine *e, uint64_t id) {

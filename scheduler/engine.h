@@ -133,6 +133,10 @@ void sl_engine_shutdown(sl_engine *e);
  * queued, when the engine is shut down or the request is malformed (no prompt, a negative
  * count, a NULL array or stop string); every other problem comes as an error event. */
 int sl_engine_submit(sl_engine *e, const sl_engine_req *r, uint64_t *id);
+/* Queues n requests (ids[i] for rq[i] when ids is not NULL) in one turn of the engine's lock,
+ * so that its next step schedules them together, as a batch of prompts given at once (vLLM's
+ * LLM.generate) would be. All or nothing: SL_EINVAL, with nothing queued, as above for any. */
+int sl_engine_submit_many(sl_engine *e, const sl_engine_req *rq, int n, uint64_t *ids);
 /* Asks for a request to end with abort events. Unknown or finished ids are ignored (their
  * events may still be in the queue). */
 void sl_engine_abort(sl_engine *e, uint64_t id);

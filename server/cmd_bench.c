@@ -179,16 +179,19 @@ static int bench_throughput(int argc, char **argv) {
     if (!no_warmup) {
         const int64_t want = (int64_t)conc * input_len, fill = want < max_batched ? want : max_batched;
         const int n_warm = (int)((fill + input_len - 1) / input_len);
-        int32_t *wp = sl_xmalloc((size_t)input_len * sizeof *wp);
-        sl_engine_req wr = req;
-        wr.prompt = wp, wr.sp.max_tokens = 2;
+        int32_t *wp = sl_xmalloc((size_t)n_warm * (size_t)input_len * sizeof *wp);
+        sl_engine_req *wr = sl_xmalloc((size_t)n_warm * sizeof *wr);
         for (int r = 0; r < n_warm; r++) {
+            wr[r] = req;
+            wr[r].prompt = wp + (size_t)r * (size_t)input_len, wr[r].sp.max_tokens = 2;
             for (int i = 0; i < input_len; i++) {
-                do wp[i] = (int32_t)(sl_rng_u64(&rng) % (uint64_t)V);
-                while (V > 3 && (wp[i] == m->hp.bos_id || wp[i] == m->hp.eos_id || wp[i] == m->hp.eot_id));
+                int32_t *x = &wp[(size_t)r * (size_t)input_len + (size_t)i];
+                do *x = (int32_t)(sl_rng_u64(&rng) % (uint64_t)V);
+                while (V > 3 && (*x == m->hp.bos_id || *x == m->hp.eos_id || *x == m->hp.eot_id));
             }
-            if ((rc = sl_engine_submit(e, &wr, NULL))) break; /* the engine copies the prompt */
         }
+        rc = sl_engine_submit_many(e, wr, n_warm, NULL); /* the engine copies the prompts */
+        free(wr);
         free(wp);
         if (rc) {
             fprintf(stderr, "sluice bench throughput: submit failed\n");
@@ -203,22 +206,30 @@ static int bench_throughput(int argc, char **argv) {
         sl_engine_get_stats(e, &st0);
     }
     totals t = {0};
+    /* batched: everything at once, in one submit (else the engine's first step could start
+     * with part of them); sequential: the next one when the previous is done */
+    sl_engine_req *reqs = sl_xmalloc((size_t)num_prompts * sizeof *reqs);
+    for (int i = 0; i < num_prompts; i++) {
+        reqs[i] = req;
+        reqs[i].prompt = prompts + (size_t)i * (size_t)input_len;
+    }
     double t0 = sl_time_s();
     int submitted = 0;
     while (t.done < num_prompts) {
-        /* batched: everything at once; sequential: the next one when the previous is done */
-        while (submitted < num_prompts && (!sequential || submitted == t.done)) {
-            req.prompt = prompts + (size_t)submitted * (size_t)input_len;
-            if (sl_engine_submit(e, &req, NULL)) {
+        if (submitted < num_prompts && (!sequential || submitted == t.done)) {
+            const int n = sequential ? 1 : num_prompts;
+            if (sl_engine_submit_many(e, &reqs[submitted], n, NULL)) {
                 fprintf(stderr, "sluice bench throughput: submit failed\n");
+                free(reqs);
                 goto done;
             }
-            submitted++;
+            submitted += n;
         }
         wait_events(&w);
         drain(e, &t);
     }
     double elapsed = sl_time_s() - t0;
+    free(reqs);
     sl_engine_stats st;
     sl_engine_get_stats(e, &st);
     if (t.errors) goto done;

@@ -462,6 +462,58 @@ static void test_refused(void) {
     sl_engine_destroy(e);
 }
 
+/* sl_engine_submit_many: all or nothing; what it queues, the next step schedules together (4
+ * prompts of 5 tokens fit one step of 24: 3 tokens each take 3 steps, the first one the
+ * prefill's); ids in order. */
+static void test_submit_many(void) {
+    enum { NS = 4 };
+    static rq set[NS];
+    memset(set, 0, sizeof set);
+    sl_engine_config c = config(40, false, false);
+    sl_engine *e;
+    char err[SL_ERRMSG];
+    ASSERT_EQ(sl_engine_create(&e, &c, err), 0);
+    sl_engine_req q[NS];
+    for (int i = 0; i < NS; i++) {
+        rq *r = &set[i];
+        r->n = 1;
+        r->n_prompt = 5;
+        for (int t = 0; t < 5; t++) r->prompt[t] = 3 + (int32_t)((t * 13 + i * 5) % 290);
+        q[i] = (sl_engine_req){.prompt = r->prompt, .n_prompt = 5, .user = r};
+        sl_sampling_params_defaults(&q[i].sp);
+        q[i].sp.max_tokens = 3;
+        q[i].sp.ignore_eos = true;
+    }
+    uint64_t ids[NS] = {0};
+    q[2].n_prompt = 0; /* malformed: nothing of the batch is queued */
+    ASSERT_EQ(sl_engine_submit_many(e, q, NS, ids), SL_EINVAL);
+    q[2].n_prompt = 5;
+    ASSERT_EQ(sl_engine_submit_many(e, q, -1, ids), SL_EINVAL);
+    ASSERT_EQ(sl_engine_submit_many(e, q, 0, ids), 0);
+    ASSERT_EQ(ids[0], 0);
+    ASSERT_EQ(sl_engine_submit_many(e, q, NS, ids), 0);
+    for (int i = 0; i < NS; i++) {
+        set[i].id = ids[i];
+        if (i) ASSERT_EQ(ids[i], ids[i - 1] + 1);
+    }
+    int done = 0;
+    while (done < NS) {
+        wait_notify(50);
+        done += drain(e, set, NS, false);
+    }
+    for (int i = 0; i < NS; i++) {
+        ASSERT_EQ(set[i].seen_id, set[i].id);
+        ASSERT_EQ(set[i].n_got[0], 3);
+    }
+    sl_engine_stats st;
+    sl_engine_get_stats(e, &st);
+    ASSERT_EQ(st.n_requests_done, NS); /* the refused batch left no request behind */
+    ASSERT_EQ(st.sched.n_steps, 3);
+    check_blocks_free(e);
+    sl_engine_destroy(e);
+    printf("test_engine: a batch of %d submitted at once ran in 3 steps\n", NS);
+}
+
 /* Shutdown with requests running and waiting: each sequence gets its abort, blocks are free. */
 static void test_shutdown(void) {
     enum { NS = 12 };
@@ -573,6 +625,7 @@ int main(void) {
     test_concurrent(false);
     test_seeds_and_n();
     test_refused();
+    test_submit_many();
     test_shutdown();
     sl_tok_destroy(tok);
     sl_model_free(model);
