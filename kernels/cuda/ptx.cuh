@@ -40,6 +40,10 @@
  *   sl_ldg_nc_u16(p)   the same for 2 bytes (2-byte aligned), zero-extended: ld.global.nc.u16.
  *   sl_ldg_stream_v4(p) sl_ldg_nc_v4 for data read once (a weight streamed through): not kept
  *       in L1 (.L1::no_allocate), so it does not evict what the block reuses there.
+ *   sl_lop3<LUT>(a, b, c)  lop3.b32: any bitwise function of three words in one instruction,
+ *       LUT the function's truth table over a = 0xF0, b = 0xCC, c = 0xAA (so (a & b) | c is
+ *       (0xF0 & 0xCC) | 0xAA = 0xEA). b and c pass in registers: with both as immediates nvcc
+ *       emits two instructions (a LOP3 takes one immediate), one per nibble mask in qmm.cu.
  *
  * All 32 lanes of the warp execute mma and ldmatrix together (.sync.aligned): never under a
  * condition that differs within a warp, never after some lanes returned.
@@ -198,6 +202,20 @@ static __device__ __forceinline__ uint32_t sl_ldg_nc_u16(const void *p SL_PTX_LO
     unsigned short v;
     asm volatile("ld.global.nc.u16 %0, [%1];\n" : "=h"(v) : "l"(p) : "memory");
     return v;
+#endif
+}
+
+template <int LUT> static __device__ __forceinline__ uint32_t sl_lop3(uint32_t a, uint32_t b, uint32_t c) {
+    static_assert(LUT >= 0 && LUT <= 255, "a truth table of three inputs");
+#ifdef SL_CUDA_EMU
+    uint32_t d = 0;
+    for (int i = 0; i < 8; i++) /* minterm i: a, b, c = bits 2, 1, 0 of i */
+        if (LUT >> i & 1) d |= (i & 4 ? a : ~a) & (i & 2 ? b : ~b) & (i & 1 ? c : ~c);
+    return d;
+#else
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, %4;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c), "n"(LUT));
+    return d;
 #endif
 }
 

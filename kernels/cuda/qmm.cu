@@ -63,6 +63,9 @@ __host__ __device__ constexpr int ktile(bool q4) { return sl_qmat_kt(q4); }
  * warps. */
 constexpr int QMM_D = 4;
 
+/* a QW4 word's low and high nibble of each 16-bit half */
+constexpr uint32_t lo_mask = 0x000F000Fu, hi_mask = 0x00F000F0u;
+
 /* c - bias, and c·(1/16) + bias, on both 16-bit halves of a register (reinterpretations) */
 __device__ __forceinline__ uint32_t hsub2_u32(uint32_t c, __half2 bias) {
     const __half2 d = __hsub2(*reinterpret_cast<const __half2 *>(&c), bias);
@@ -139,10 +142,27 @@ template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
     return sg == 0 ? a : sg == 1 ? b : c; /* selects: no dynamic indexing of the parameters */
 }
 
-/* 2 blocks per SM at least (128 registers); 3 (85) for two-level QW4 at up to 8 tokens with 2 or
- * more steps per unit (Q4_K's g32), which fits them without spilling (77) */
+/* Blocks per SM the registers must allow: 2 at least (128 registers). Up to 8 tokens 4 (64)
+ * where nvcc 13.0 fits the kernel in them without spilling (ptxas -v: without offsets, but
+ * for QW4 with f32 scales one per 16 columns; with offsets QW8 with f16 scales, or f32 and 2
+ * steps per unit, and QW4 with f16 scales and 4 steps per unit), else 3 (85) for two-level QW4
+ * with 2 or more steps per unit (Q4_K's g32). The last GPU profile (Q4_0's form at 1 token: 79
+ * registers, 3 blocks) found the kernel waiting on its loads at 30% occupancy; 4 blocks have
+ * not run on a card yet: -DSL_QMM_BLOCKS4=0 builds the previous bounds to compare. */
+#ifndef SL_QMM_BLOCKS4
+#define SL_QMM_BLOCKS4 1
+#endif
+constexpr int qmm_min_blocks(bool q4, int nt, bool offs, int sc, int es) {
+    return nt == 1 && SL_QMM_BLOCKS4 &&
+                   (offs ? (!q4 && (es == 2 || (es == 4 && sc == 1))) || (q4 && es == 2 && sc == 2)
+                         : !(q4 && es == 4 && sc == 0))
+               ? 4
+           : q4 && es == 1 && nt == 1 && sc >= 1 ? 3
+                                                 : 2;
+}
+
 template <bool Q4, int NT, bool OFFS, int SC, int ES>
-__global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >= 1 ? 3 : 2)
+__global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, ES))
     qmm_kernel(const qmm_segs segs, const __half *__restrict__ x, float *__restrict__ part,
                unsigned *__restrict__ counters, int T, int K, int k_tiles, int n_rec,
                int rec_shift, int tiles_per_split, int kw) {
@@ -153,7 +173,6 @@ __global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >=
     constexpr int RB = L * ES;         /* their bytes (ES per scale: 1 two-level, 2 f16, 4 f32) */
     constexpr int NW = RB < 4 ? 1 : RB / 4; /* the words they take */
     constexpr int FW = OFFS ? 2 : 1;   /* two-level: a lane's factor words (f16 pairs) */
-    constexpr int SBS = Q4 ? 2 : 3;    /* log2 of the tiles per factor (SL_QMAT_SB columns) */
     constexpr int W = 2 * SPA;         /* a lane's words of x per unit and token row */
     /* 2 slots where 4 do not fit in 128 registers with the rest (they spilled 4 to 316 bytes):
      * at 32 tokens with offsets or 4 units per tile, at 16 for QW4 g16 with offsets. Then only
@@ -183,9 +202,15 @@ __global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >=
     const int rt = rb * tiles_per_block + lt;
     const bool active = rt < row_tiles;
     const int split = blockIdx.y, splits = gridDim.y;
-    /* this warp's column tiles [k0, k1): its part of its block's split */
+    /* this warp's column tiles [k0, k1): its part of its block's split; two-level QW4 (AS
+     * below) in whole blocks of a factor (tiles_per_split is a multiple of TPB then, as is
+     * k_tiles) */
+    constexpr bool AS = Q4 && ES == 1;
+    constexpr int SBS = Q4 ? 2 : 3;    /* log2 of the tiles per factor (SL_QMAT_SB columns) */
+    constexpr int TPB = 1 << SBS;
     const int s0 = split * tiles_per_split, s1 = min(k_tiles, s0 + tiles_per_split);
-    const int per = (s1 - s0 + kw - 1) / kw;
+    int per = (s1 - s0 + kw - 1) / kw;
+    if constexpr (AS) per = (per + TPB - 1) / TPB * TPB;
     const int k0 = min(s1, s0 + part_w * per), k1 = active ? min(s1, k0 + per) : k0;
 
     const __half2 bias = Q4 ? (OFFS ? __float2half2_rn(1024.0f) : __float2half2_rn(1032.0f))
@@ -194,6 +219,8 @@ __global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >=
     const __half2 sixteenth = __float2half2_rn(0.0625f);
     const __half2 bias16 = OFFS ? __float2half2_rn(-64.0f) : __float2half2_rn(-72.0f);
     const uint32_t ones[4] = {0x3c003c00u, 0x3c003c00u, 0x3c003c00u, 0x3c003c00u}; /* f16 1.0 */
+    /* a QW4 half's nibbles under the exponent of 1024: (w & mask) | 0x6400 in one LOP3 */
+    auto nib = [](const uint32_t w, const uint32_t mask) { return sl_lop3<0xEA>(w, mask, 0x64006400u); };
 
     float acc[NT][4];
 #pragma unroll
@@ -235,9 +262,13 @@ __global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >=
         }
         if constexpr (ES == 1 && !Q4) ldg_words<FW, true>(fv[slot], fq + (k >> SBS) * 8 * FW);
     };
+    /* a row's last tile when it ends past K (then UPT > 1, and never two-level: those weights'
+     * K is a multiple of 256) is not streamed: ka is where the ring stops */
+    const bool has_tail = UPT > 1 && ES != 1 && k1 > k0 && k1 == k_tiles && k_tiles * KT > K;
+    const int ka = has_tail ? k1 - 1 : k1;
 #pragma unroll
     for (int u = 0; u < D; u++)
-        if (k0 + u < k1) issue(u, u, k0 + u);
+        if (k0 + u < ka) issue(u, u, k0 + u);
 
     /* QW4 two-level (AS): the multipliers q (0..127) scale the codes in f16, exactly: the
      * HFMA2 that turns a code into f16 multiplies by q·2^-24 (a subnormal, the byte moved in by
@@ -246,16 +277,12 @@ __global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >=
      * columns then add up in the tensor core (sb_s, and sb_o for the offsets, whose A is q·2^-24
      * itself), and the factors apply once per 256 columns, scaled back by 2^24 (2^20): no f32
      * work per unit. */
-    constexpr bool AS = Q4 && ES == 1;
     float sb_s[NT][4], sb_o[NT][4];
     uint32_t fb[FW]; /* AS: the factors of the block being summed, loaded at its first tile */
-#pragma unroll
-    for (int n = 0; n < NT; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) sb_s[n][e] = sb_o[n][e] = 0.0f;
-    /* the factors' sums into acc, after tile k when it ends its 256 columns or the warp's run */
-    auto flush = [&](const uint32_t (&fw)[FW], const int k) { /* AS */
-        if (((k + 1) & ((1 << SBS) - 1)) != 0 && k + 1 != k1) return; /* uniform */
+    const float zero4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    /* the factors' sums into acc, after the last tile of their 256 columns (the next block's
+     * first mma starts its sums from zero) */
+    auto flush = [&](const uint32_t (&fw)[FW]) { /* AS */
         const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&fw[0]));
         const float fg = f.x * 0x1p24f, fg8 = f.y * 0x1p20f;
         float2 o = make_float2(0.0f, 0.0f);
@@ -269,14 +296,15 @@ __global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >=
                 acc[n][0] += og * sb_o[n][0], acc[n][1] += og * sb_o[n][1];
                 acc[n][2] += og8 * sb_o[n][2], acc[n][3] += og8 * sb_o[n][3];
             }
-#pragma unroll
-            for (int e = 0; e < 4; e++) sb_s[n][e] = sb_o[n][e] = 0.0f;
         }
     };
 
-    /* one tile's products: v the lane's codes, sc/of its scales and offsets, fw its factors */
+    /* one tile's products: v the lane's codes, sc/of its scales and offsets, fw its factors;
+     * tail: k is the tile that holds the end of the row (below); fresh (AS): the first tile of
+     * a factor's block */
     auto product = [&](const uint4 v, const uint32_t (&sc)[NW], const uint32_t (&of)[NW],
-                       const uint32_t (&fw)[FW], const int i, const int k) {
+                       const uint32_t (&fw)[FW], const int i, const int k, const bool tail,
+                       const bool fresh) {
         const uint32_t wq[4] = {v.x, v.y, v.z, v.w};
         /* two-level QW8: the rows' factors of the scales and the offsets, applied per unit */
         float2 fs = make_float2(0.0f, 0.0f), fo = fs;
@@ -286,9 +314,8 @@ __global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >=
         }
         /* a unit past K (the last tile's padding; only when a tile holds more than one) reads
          * the row's last unit instead: its scales and offsets are zero, so finite x adds 0.
-         * Only a row's last tile can hold one: the others keep immediate offsets (about 10
-         * fewer instructions a tile) */
-        const bool tail = UPT > 1 && (k + 1) * KT > K; /* uniform over the warp */
+         * Only a row's last tile can hold one, which the loop below leaves to its own call:
+         * the others keep immediate offsets (about 10 fewer instructions a tile) */
         const int room = K - k * KT - 16 * SPA;
 #pragma unroll
         for (int u = 0; u < UPT; u++) {
@@ -327,16 +354,16 @@ __global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >=
                 uint32_t a[4];
                 if constexpr (AS) {
                     const uint32_t w0 = wq[s], w8 = w0 >> 8;
-                    a[0] = hfma2_u32((w0 & 0x000F000Fu) | 0x64006400u, kg, bg);
-                    a[1] = hfma2_u32((w0 & 0x00F000F0u) | 0x64006400u, kg8, bg8);
-                    a[2] = hfma2_u32((w8 & 0x000F000Fu) | 0x64006400u, kg, bg);
-                    a[3] = hfma2_u32((w8 & 0x00F000F0u) | 0x64006400u, kg8, bg8);
+                    a[0] = hfma2_u32(nib(w0, lo_mask), kg, bg);
+                    a[1] = hfma2_u32(nib(w0, hi_mask), kg8, bg8);
+                    a[2] = hfma2_u32(nib(w8, lo_mask), kg, bg);
+                    a[3] = hfma2_u32(nib(w8, hi_mask), kg8, bg8);
                 } else if constexpr (Q4) {
                     const uint32_t w0 = wq[s], w8 = w0 >> 8;
-                    a[0] = hsub2_u32((w0 & 0x000F000Fu) | 0x64006400u, bias);
-                    a[1] = hfma2_u32((w0 & 0x00F000F0u) | 0x64006400u, sixteenth, bias16);
-                    a[2] = hsub2_u32((w8 & 0x000F000Fu) | 0x64006400u, bias);
-                    a[3] = hfma2_u32((w8 & 0x00F000F0u) | 0x64006400u, sixteenth, bias16);
+                    a[0] = hsub2_u32(nib(w0, lo_mask), bias);
+                    a[1] = hfma2_u32(nib(w0, hi_mask), sixteenth, bias16);
+                    a[2] = hsub2_u32(nib(w8, lo_mask), bias);
+                    a[3] = hfma2_u32(nib(w8, hi_mask), sixteenth, bias16);
                 } else {
                     const uint32_t v0 = wq[2 * s], v1 = wq[2 * s + 1];
                     a[0] = hsub2_u32(__byte_perm(v0, 0x64646464u, 0x4140), bias);
@@ -349,8 +376,13 @@ __global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >=
                     const uint32_t b[2] = {xb[n][2 * ss], xb[n][2 * ss + 1]};
                     if constexpr (AS) {
                         const uint32_t am[4] = {mg, mg8, mg, mg8};
-                        sl_mma_m16n8k16_f16(sb_s[n], a, b, sb_s[n]);
-                        if constexpr (OFFS) sl_mma_m16n8k16_f16(sb_o[n], am, b, sb_o[n]);
+                        if (fresh && s == 0) {
+                            sl_mma_m16n8k16_f16(sb_s[n], a, b, zero4);
+                            if constexpr (OFFS) sl_mma_m16n8k16_f16(sb_o[n], am, b, zero4);
+                        } else {
+                            sl_mma_m16n8k16_f16(sb_s[n], a, b, sb_s[n]);
+                            if constexpr (OFFS) sl_mma_m16n8k16_f16(sb_o[n], am, b, sb_o[n]);
+                        }
                     } else {
                         sl_mma_m16n8k16_f16(d[n], a, b, d[n]);
                         if constexpr (OFFS) sl_mma_m16n8k16_f16(ds[n], ones, b, ds[n]);
@@ -376,16 +408,22 @@ __global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >=
         }
     };
 
-    for (int kt = k0; kt < k1; kt += D) {
+    int kt = k0;
+    for (; kt < ka; kt += D) {
 #pragma unroll
         for (int u = 0; u < D; u++) {
             const int k = kt + u;
-            if (k < k1) {
-                if constexpr (AS) /* a block's first tile (or the run's): its factors, used at flush */
-                    if ((k & ((1 << SBS) - 1)) == 0 || k == k0) ldg_words<FW, true>(fb, fq + (k >> SBS) * 8 * FW);
-                product(cv[u], scv[u], ofv[u], fv[DF > 1 ? u : 0], u, k);
-                if constexpr (AS) flush(fb, k);
-                if (k + D < k1) issue(u, u + D, k + D);
+            if (k < ka) {
+                /* AS: k0 and kt are multiples of TPB or of D, so a factor's block starts at a
+                 * fixed slot when D covers it (its factors load there, for flush) */
+                const bool first = D % TPB == 0 ? u % TPB == 0 : u == 0 && kt % TPB == 0;
+                const bool last = D % TPB == 0 ? u % TPB == TPB - 1 : u == D - 1 && (kt + D) % TPB == 0;
+                if constexpr (AS)
+                    if (first) ldg_words<FW, true>(fb, fq + (k >> SBS) * 8 * FW);
+                product(cv[u], scv[u], ofv[u], fv[DF > 1 ? u : 0], u, k, false, AS && first);
+                if constexpr (AS)
+                    if (last) flush(fb);
+                if (k + D < ka) issue(u, u + D, k + D);
             }
         }
         cq += D * 32;
@@ -396,6 +434,11 @@ __global__ void __launch_bounds__(QMM_THREADS, Q4 && ES == 1 && NT == 1 && SC >=
 #pragma unroll
         for (int n = 0; n < NT; n++) xq[n] += D * KT;
     }
+    if constexpr (UPT > 1 && ES != 1)
+        if (has_tail) { /* the pointers are at tile kt */
+            issue(0, ka - kt, ka);
+            product(cv[0], scv[0], ofv[0], fv[0], ka - kt, ka, true, false);
+        }
 
     /* the kw warps of a row tile: the first adds the others' sums, in warp order */
     if (kw > 1) {
@@ -473,7 +516,9 @@ void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *p
     const int kt = ktile(Q4), lg = ilog2(w->group), lkt = ilog2(kt);
     /* scale records (qmat_layout.cuh): one per tile, or one per group when groups are longer */
     const int n_rec = (int)(w->group > kt ? w->g_pad : w->k_tiles), rec_shift = lg > lkt ? lg - lkt : 0;
-    const int tps = (int)sl_div_up(w->k_tiles, plan.splits);
+    int tps = (int)sl_div_up(w->k_tiles, plan.splits);
+    if (Q4 && ES == 1) tps = (int)sl_div_up(tps, SL_QMAT_SB / kt) * (SL_QMAT_SB / kt); /* whole factor blocks (AS) */
+    const int splits = (int)sl_div_up(w->k_tiles, tps);
     const int tpb = QMM_WARPS / plan.warps_per_tile;
     qmm_segs s{};
     int rb = 0;
@@ -487,11 +532,11 @@ void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *p
         s.N[i] = (int)wi->rows, s.row_tiles[i] = (int)wi->row_tiles;
         s.rb0[i] = i < j.n ? rb : INT_MAX; /* past n: never this block's */
         /* no workspace without splits (the pointer may be null) */
-        s.poff[i] = i < j.n && plan.splits > 1 ? (long long)plan.splits * T * 16 * rows_before : 0;
+        s.poff[i] = i < j.n && splits > 1 ? (long long)splits * T * 16 * rows_before : 0;
         if (i < j.n) rb += (int)sl_div_up(wi->row_tiles, tpb), rows_before += wi->row_tiles;
     }
     s.n = j.n;
-    const dim3 grid((unsigned)rb, (unsigned)plan.splits);
+    const dim3 grid((unsigned)rb, (unsigned)splits);
     SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC, ES>), grid, QMM_THREADS, 0, stream, s, x, part,
               counters, T, (int)w->cols, (int)w->k_tiles, n_rec, rec_shift, tps,
               plan.warps_per_tile);

@@ -14,6 +14,7 @@ void sl__test_ldmatrix(int num, int trans, const uint16_t *src, uint32_t *out);
 void sl__test_mma_tile(int bf16, int b_nk, const uint16_t *A, const uint16_t *B, float *D, int M,
                        int K);
 void sl__test_cp_async(const float *src, float *out, int threads);
+void sl__test_lop3(const uint32_t *abc, uint32_t *out, int n);
 
 /* n random 16-bit floats (f16 or bf16 bits) and their exact values */
 static void rnd_16(int bf16, int64_t n, uint16_t *bits, double *val) {
@@ -154,6 +155,27 @@ static void test_cp_async(int threads) {
     free(src), free(want), free(got);
 }
 
+/* lop3 with six truth tables against the C expressions they encode */
+static void test_lop3(void) {
+    enum { N = 300 };
+    uint32_t *abc = sl_xmalloc(3 * N * 4), *want = sl_xmalloc(6 * N * 4), *got = sl_xmalloc(6 * N * 4);
+    for (int i = 0; i < 3 * N; i++) abc[i] = (uint32_t)(sl_rng_u64(&g_rng) >> 32);
+    abc[0] = abc[1] = abc[2] = 0, abc[3] = abc[4] = abc[5] = ~0u; /* all zeros, all ones */
+    for (int i = 0; i < N; i++) {
+        const uint32_t a = abc[3 * i], b = abc[3 * i + 1], c = abc[3 * i + 2];
+        uint32_t *w = want + 6 * i;
+        w[0] = (a & b) | c, w[1] = a ^ b ^ c, w[2] = (a & b) | (a & c) | (b & c);
+        w[3] = (a & b) ^ c, w[4] = a, w[5] = ~(a | b | c);
+    }
+    dbuf din = dev_from(abc, 3 * N, 0), dout = dev_alloc(6 * N, 0);
+    sl__test_lop3((const uint32_t *)din.p, (uint32_t *)dout.p, N);
+    dev_get(&dout, got);
+    check_bits("lop3", got, want, 6 * N, 4);
+    dev_check_guards(&dout, "lop3");
+    dev_free(&din), dev_free(&dout);
+    free(abc), free(want), free(got);
+}
+
 int main(void) {
     int skip = harness_begin("test_cuda_ptx", 20250302);
     if (skip) return skip;
@@ -168,6 +190,8 @@ int main(void) {
     test_cp_async(100);
     test_cp_async(256);
     printf("cp.async ca 4/8/16, cg 16, zero fill, wait_group: ok\n");
+    test_lop3();
+    printf("lop3: ok\n");
     static const int MK[][2] = {{16, 16}, {32, 64}, {48, 32}, {64, 128}};
     int cases = 0;
     for (int bf16 = 0; bf16 < 2; bf16++)

@@ -13,6 +13,7 @@ void sl__test_ldmatrix(int num, int trans, const uint16_t *src, uint32_t *out);
 void sl__test_mma_tile(int bf16, int b_nk, const uint16_t *A, const uint16_t *B, float *D, int M,
                        int K);
 void sl__test_cp_async(const float *src, float *out, int threads);
+void sl__test_lop3(const uint32_t *abc, uint32_t *out, int n);
 }
 
 static __device__ __forceinline__ uint32_t pack(uint16_t lo, uint16_t hi) {
@@ -158,6 +159,21 @@ static __global__ void cp_async_kernel(const float *src, float *out) {
     out[8 * i + 7] = first;
 }
 
+/* ---- lop3: six truth tables on n triples (a, b, c); out[6i + j] is table j's result ----------- */
+
+static __global__ void lop3_kernel(const uint32_t *abc, uint32_t *out, int n) {
+    const int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i >= n) return;
+    const uint32_t a = abc[3 * i], b = abc[3 * i + 1], c = abc[3 * i + 2];
+    uint32_t *o = out + 6 * i;
+    o[0] = sl_lop3<0xEA>(a, b, c);
+    o[1] = sl_lop3<0x96>(a, b, c);
+    o[2] = sl_lop3<0xE8>(a, b, c);
+    o[3] = sl_lop3<0x6A>(a, b, c);
+    o[4] = sl_lop3<0xF0>(a, b, c);
+    o[5] = sl_lop3<0x01>(a, b, c);
+}
+
 /* ---- entry points ---------------------------------------------------------------------------- */
 
 extern "C" void sl__test_mma_frag(int bf16, const uint16_t *A, const uint16_t *B, const float *C,
@@ -193,5 +209,11 @@ extern "C" void sl__test_mma_tile(int bf16, int b_nk, const uint16_t *A, const u
 extern "C" void sl__test_cp_async(const float *src, float *out, int threads) {
     SL_CUDA_REQUIRE(threads > 0 && threads <= 256);
     SL_LAUNCH(cp_async_kernel, 1, threads, 0, nullptr, src, out);
+    SL_CUDA_CHECK(cudaGetLastError());
+}
+
+extern "C" void sl__test_lop3(const uint32_t *abc, uint32_t *out, int n) {
+    SL_CUDA_REQUIRE(n > 0);
+    SL_LAUNCH(lop3_kernel, (unsigned)((n + 127) / 128), 128, 0, nullptr, abc, out, n);
     SL_CUDA_CHECK(cudaGetLastError());
 }
