@@ -237,6 +237,8 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
     const uint32_t *fq = ES == 1 ? static_cast<const uint32_t *>(factors) +
                                        (rtc * (k_tiles >> SBS) * 8 + g) * FW
                                  : nullptr;
+    /* two-level QW4 (AS): the factors of the block being summed, moved on after each block */
+    const uint32_t *fa = AS ? fq + (size_t)(k0 >> SBS) * 8 * FW : nullptr;
     /* token rows past T read row T - 1: an mma's output column depends on its own B column
      * alone, so they reach only outputs that are not stored */
     const __half *xq[NT];
@@ -419,10 +421,10 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
                 const bool first = D % TPB == 0 ? u % TPB == 0 : u == 0 && kt % TPB == 0;
                 const bool last = D % TPB == 0 ? u % TPB == TPB - 1 : u == D - 1 && (kt + D) % TPB == 0;
                 if constexpr (AS)
-                    if (first) ldg_words<FW, true>(fb, fq + (k >> SBS) * 8 * FW);
+                    if (first) ldg_words<FW, true>(fb, fa);
                 product(cv[u], scv[u], ofv[u], fv[DF > 1 ? u : 0], u, k, false, AS && first);
                 if constexpr (AS)
-                    if (last) flush(fb);
+                    if (last) flush(fb), fa += 8 * FW;
                 if (k + D < ka) issue(u, u + D, k + D);
             }
         }
