@@ -143,9 +143,11 @@ template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
 }
 
 /* Blocks per SM the registers must allow: 2 at least (128 registers). Up to 8 tokens 4 (64)
- * where nvcc 13.0 fits the kernel in them without spilling (ptxas -v: without offsets, but
- * for QW4 with f32 scales one per 16 columns; with offsets QW8 with f16 scales, or f32 and 2
- * steps per unit, and QW4 with f16 scales and 4 steps per unit), else 3 (85) for two-level QW4
+ * where nvcc 13.0 needs more than 64 registers without the bound and fits in 64 without
+ * spilling with it (scripts/qmm-sass.sh: without offsets QW4 but with f32 scales one per 16
+ * columns, and QW8 with two-level scales or f32 ones per 16 columns; with offsets QW8 with f16
+ * scales, or f32 and 2 steps per unit, and QW4 with f16 scales and 4 steps per unit; Q8_0's
+ * form needs 62 alone, and more instructions under the bound), else 3 (85) for two-level QW4
  * with 2 or more steps per unit (Q4_K's g32). The last GPU profile (Q4_0's form at 1 token: 79
  * registers, 3 blocks) found the kernel waiting on its loads at 30% occupancy; 4 blocks have
  * not run on a card yet: -DSL_QMM_BLOCKS4=0 builds the previous bounds to compare. */
@@ -155,7 +157,7 @@ template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
 constexpr int qmm_min_blocks(bool q4, int nt, bool offs, int sc, int es) {
     return nt == 1 && SL_QMM_BLOCKS4 &&
                    (offs ? (!q4 && (es == 2 || (es == 4 && sc == 1))) || (q4 && es == 2 && sc == 2)
-                         : !(q4 && es == 4 && sc == 0))
+                         : q4 ? !(es == 4 && sc == 0) : es == 1 || (es == 4 && sc == 0))
                ? 4
            : q4 && es == 1 && nt == 1 && sc >= 1 ? 3
                                                  : 2;
