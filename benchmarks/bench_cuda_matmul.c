@@ -1,7 +1,10 @@
 /* bench_cuda_matmul.c — the decode matmuls on a GPU: QW4/QW8 (qmm.cu) against cuBLAS F16 and
  * the device's copy bandwidth, both measured in the same run.
  *
- *   build/bench_cuda_matmul [--quick | --profile]
+ *   build/bench_cuda_matmul [--quick] [--table | --all-sweeps] | --profile
+ *
+ * --quick: 5 replays a median instead of 30; --table: the first table alone (no sweeps);
+ * --all-sweeps: the plan sweeps for every form with f16 or two-level scales, not three.
  *
  * Llama-3-8B layer shapes (rows × cols: 4096×4096 q/o, 1024×4096 k/v, 14336×4096 gate/up,
  * 4096×14336 down) at 1, 2, 4, 8, 16, 32, 64 tokens. Each time is the median graph replay over
@@ -247,10 +250,20 @@ static int profile_run(void) {
 }
 
 int main(int argc, char **argv) {
-    const int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    int quick = 0, table_only = 0, all_sweeps = 0, profile = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) quick = 1;
+        else if (strcmp(argv[i], "--table") == 0) table_only = 1;
+        else if (strcmp(argv[i], "--all-sweeps") == 0) all_sweeps = 1;
+        else if (strcmp(argv[i], "--profile") == 0) profile = 1;
+        else {
+            fprintf(stderr, "usage: bench_cuda_matmul [--quick] [--table | --all-sweeps] | --profile\n");
+            return 2;
+        }
+    }
     int rc = bench_begin("bench_cuda_matmul");
     if (rc) return rc;
-    if (argc > 1 && strcmp(argv[1], "--profile") == 0) return profile_run();
+    if (profile) return profile_run();
     const int reps = quick ? 5 : 30;
     const double copy = bench_copy_gbps();
     printf("device-to-device copy: %.0f GB/s (read + write)\n\n", copy);
@@ -300,16 +313,21 @@ int main(int argc, char **argv) {
             }
             free_qmats(c.w, c.nsets);
         }
+    if (table_only) {
+        BENCH_CHECK(cudaFree(x16));
+        BENCH_CHECK(cudaFree(y));
+        return 0;
+    }
 
-    /* the plan: Q4_0's, Q4_K's and Q8_0's forms at 1 to 32 tokens, warps per row tile × splits;
+    /* the plan: Q4_0's, Q4_K's and Q8_0's forms (--all-sweeps: also Q4_1's, g128's, Q6_K's) at 1 to 32 tokens, warps per row tile × splits;
      * "default" is the launcher's plan for T, "any T" its plan in batch-invariant mode */
     static const sl_qmm_plan plans[] = {
         {1, 1, 0}, {2, 1, 0}, {4, 1, 0}, {8, 1, 0}, {1, 2, 0}, {2, 2, 0}, {4, 2, 0}, {8, 2, 0},
         {1, 4, 0}, {2, 4, 0}, {4, 4, 0}, {1, 8, 0}, {2, 8, 0}, {1, 16, 0}, {2, 16, 0}};
     const int np = (int)(sizeof plans / sizeof *plans);
     static const int sweep_Ts[] = {1, 4, 8, 16, 32};
-    static const int sweep_fmts[] = {0, 2, 5}; /* indexes into fmts */
-    for (int sf = 0; sf < 3; sf++) {
+    static const int sweep_fmts[] = {0, 2, 5, 3, 4, 6}; /* indexes into fmts */
+    for (int sf = 0; sf < (all_sweeps ? 6 : 3); sf++) {
         const int fi = sweep_fmts[sf];
         printf("\nplan sweep (warps per row tile × splits), %s: µs (%% copy)\n\n| shape | T | default | any T |",
                fmts[fi].name);

@@ -10,6 +10,11 @@
 # glob), without the sanitizers or, unless GPU_CHECK_E2E=1, the end-to-end runs (a quick
 # re-measurement). GPU_CHECK_BUDGET (seconds, default 420) bounds the whole run: each step gets at most what is
 # left of it, so the summary always prints inside the device call's limit.
+# GPU_CHECK_MATMUL_ARGS passes options to bench_cuda_matmul (--all-sweeps: plan sweeps of every
+# form). GPU_CHECK_BLOCKS4_AB=1 also builds the matmul benchmark with the decode kernel's earlier
+# register bounds (-DSL_QMM_BLOCKS4=0: 2-3 blocks per SM where it now asks for 4) and times its
+# first table both ways, one after the other (their rows up to 8 tokens print side by side;
+# the whole tables are in logs.tgz).
 #
 # Dependencies: the Debian packages that ../shared/gpu/fetch-debs.sh downloads into .deps/
 # (libuv1 libuv1-dev libcjson1 libcjson-dev node-llhttp libpcre2-dev libpcre2-8-0), unpacked
@@ -76,9 +81,22 @@ fi
 step ctest_gpu 120 ctest --test-dir build-gpu -L gpu -R "^($(echo $gpu_tests | tr ' ' '|'))\$" --output-on-failure
 tail -15 "$logs/ctest_gpu.log"
 for b in $benches; do
-    step "$b" 240 "build-gpu/$b"
+    args=; [ $b = bench_cuda_matmul ] && args=${GPU_CHECK_MATMUL_ARGS:-}
+    step "$b" 240 "build-gpu/$b" $args
     cp "$logs/$b.log" "$out/$b.md"
 done
+if [ "${GPU_CHECK_BLOCKS4_AB:-0}" = 1 ] && [ -x build-gpu/bench_cuda_matmul ]; then
+    step configure_b23 60 cmake -S . -B build-gpu-b23 -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$prefix/usr -DCMAKE_CUDA_FLAGS=-DSL_QMM_BLOCKS4=0 \
+        -DSL_LLHTTP_SRC=$prefix/usr/share/llhttp -DSL_LLHTTP_INCLUDE=$prefix/usr/share/include/llhttp
+    step build_b23 180 ninja -C build-gpu-b23 -j16 bench_cuda_matmul || tail -20 "$logs/build_b23.log"
+    step matmul_b4 90 build-gpu/bench_cuda_matmul --quick --table
+    step matmul_b23 90 build-gpu-b23/bench_cuda_matmul --quick --table
+    # the rows up to 8 tokens side by side: format, shape, T, µs now, µs with the old bounds
+    echo "---- 4 blocks per SM against the earlier bounds, µs (format | shape | T | now | earlier)"
+    paste -d'|' <(grep '^| QW' "$logs/matmul_b4.log") <(grep '^| QW' "$logs/matmul_b23.log") |
+        awk -F"|" '$4 <= 8 {print "|" $2 "|" $3 "|" $4 "|" $5 "|" $18 "|"}' | tee "$logs/blocks4_ab.txt"
+fi
 # end to end: offline throughput of a ~0.6 B-parameter random llama (Llama-3-8B's layer shapes,
 # 4 layers) on the CUDA backend, as Q4_0, Q4_K (two-level scales and offsets: what Q4_K_M files
 # mostly hold) and Q8_0: batched and one request at a time (after warm-up requests); Q4_0 also
