@@ -77,7 +77,7 @@ static void group_fn(void *arg, int i, cudaStream_t s) {
         sl_cuda_qmm_multi_f16(ws, c->n, c->x16, c->y, c->T, c->plan, (sl_cuda_stream)s);
     } else {
         for (int j = 0; j < c->n; j++)
-            sl_cuda_qmm_f16(ws[j], c->x16, c->y[j], c->T, (sl_qmm_plan){0, 0, 0}, (sl_cuda_stream)s);
+            sl_cuda_qmm_f16(ws[j], c->x16, c->y[j], c->T, (sl_qmm_plan){0, 0, 0, 0}, (sl_cuda_stream)s);
     }
 }
 
@@ -240,13 +240,20 @@ static int profile_run(void) {
     static sl_cuda_qmat w[MAX_SETS];
     const int n = make_qmats(w, SL_WF_QW4, 32, 0, 2, &g_shapes[2]);
     for (int T = 1; T <= 32; T = T == 1 ? 16 : 2 * T)
-        for (int i = 0; i < 2; i++) sl_cuda_qmm_f16(&w[i], x16, y, T, (sl_qmm_plan){0, 0, 0}, NULL);
+        for (int i = 0; i < 2; i++) sl_cuda_qmm_f16(&w[i], x16, y, T, (sl_qmm_plan){0, 0, 0, 0}, NULL);
     BENCH_CHECK(cudaDeviceSynchronize());
     free_qmats(w, n);
     BENCH_CHECK(cudaFree(x16));
     BENCH_CHECK(cudaFree(y));
     printf("profile launches done\n");
     return 0;
+}
+
+/* a plan as the tables print it: warps per row tile × splits, or "flat" and its blocks per SM */
+static const char *plan_name(sl_qmm_plan p, char buf[16]) {
+    if (p.flat) snprintf(buf, 16, "flat %d", p.flat);
+    else snprintf(buf, 16, "%d×%d", p.warps_per_tile, p.splits);
+    return buf;
 }
 
 int main(int argc, char **argv) {
@@ -256,10 +263,11 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--table") == 0) table_only = 1;
         else if (strcmp(argv[i], "--all-sweeps") == 0) all_sweeps = 1;
         else if (strcmp(argv[i], "--profile") == 0) profile = 1;
-        else {
-            fprintf(stderr, "usage: bench_cuda_matmul [--quick] [--table | --all-sweeps] | --profile\n");
-            return 2;
-        }
+        else profile = 2; /* unknown */
+    }
+    if (profile > 1 || (table_only && all_sweeps) || (profile && argc > 2)) {
+        fprintf(stderr, "usage: bench_cuda_matmul [--quick] [--table | --all-sweeps] | --profile\n");
+        return 2;
     }
     int rc = bench_begin("bench_cuda_matmul");
     if (rc) return rc;
@@ -297,7 +305,7 @@ int main(int argc, char **argv) {
         for (int si = 0; si < 4; si++) {
             const shape *sh = &g_shapes[si];
             c.nsets = make_qmats(c.w, fmts[fi].fmt, fmts[fi].group, fmts[fi].offsets, fmts[fi].sb, sh);
-            c.x16 = x16, c.y = y, c.plan = (sl_qmm_plan){0, 0, 0};
+            c.x16 = x16, c.y = y, c.plan = (sl_qmm_plan){0, 0, 0, 0};
             for (int ti = 0; ti < N_TS; ti++) {
                 c.T = g_Ts[ti];
                 const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0], c.T);
@@ -305,10 +313,11 @@ int main(int argc, char **argv) {
                 const double act = (double)c.T * (sh->cols + sh->rows) * 4;
                 const double ourb = (double)qmat_bytes(&c.w[0], fmts[fi].offsets) + act, gbs = ourb / (us * 1e3);
                 const double f16b = (double)sh->rows * sh->cols * 2 + (double)c.T * (sh->cols * 2 + sh->rows * 4);
-                printf("| %s | %s | %d | %.2f | %.0f | %.1f | %.2f | %.2f | %.2f | %.0f | %d×%d |\n",
+                char pn[16];
+                printf("| %s | %s | %d | %.2f | %.0f | %.1f | %.2f | %.2f | %.2f | %.0f | %s |\n",
                        fmts[fi].name, sh->name, c.T, us, gbs, 100.0 * gbs / copy,
                        f16us[si][ti] / us, f16b / ourb, f16us[si][ti], f16b / (f16us[si][ti] * 1e3),
-                       dp.warps_per_tile, dp.splits);
+                       plan_name(dp, pn));
                 fflush(stdout);
             }
             free_qmats(c.w, c.nsets);
@@ -319,11 +328,14 @@ int main(int argc, char **argv) {
         return 0;
     }
 
-    /* the plan: Q4_0's, Q4_K's and Q8_0's forms (--all-sweeps: also Q4_1's, g128's, Q6_K's) at 1 to 32 tokens, warps per row tile × splits;
+    /* the plan: Q4_0's, Q4_K's and Q8_0's forms (--all-sweeps: also Q4_1's, g128's, Q6_K's) at
+     * 1 to 32 tokens, warps per row tile × splits (as they run: two-level QW4 splits in whole
+     * 256-column blocks, fewer where that needs fewer), and flat plans by blocks per SM;
      * "default" is the launcher's plan for T, "any T" its plan in batch-invariant mode */
     static const sl_qmm_plan plans[] = {
-        {1, 1, 0}, {2, 1, 0}, {4, 1, 0}, {8, 1, 0}, {1, 2, 0}, {2, 2, 0}, {4, 2, 0}, {8, 2, 0},
-        {1, 4, 0}, {2, 4, 0}, {4, 4, 0}, {1, 8, 0}, {2, 8, 0}, {1, 16, 0}, {2, 16, 0}};
+        {1, 1, 0, 0}, {2, 1, 0, 0}, {4, 1, 0, 0}, {8, 1, 0, 0}, {1, 2, 0, 0}, {2, 2, 0, 0},
+        {4, 2, 0, 0}, {8, 2, 0, 0}, {1, 4, 0, 0}, {2, 4, 0, 0}, {4, 4, 0, 0}, {1, 8, 0, 0},
+        {2, 8, 0, 0}, {1, 16, 0, 0}, {2, 16, 0, 0}, {0, 0, 0, 2}, {0, 0, 0, 3}, {0, 0, 0, 4}};
     const int np = (int)(sizeof plans / sizeof *plans);
     static const int sweep_Ts[] = {1, 4, 8, 16, 32};
     static const int sweep_fmts[] = {0, 2, 5, 3, 4, 6}; /* indexes into fmts */
@@ -331,7 +343,8 @@ int main(int argc, char **argv) {
         const int fi = sweep_fmts[sf];
         printf("\nplan sweep (warps per row tile × splits), %s: µs (%% copy)\n\n| shape | T | default | any T |",
                fmts[fi].name);
-        for (int i = 0; i < np; i++) printf(" %d×%d |", plans[i].warps_per_tile, plans[i].splits);
+        char pn[16], pn2[16];
+        for (int i = 0; i < np; i++) printf(" %s |", plan_name(plans[i], pn));
         printf("\n|---|---|---|---|");
         for (int i = 0; i < np; i++) printf("---|");
         printf("\n");
@@ -342,8 +355,7 @@ int main(int argc, char **argv) {
             for (size_t ti = 0; ti < sizeof sweep_Ts / sizeof *sweep_Ts; ti++) {
                 const int T = c.T = sweep_Ts[ti];
                 const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0], T);
-                printf("| %s | %d | %d×%d | %d×%d |", sh->name, T, dp.warps_per_tile, dp.splits,
-                       ap.warps_per_tile, ap.splits);
+                printf("| %s | %d | %s | %s |", sh->name, T, plan_name(dp, pn), plan_name(ap, pn2));
                 for (int i = 0; i < np; i++) {
                     c.plan = plans[i];
                     const double us = bench_graph_us(qmm_fn, &c, c.nsets * 2, reps);
@@ -355,7 +367,7 @@ int main(int argc, char **argv) {
                 fflush(stdout);
             }
             free_qmats(c.w, c.nsets);
-            c.plan = (sl_qmm_plan){0, 0, 0};
+            c.plan = (sl_qmm_plan){0, 0, 0, 0};
         }
     }
 
@@ -408,12 +420,12 @@ int main(int argc, char **argv) {
             for (int i = 0; i < np; i++) {
                 g.plan = plans[i];
                 const size_t used = strlen(sw);
-                snprintf(sw + used, sizeof sweeps[gi][ti] - used, " %d×%d %.2f;",
-                         plans[i].warps_per_tile, plans[i].splits,
+                char pn[16];
+                snprintf(sw + used, sizeof sweeps[gi][ti] - used, " %s %.2f;", plan_name(plans[i], pn),
                          bench_graph_us(group_fn, &g, g.nsets * 2, reps));
             }
         }
-        g.plan = (sl_qmm_plan){0, 0, 0};
+        g.plan = (sl_qmm_plan){0, 0, 0, 0};
         for (int j = 0; j < g.n; j++) free_qmats(gw[j], ns[j]);
     }
     for (int gi = 0; gi < 2; gi++)

@@ -629,14 +629,14 @@ static ereq *new_request(sl_engine *e, const sl_engine_req *rq) {
 
 int sl_engine_submit_many(sl_engine *e, const sl_engine_req *rq, int n, uint64_t *ids) {
     if (n < 1) return n ? SL_EINVAL : SL_OK;
-    ereq **rs = sl_xmalloc((size_t)n * sizeof *rs);
+    ereq *one, **rs = n == 1 ? &one : sl_xmalloc((size_t)n * sizeof *rs);
     int made = 0;
     while (made < n && (rs[made] = new_request(e, &rq[made]))) made++;
     pthread_mutex_lock(&e->mu);
     if (made < n || e->stop) {
         pthread_mutex_unlock(&e->mu);
         for (int i = 0; i < made; i++) req_free(rs[i]);
-        free(rs);
+        if (rs != &one) free(rs);
         return SL_EINVAL;
     }
     /* all in one turn of the lock: the engine's next step sees every one of them */
@@ -650,7 +650,7 @@ int sl_engine_submit_many(sl_engine *e, const sl_engine_req *rq, int n, uint64_t
     }
     pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->mu);
-    free(rs);
+    if (rs != &one) free(rs);
     return SL_OK;
 }
 

@@ -135,7 +135,8 @@ void sl_engine_shutdown(sl_engine *e);
 int sl_engine_submit(sl_engine *e, const sl_engine_req *r, uint64_t *id);
 /* Queues n requests (ids[i] for rq[i] when ids is not NULL) in one turn of the engine's lock,
  * so that its next step schedules them together, as a batch of prompts given at once (vLLM's
- * LLM.generate) would be. All or nothing: SL_EINVAL, with nothing queued, as above for any. */
+ * LLM.generate) would be. All or nothing: SL_EINVAL, with nothing queued, as above for any,
+ * and for n < 0; n = 0 queues nothing and returns SL_OK. */
 int sl_engine_submit_many(sl_engine *e, const sl_engine_req *rq, int n, uint64_t *ids);
 /* Asks for a request to end with abort events. Unknown or finished ids are ignored (their
  * events may still be in the queue). */

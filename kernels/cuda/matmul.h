@@ -96,13 +96,17 @@ void sl_cuda_qmat_deinit(sl_cuda_qmat *q);
  * tile of 16 outputs, dividing its columns and adding their sums in shared memory; splits (>= 1)
  * divides the columns further over blocks, whose partial sums go through a workspace the
  * launcher owns (grown on first need, synchronously) and are added in a fixed order.
+ * Or flat (> 0, with warps_per_tile and splits 0): a grid of flat blocks per SM whose warps
+ * each stream an equal run of all row tiles' tiles in row-major order, across row tiles; a row
+ * tile split between warps adds their sums through the workspace, in a fixed order.
  * {0, 0} means the default plan: chosen by the call's token count (up to 32; the fastest
  * measured), or, with any_batch set, one plan for every token count, so that a token's result
- * is the same in any batch. */
+ * is the same in any batch. Flat plans do not depend on the token count. */
 typedef struct sl_qmm_plan {
     int warps_per_tile;
     int splits;
     int any_batch; /* with {0, 0}: the default that does not depend on T */
+    int flat;      /* blocks per SM of a flat plan, or 0 */
 } sl_qmm_plan;
 
 /* The default plan for T tokens (T = 0: the plan for any T, any_batch's), from the weight's

@@ -35,7 +35,11 @@
  *
  * Splits over blocks: with more than one, each block writes its partial sums to the launcher's
  * workspace; the last block of a row block to finish (an atomic count per row block) adds the
- * partials in split order and writes y, so the result does not depend on timing. The default
+ * partials in split order and writes y, so the result does not depend on timing. Flat plans
+ * (FLAT) instead give each warp of a grid sized to the SMs an equal run of all row tiles' tiles
+ * in row-major order: a warp's run crosses row tiles, a row tile split between warps adds
+ * their sums the same way (an atomic count per row tile, warp order). No block ever waits for a
+ * row tile's other warps, and every warp streams about as many tiles as any other. The default
  * plan (kw and splits) depends on the weight's shape and format, the SM count and the call's
  * token count (up to 32: one plan for all of a call's launches); with any_batch (the CUDA
  * backend's batch-invariant mode) not on the token count, so a token's result is the same in
@@ -135,6 +139,8 @@ struct qmm_segs {
     int N[3], row_tiles[3];
     int rb0[3];          /* the segment's first row block */
     long long poff[3];   /* where its partial sums start in the workspace (floats) */
+    int rt0[3];          /* flat plans: the segment's first row tile of all of them */
+    int rt_all;          /* flat plans: the row tiles of all segments */
     int n;
 };
 
@@ -144,13 +150,14 @@ template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
 
 /* Blocks per SM the registers must allow: 2 at least (128 registers). Up to 8 tokens 4 (64)
  * where nvcc 13.0 needs more than 64 registers without the bound and fits in 64 without
- * spilling with it (scripts/qmm-sass.sh: without offsets QW4 but with f32 scales one per 16
- * columns, and QW8 with two-level scales or f32 ones per 16 columns; with offsets QW8 with f16
- * scales, or f32 and 2 steps per unit, and QW4 with f16 scales and 4 steps per unit; Q8_0's
- * form needs 62 alone, and more instructions under the bound), else 3 (85) for two-level QW4
- * with 2 or more steps per unit (Q4_K's g32). The last GPU profile (Q4_0's form at 1 token: 79
- * registers, 3 blocks) found the kernel waiting on its loads at 30% occupancy; 4 blocks have
- * not run on a card yet: -DSL_QMM_BLOCKS4=0 builds the previous bounds to compare. */
+ * spilling with it (scripts/qmm-sass.sh). Without offsets: every QW4 form but f32 scales one
+ * per 16 columns, and QW8 with two-level scales or with f32 ones per 16 columns (Q8_0's form
+ * needs 62 alone, and more instructions under the bound). With offsets: QW8 with f16 scales,
+ * or f32 and 2 steps per unit, and QW4 with f16 scales and 4 steps per unit. Else, up to 8
+ * tokens, 3 (85) for two-level QW4 with 2 or more steps per unit (Q4_K's g32). The last GPU
+ * profile (Q4_0's form at 1 token: 79 registers, 3 blocks) found the kernel waiting on its
+ * loads at 30% occupancy; 4 blocks have not run on a card yet: -DSL_QMM_BLOCKS4=0 builds the
+ * previous bounds to compare. */
 #ifndef SL_QMM_BLOCKS4
 #define SL_QMM_BLOCKS4 1
 #endif
@@ -163,11 +170,11 @@ constexpr int qmm_min_blocks(bool q4, int nt, bool offs, int sc, int es) {
                                                  : 2;
 }
 
-template <bool Q4, int NT, bool OFFS, int SC, int ES>
+template <bool Q4, int NT, bool OFFS, int SC, int ES, bool FLAT>
 __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, ES))
     qmm_kernel(const qmm_segs segs, const __half *__restrict__ x, float *__restrict__ part,
                unsigned *__restrict__ counters, int T, int K, int k_tiles, int n_rec,
-               int rec_shift, int tiles_per_split, int kw) {
+               int rec_shift, int tiles_per_split, int kw, int flat_per, int flat_pieces) {
     constexpr int KT = ktile(Q4), STEPS = KT / 16;
     constexpr int SPA = 1 << SC;       /* steps per unit (one scale) */
     constexpr int UPT = STEPS / SPA;   /* units per tile */
@@ -186,8 +193,43 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
     SL_SHARED(float, red, [QMM_WARPS * NT * 4 * 32]); /* the kw warps' sums of a row tile */
     SL_SHARED(unsigned, last_block, [1]);
 
-    /* this block's weight and its row block rb there */
-    const int sg = (segs.n > 1 && (int)blockIdx.x >= segs.rb0[1]) + (segs.n > 2 && (int)blockIdx.x >= segs.rb0[2]);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+    constexpr bool AS = Q4 && ES == 1;
+    constexpr int SBS = Q4 ? 2 : 3;    /* log2 of the tiles per factor (SL_QMAT_SB columns) */
+    constexpr int TPB = 1 << SBS;
+
+    /* Blocked plans: this block's weight (segment sg) and its row block rb there; the warp's row
+     * tile rt and its column tiles [k0, k1): its part of its block's split; two-level QW4 (AS
+     * below) in whole blocks of a factor (tiles_per_split is a multiple of TPB then, as is
+     * k_tiles) */
+    int sg = (segs.n > 1 && (int)blockIdx.x >= segs.rb0[1]) + (segs.n > 2 && (int)blockIdx.x >= segs.rb0[2]);
+    const int rb = (int)blockIdx.x - pick(sg, segs.rb0[0], segs.rb0[1], segs.rb0[2]);
+    const int tiles_per_block = QMM_WARPS / kw;
+    const int part_w = warp % kw, lt = warp / kw; /* local row tile */
+    int rt = rb * tiles_per_block + lt;
+    bool active = rt < pick(sg, segs.row_tiles[0], segs.row_tiles[1], segs.row_tiles[2]);
+    const int split = blockIdx.y, splits = gridDim.y;
+    const int s0 = split * tiles_per_split, s1 = min(k_tiles, s0 + tiles_per_split);
+    int per = (s1 - s0 + kw - 1) / kw;
+    if constexpr (AS) per = (per + TPB - 1) / TPB * TPB;
+    int k0 = min(s1, s0 + part_w * per), k1 = active ? min(s1, k0 + per) : k0;
+    /* Flat plans (FLAT): warp gw of the grid streams the flat_per tiles from gw ·
+     * flat_per of all row tiles' tiles in row-major order (each weight's row tiles in turn),
+     * piece by piece, a piece the part of one row tile; a multiple of TPB for AS */
+    const int gw = (int)blockIdx.x * QMM_WARPS + warp;
+    int f = gw * flat_per;
+    const int f_end = segs.rt_all * k_tiles; /* the launcher keeps it in an int */
+
+  for (;;) { /* blocked: once; flat: each piece */
+    if constexpr (FLAT) {
+        const int fe = min(f_end, (gw + 1) * flat_per);
+        if (f >= fe) return;
+        const int ra = f / k_tiles; /* the row tile over all segments */
+        sg = (segs.n > 1 && ra >= segs.rt0[1]) + (segs.n > 2 && ra >= segs.rt0[2]);
+        rt = ra - pick(sg, segs.rt0[0], segs.rt0[1], segs.rt0[2]);
+        k0 = f - ra * k_tiles, k1 = min(k_tiles, k0 + (fe - f));
+        active = true;
+    }
     const uint4 *__restrict__ codes = pick(sg, segs.codes[0], segs.codes[1], segs.codes[2]);
     const void *__restrict__ scales = pick(sg, segs.scales[0], segs.scales[1], segs.scales[2]);
     const void *__restrict__ offsets = pick(sg, segs.offsets[0], segs.offsets[1], segs.offsets[2]);
@@ -195,25 +237,6 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
     float *__restrict__ y = pick(sg, segs.y[0], segs.y[1], segs.y[2]);
     const int N = pick(sg, segs.N[0], segs.N[1], segs.N[2]);
     const int row_tiles = pick(sg, segs.row_tiles[0], segs.row_tiles[1], segs.row_tiles[2]);
-    const int rb = (int)blockIdx.x - pick(sg, segs.rb0[0], segs.rb0[1], segs.rb0[2]);
-    part += pick(sg, segs.poff[0], segs.poff[1], segs.poff[2]);
-
-    const int tiles_per_block = QMM_WARPS / kw;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-    const int part_w = warp % kw, lt = warp / kw; /* local row tile */
-    const int rt = rb * tiles_per_block + lt;
-    const bool active = rt < row_tiles;
-    const int split = blockIdx.y, splits = gridDim.y;
-    /* this warp's column tiles [k0, k1): its part of its block's split; two-level QW4 (AS
-     * below) in whole blocks of a factor (tiles_per_split is a multiple of TPB then, as is
-     * k_tiles) */
-    constexpr bool AS = Q4 && ES == 1;
-    constexpr int SBS = Q4 ? 2 : 3;    /* log2 of the tiles per factor (SL_QMAT_SB columns) */
-    constexpr int TPB = 1 << SBS;
-    const int s0 = split * tiles_per_split, s1 = min(k_tiles, s0 + tiles_per_split);
-    int per = (s1 - s0 + kw - 1) / kw;
-    if constexpr (AS) per = (per + TPB - 1) / TPB * TPB;
-    const int k0 = min(s1, s0 + part_w * per), k1 = active ? min(s1, k0 + per) : k0;
 
     const __half2 bias = Q4 ? (OFFS ? __float2half2_rn(1024.0f) : __float2half2_rn(1032.0f))
                             : __float2half2_rn(1152.0f);
@@ -412,6 +435,7 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
         }
     };
 
+    static_assert(!AS || D % TPB == 0 || TPB % D == 0, "a factor's block starts at a fixed slot");
     int kt = k0;
     for (; kt < ka; kt += D) {
 #pragma unroll
@@ -444,6 +468,52 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
             product(cv[0], scv[0], ofv[0], fv[0], ka - kt, ka, true, false);
         }
 
+    /* flat: a whole row tile's sums go to y; a piece's to its slot in the workspace (flat_pieces
+     * slots of NT·128 floats a row tile), and the warp that brings the row tile's count to its
+     * pieces adds them, in order, so the result does not depend on timing */
+    if constexpr (FLAT) {
+        const int ra = rt + pick(sg, segs.rt0[0], segs.rt0[1], segs.rt0[2]);
+        const int first = ra * k_tiles / flat_per, np = (ra * k_tiles + k_tiles - 1) / flat_per - first + 1;
+        bool store = np == 1;
+        if (!store) {
+            float *slot = part + ((size_t)ra * flat_pieces + (gw - first)) * (NT * 128) + lane;
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) slot[(n * 4 + i) * 32] = acc[n][i];
+            __threadfence();
+            __syncwarp();
+            unsigned done = 0;
+            if (lane == 0) done = atomicAdd(&counters[ra], 1u);
+            store = __shfl_sync(0xffffffffu, done, 0) == (unsigned)np - 1;
+            if (store) {
+                __threadfence();
+                const float *p0 = part + (size_t)ra * flat_pieces * (NT * 128) + lane;
+#pragma unroll
+                for (int n = 0; n < NT; n++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) acc[n][i] = __ldcg(p0 + (n * 4 + i) * 32);
+                for (int j = 1; j < np; j++)
+#pragma unroll
+                    for (int n = 0; n < NT; n++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++)
+                            acc[n][i] += __ldcg(p0 + (size_t)j * (NT * 128) + (n * 4 + i) * 32);
+                if (lane == 0) counters[ra] = 0; /* ready for the next launch */
+            }
+        }
+        if (store)
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int tok = n * 8 + 2 * t + (i & 1), r = rt * 16 + g + (i >= 2 ? 8 : 0);
+                    if (tok < T && r < N) y[(size_t)tok * N + r] = acc[n][i];
+                }
+        f += k1 - k0;
+        continue;
+    }
+
     /* the kw warps of a row tile: the first adds the others' sums, in warp order */
     if (kw > 1) {
         if (part_w != 0)
@@ -463,6 +533,7 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
 
     /* acc[n][i]: row rt·16 + g (+8 for i >= 2), token n·8 + 2t (+1 for odd i) */
     const int n_pad = row_tiles * 16;
+    part += pick(sg, segs.poff[0], segs.poff[1], segs.poff[2]);
     float *out = splits == 1 ? y : part + (size_t)split * T * n_pad;
     const int ld = splits == 1 ? N : n_pad, rmax = splits == 1 ? N : n_pad;
     if (active && part_w == 0) {
@@ -494,6 +565,8 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
         y[(size_t)tok * N + r] = s;
     }
     if (threadIdx.x == 0) counters[blockIdx.x] = 0; /* ready for the next launch */
+    return;
+  }
 }
 
 int ilog2(int v) {
@@ -513,6 +586,27 @@ struct qmm_job {
     int n;
 };
 
+int sm_count();
+
+/* A run of column tiles a block or warp starts at: two-level QW4 works in whole blocks of a
+ * factor (qmm_kernel's AS), so its runs are rounded up to them */
+int64_t whole_blocks(const sl_cuda_qmat *w, int64_t tiles) {
+    if (w->fmt != SL_WF_QW4 || w->scale_bytes != 1) return tiles;
+    const int64_t b = SL_QMAT_SB / ktile(true);
+    return sl_div_up(tiles, b) * b;
+}
+/* The column tiles of each of a plan's splits */
+int64_t split_tiles(const sl_cuda_qmat *w, int splits) {
+    return whole_blocks(w, sl_div_up(w->k_tiles, splits));
+}
+
+/* A flat plan's tiles per warp: all row tiles' tiles over flat blocks per SM of 8 warps each;
+ * and the most warps (pieces) a row tile's tiles can then meet */
+int flat_per(const sl_cuda_qmat *w, int64_t row_tiles, int flat) {
+    return (int)whole_blocks(w, sl_div_up(row_tiles * w->k_tiles, (int64_t)flat * sm_count() * QMM_WARPS));
+}
+int flat_pieces(const sl_cuda_qmat *w, int per) { return (int)((w->k_tiles - 1) / per + 2); }
+
 template <bool Q4, int NT, bool OFFS, int SC, int ES>
 void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *part,
             unsigned *counters, cudaStream_t stream) {
@@ -520,13 +614,15 @@ void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *p
     const int kt = ktile(Q4), lg = ilog2(w->group), lkt = ilog2(kt);
     /* scale records (qmat_layout.cuh): one per tile, or one per group when groups are longer */
     const int n_rec = (int)(w->group > kt ? w->g_pad : w->k_tiles), rec_shift = lg > lkt ? lg - lkt : 0;
-    int tps = (int)sl_div_up(w->k_tiles, plan.splits);
-    if (Q4 && ES == 1) tps = (int)sl_div_up(tps, SL_QMAT_SB / kt) * (SL_QMAT_SB / kt); /* whole factor blocks (AS) */
-    const int splits = (int)sl_div_up(w->k_tiles, tps);
-    const int tpb = QMM_WARPS / plan.warps_per_tile;
+    const bool flat = plan.flat > 0;
+    if (Q4 && ES == 1) SL_CUDA_REQUIRE(w->k_tiles % (SL_QMAT_SB / kt) == 0); /* whole factor blocks */
+    /* the plan's splits, normalized by the caller (each at least one tile) */
+    const int tps = (int)split_tiles(w, flat ? 1 : plan.splits), splits = (int)sl_div_up(w->k_tiles, tps);
+    const int kw = flat ? 1 : plan.warps_per_tile;
+    const int tpb = QMM_WARPS / kw;
     qmm_segs s{};
     int rb = 0;
-    long long rows_before = 0;
+    long long rows_before = 0; /* row tiles of the segments before */
     for (int i = 0; i < 3; i++) {
         const int k = i < j.n ? i : 0;
         const sl_cuda_qmat *wi = j.w[k];
@@ -537,13 +633,22 @@ void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *p
         s.rb0[i] = i < j.n ? rb : INT_MAX; /* past n: never this block's */
         /* no workspace without splits (the pointer may be null) */
         s.poff[i] = i < j.n && splits > 1 ? (long long)splits * T * 16 * rows_before : 0;
+        s.rt0[i] = i < j.n ? (int)rows_before : INT_MAX;
         if (i < j.n) rb += (int)sl_div_up(wi->row_tiles, tpb), rows_before += wi->row_tiles;
     }
-    s.n = j.n;
+    s.n = j.n, s.rt_all = (int)rows_before;
+    int per = 0, pieces = 0;
+    if (flat) { /* the warps that the tiles need, in blocks of 8 */
+        per = flat_per(w, rows_before, plan.flat), pieces = flat_pieces(w, per);
+        rb = (int)sl_div_up(sl_div_up(rows_before * w->k_tiles, per), QMM_WARPS);
+    }
     const dim3 grid((unsigned)rb, (unsigned)splits);
-    SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC, ES>), grid, QMM_THREADS, 0, stream, s, x, part,
-              counters, T, (int)w->cols, (int)w->k_tiles, n_rec, rec_shift, tps,
-              plan.warps_per_tile);
+    if (flat)
+        SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC, ES, true>), grid, QMM_THREADS, 0, stream, s, x, part,
+                  counters, T, (int)w->cols, (int)w->k_tiles, n_rec, rec_shift, tps, kw, per, pieces);
+    else
+        SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC, ES, false>), grid, QMM_THREADS, 0, stream, s, x, part,
+                  counters, T, (int)w->cols, (int)w->k_tiles, n_rec, rec_shift, tps, kw, per, pieces);
     SL_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -619,7 +724,7 @@ sl_qmm_plan spread_plan(int64_t row_tiles, int64_t k_tiles) {
     const int64_t want = 16 * (int64_t)sm_count();
     int64_t per_tile = sl_min64(want / row_tiles, k_tiles / 4);
     if (per_tile < 1) per_tile = 1;
-    sl_qmm_plan p = {per_tile >= 2 ? 2 : 1, 1, 0};
+    sl_qmm_plan p = {per_tile >= 2 ? 2 : 1, 1, 0, 0};
     const int64_t s = sl_min64(per_tile / p.warps_per_tile, 64);
     p.splits = s < 1 ? 1 : (int)s;
     return p;
@@ -647,7 +752,7 @@ sl_qmm_plan plan_for(const sl_cuda_qmat *w, int64_t row_tiles, int T) {
     const bool q4_offsets = !q8 && w->offsets && !two_level;
     if (few ? row_tiles < sms || (q8 && two_level && !large) || (q4_offsets && large) : large)
         return spread_plan(row_tiles, k_tiles);
-    sl_qmm_plan p = {1, 1, 0};
+    sl_qmm_plan p = {1, 1, 0, 0};
     while (p.warps_per_tile < 8 && 4 * p.warps_per_tile <= k_tiles) p.warps_per_tile *= 2;
     if (few) {
         const int64_t s = sl_min64((q8 ? 4 : 2) * sms / row_tiles, k_tiles / (4 * p.warps_per_tile));
@@ -656,11 +761,17 @@ sl_qmm_plan plan_for(const sl_cuda_qmat *w, int64_t row_tiles, int T) {
     return p;
 }
 
+/* A blocked plan's splits as it runs: no empty ones, each of split_tiles */
+sl_qmm_plan normalized(const sl_cuda_qmat *w, sl_qmm_plan p) {
+    if (p.splits >= 1) p.splits = (int)sl_div_up(w->k_tiles, split_tiles(w, p.splits));
+    return p;
+}
+
 } // namespace
 
 extern "C" sl_qmm_plan sl_cuda_qmm_default_plan(const sl_cuda_qmat *w, int T) {
     SL_CUDA_REQUIRE(w && T >= 0);
-    return plan_for(w, w->row_tiles, (int)sl_min64(T, SL_QMM_MAX_T));
+    return normalized(w, plan_for(w, w->row_tiles, (int)sl_min64(T, SL_QMM_MAX_T)));
 }
 
 extern "C" int sl_cuda_qmm_groupable(const sl_cuda_qmat *const *ws, int n) {
@@ -687,18 +798,24 @@ extern "C" void sl_cuda_qmm_multi_f16(const sl_cuda_qmat *const *ws, int n, cons
     }
     const sl_cuda_qmat *w = ws[0];
     /* the default: one plan for every launch of SL_QMM_MAX_T tokens or fewer */
-    if (plan.warps_per_tile == 0 && plan.splits == 0)
+    if (plan.flat == 0 && plan.warps_per_tile == 0 && plan.splits == 0)
         plan = plan_for(w, row_tiles, plan.any_batch ? 0 : (int)sl_min64(T, SL_QMM_MAX_T));
-    SL_CUDA_REQUIRE(plan.warps_per_tile == 1 || plan.warps_per_tile == 2 ||
-                    plan.warps_per_tile == 4 || plan.warps_per_tile == 8);
-    SL_CUDA_REQUIRE(plan.splits >= 1);
-    /* no empty splits: each covers ceil(k_tiles / splits) tiles */
-    const int64_t tps = sl_div_up(w->k_tiles, plan.splits);
-    plan.splits = (int)sl_div_up(w->k_tiles, tps);
+    int64_t row_blocks = 0;
+    int pieces = 0;
+    if (plan.flat) {
+        SL_CUDA_REQUIRE(plan.flat > 0 && plan.warps_per_tile == 0 && plan.splits == 0);
+        SL_CUDA_REQUIRE(row_tiles * w->k_tiles <= INT_MAX / 2); /* tile indexes in an int */
+        pieces = flat_pieces(w, flat_per(w, row_tiles, plan.flat));
+    } else {
+        SL_CUDA_REQUIRE(plan.warps_per_tile == 1 || plan.warps_per_tile == 2 ||
+                        plan.warps_per_tile == 4 || plan.warps_per_tile == 8);
+        SL_CUDA_REQUIRE(plan.splits >= 1);
+        plan = normalized(w, plan);
+        for (int i = 0; i < n; i++)
+            row_blocks += sl_div_up(ws[i]->row_tiles, QMM_WARPS / plan.warps_per_tile);
+    }
     cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
     const bool q4 = w->fmt == SL_WF_QW4;
-    int64_t row_blocks = 0;
-    for (int i = 0; i < n; i++) row_blocks += sl_div_up(ws[i]->row_tiles, QMM_WARPS / plan.warps_per_tile);
     const __half *xh = reinterpret_cast<const __half *>(x16);
     for (int t0 = 0; t0 < T; t0 += SL_QMM_MAX_T) {
         const int tn = (int)sl_min64(SL_QMM_MAX_T, T - t0);
@@ -706,7 +823,10 @@ extern "C" void sl_cuda_qmm_multi_f16(const sl_cuda_qmat *const *ws, int n, cons
         qmm_job j{};
         j.n = n;
         for (int i = 0; i < n; i++) j.w[i] = ws[i], j.y[i] = ys[i] + (size_t)t0 * ws[i]->rows;
-        if (plan.splits > 1) workspace((size_t)plan.splits * tn * row_tiles * 16, row_blocks);
+        if (plan.flat) /* pieces of NT·128 floats a row tile, a counter a row tile */
+            workspace((size_t)row_tiles * pieces * (tn <= 8 ? 1 : tn <= 16 ? 2 : 4) * 128, row_tiles);
+        else if (plan.splits > 1)
+            workspace((size_t)plan.splits * tn * row_tiles * 16, row_blocks);
         if (q4 && tn <= 8) launch_offs<true, 1>(j, xt, tn, plan, g_part, g_counters, st);
         else if (q4 && tn <= 16) launch_offs<true, 2>(j, xt, tn, plan, g_part, g_counters, st);
         else if (q4) launch_offs<true, 4>(j, xt, tn, plan, g_part, g_counters, st);

@@ -88,10 +88,13 @@ static void check_bound(const char *what, const float *got, const double *ref, c
 
 /* Plans: {0, 0, 1} is the default for any T (batch invariance), {0, 0, 0} the default for the
  * launch's T; the others each warps_per_tile with one split, several, and more than there are
- * column tiles; the first 5 (what the shorter runs take) include both defaults and splits. */
-static const sl_qmm_plan g_plans[] = {{0, 0, 1}, {0, 0, 0}, {2, 3, 0}, {8, 2, 0},
-                                      {1, 1000, 0}, {1, 1, 0}, {2, 1, 0}, {4, 1, 0},
-                                      {8, 1, 0}, {1, 2, 0}, {4, 1000, 0}};
+ * column tiles, and flat ones (1 block per SM: several tiles a warp, row tiles in pieces; 3:
+ * about one tile a warp); the first 5 (what the shorter runs take) include both defaults,
+ * splits and a flat plan. */
+static const sl_qmm_plan g_plans[] = {{0, 0, 1, 0}, {0, 0, 0, 0}, {2, 3, 0, 0}, {8, 2, 0, 0},
+                                      {0, 0, 0, 1}, {1, 1000, 0, 0}, {1, 1, 0, 0}, {2, 1, 0, 0},
+                                      {4, 1, 0, 0}, {8, 1, 0, 0}, {1, 2, 0, 0}, {4, 1000, 0, 0},
+                                      {0, 0, 0, 3}};
 #define N_PLANS (int)(sizeof g_plans / sizeof *g_plans)
 
 /* One weight, several T and plans; returns after checking every output. */
@@ -117,9 +120,9 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
             const sl_qmm_plan plan = g_plans[pi];
             dbuf dy = dev_alloc(ny, off);
             sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, plan, NULL);
-            snprintf(what, sizeof what, "qmm %s%s g%d %d-byte scales %dx%d T=%d plan %d×%d%s",
+            snprintf(what, sizeof what, "qmm %s%s g%d %d-byte scales %dx%d T=%d plan %d×%d flat %d%s",
                      sl_wfmt_name(fmt), offsets ? "+offsets" : "", group, q.scale_bytes, rows,
-                     cols, T, plan.warps_per_tile, plan.splits, plan.any_batch ? " any batch" : "");
+                     cols, T, plan.warps_per_tile, plan.splits, plan.flat, plan.any_batch ? " any batch" : "");
             dev_get(&dy, got);
             check_bound(what, got, ref, bound, ny, 2e-5);
             dev_check_guards(&dy, what);
@@ -145,7 +148,7 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
         double *ref32 = sl_xmalloc((size_t)ny * sizeof(double));
         reference(&w, x, T, ref32, bound);
         dbuf dx = dev_from(x, nx, off), dy = dev_alloc(ny, off);
-        sl_cuda_qmm(&q, dx.p, dy.p, T, (sl_qmm_plan){0, 0, 0}, NULL);
+        sl_cuda_qmm(&q, dx.p, dy.p, T, (sl_qmm_plan){0, 0, 0, 0}, NULL);
         dev_get(&dy, got);
         snprintf(what, sizeof what, "qmm f32 x %s%s g%d %dx%d T=%d", sl_wfmt_name(fmt),
                  offsets ? "+offsets" : "", group, rows, cols, T);
@@ -268,8 +271,8 @@ static void test_qmm_two_level(void) {
             uint16_t *x16 = sl_xmalloc((size_t)(nx + 1) * sizeof(uint16_t));
             for (int64_t i = 0; i < nx; i++) x16[i] = sl_f32_to_fp16(x[i]);
             dbuf dx16 = dev_from(x16, (nx + 1) / 2, 0), dy = dev_alloc(ny, 0), dy32 = dev_alloc(ny, 0);
-            sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){2, 3, 0}, NULL);
-            sl_cuda_qmm_f16(&q32, (const uint16_t *)dx16.p, dy32.p, T, (sl_qmm_plan){2, 3, 0}, NULL);
+            sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){2, 3, 0, 0}, NULL);
+            sl_cuda_qmm_f16(&q32, (const uint16_t *)dx16.p, dy32.p, T, (sl_qmm_plan){2, 3, 0, 0}, NULL);
             float *y = sl_xmalloc((size_t)ny * sizeof(float)), *y32 = sl_xmalloc((size_t)ny * sizeof(float));
             dev_get(&dy, y), dev_get(&dy32, y32);
             char what[96];
@@ -332,9 +335,9 @@ static void test_qmm_multi(void) {
                     sl_cuda_qmm_multi_f16(qp, n, (const uint16_t *)dx16.p, ys, T, g_plans[pi], NULL);
                     for (int i = 0; i < n; i++) {
                         char what[128];
-                        snprintf(what, sizeof what, "qmm multi %s%s %d-byte scales n=%d weight %d T=%d plan %d×%d%s",
+                        snprintf(what, sizeof what, "qmm multi %s%s %d-byte scales n=%d weight %d T=%d plan %d×%d flat %d%s",
                                  sl_wfmt_name(fmt), offs ? "+offsets" : "", q[0].scale_bytes, n, i, T,
-                                 g_plans[pi].warps_per_tile, g_plans[pi].splits,
+                                 g_plans[pi].warps_per_tile, g_plans[pi].splits, g_plans[pi].flat,
                                  g_plans[pi].any_batch ? " any batch" : "");
                         float *got = sl_xmalloc((size_t)T * rows[i] * sizeof(float));
                         dev_get(&dy[i], got);
@@ -345,10 +348,11 @@ static void test_qmm_multi(void) {
                     }
                     cases++;
                 }
-                /* a token alone gets its bits in the batch: a split plan (partial sums), and
-                 * the default for any T (what the batch-invariant backend launches) */
-                for (int pk = 0; pk < 2 && T > 1; pk++) {
-                    const sl_qmm_plan plan = g_plans[pk ? 0 : 2];
+                /* a token alone gets its bits in the batch: a split plan (partial sums), the
+                 * default for any T (what the batch-invariant backend launches) and a flat plan
+                 * (row tiles in pieces) */
+                for (int pk = 0; pk < 3 && T > 1; pk++) {
+                    const sl_qmm_plan plan = g_plans[pk == 0 ? 2 : pk == 1 ? 0 : 4];
                     dbuf dyb[3], dy1[3];
                     float *yb[3], *y1[3];
                     for (int i = 0; i < n; i++) {
@@ -375,7 +379,7 @@ static void test_qmm_multi(void) {
                 dbuf dx = dev_from(x, nx, 0), dy[3];
                 float *ys[3];
                 for (int i = 0; i < n; i++) dy[i] = dev_alloc((int64_t)T * rows[i], 0), ys[i] = dy[i].p;
-                sl_cuda_qmm_multi(qp, n, dx.p, ys, T, (sl_qmm_plan){0, 0, 0}, NULL);
+                sl_cuda_qmm_multi(qp, n, dx.p, ys, T, (sl_qmm_plan){0, 0, 0, 0}, NULL);
                 for (int i = 0; i < n; i++) {
                     double *ref32 = sl_xmalloc((size_t)T * rows[i] * sizeof(double));
                     reference(&w[i], x, T, ref32, bound[i]);
