@@ -99,7 +99,7 @@ void sl_cuda_qmat_deinit(sl_cuda_qmat *q);
  * Or flat (> 0, with warps_per_tile and splits 0): a grid of flat blocks per SM whose warps
  * each stream an equal run of all row tiles' tiles in row-major order, across row tiles; a row
  * tile split between warps adds their sums through the workspace, in a fixed order.
- * {0, 0} means the default plan: chosen by the call's token count (up to 32; the fastest
+ * {0, 0} (flat 0) means the default plan: chosen by the call's token count (up to 32; the fastest
  * measured), or, with any_batch set, one plan for every token count, so that a token's result
  * is the same in any batch. Flat plans do not depend on the token count. */
 typedef struct sl_qmm_plan {

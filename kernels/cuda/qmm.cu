@@ -20,8 +20,9 @@
  * barrier in the loop.
  *
  * One launch may cover up to 3 weights of one format, group and K on the same x (q/k/v,
- * gate/up: sl_cuda_qmm_multi): blockIdx.x runs over each weight's row blocks in turn, and the
- * plan is the one for all their rows together.
+ * gate/up: sl_cuda_qmm_multi): blockIdx.x runs over each weight's row blocks in turn (flat
+ * plans: the warps' runs over each weight's row tiles in turn), and the plan is the one for all
+ * their rows together.
  *
  * The codes turn into f16 in registers: QW4 masks two nibbles per 16-bit half into the
  * mantissa of 1024 (OR 0x6400; the upper nibble comes out times 16, which an HFMA2 by 1/16
@@ -130,7 +131,7 @@ template <int ES> __device__ __forceinline__ float2 unit_pair(const uint32_t *w,
 }
 
 /* The weights of one launch (1 to 3 of one format, group and K on the same x: q/k/v, gate/up),
- * each its own run of row blocks; entries past n repeat the first. */
+ * each its own run of row blocks (or, flat, of row tiles); entries past n repeat the first. */
 struct qmm_segs {
     const uint4 *codes[3];              /* device, each weight's tiles (matmul.h) */
     const void *scales[3], *offsets[3]; /* device, their records (offsets may be null) */
@@ -218,11 +219,10 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
      * piece by piece, a piece the part of one row tile; a multiple of TPB for AS */
     const int gw = (int)blockIdx.x * QMM_WARPS + warp;
     int f = gw * flat_per;
-    const int f_end = segs.rt_all * k_tiles; /* the launcher keeps it in an int */
 
   for (;;) { /* blocked: once; flat: each piece */
     if constexpr (FLAT) {
-        const int fe = min(f_end, (gw + 1) * flat_per);
+        const int fe = min(segs.rt_all * k_tiles, (gw + 1) * flat_per); /* ints: the launcher's check */
         if (f >= fe) return;
         const int ra = f / k_tiles; /* the row tile over all segments */
         sg = (segs.n > 1 && ra >= segs.rt0[1]) + (segs.n > 2 && ra >= segs.rt0[2]);
@@ -486,7 +486,8 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
             unsigned done = 0;
             if (lane == 0) done = atomicAdd(&counters[ra], 1u);
             store = __shfl_sync(0xffffffffu, done, 0) == (unsigned)np - 1;
-            if (store) {
+            if (store) { /* every lane's reads after lane 0's count */
+                __syncwarp();
                 __threadfence();
                 const float *p0 = part + (size_t)ra * flat_pieces * (NT * 128) + lane;
 #pragma unroll
@@ -683,7 +684,8 @@ void launch_offs(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, flo
     else launch_sh<Q4, NT, false>(j, x, T, plan, part, counters, stream);
 }
 
-/* the launcher's workspace: partial sums and per-row-block counters (zero between launches) */
+/* the launcher's workspace: partial sums, and counters per row block (blocked plans) or row
+ * tile (flat ones), zero between launches */
 float *g_part;
 size_t g_part_n;
 unsigned *g_counters;
