@@ -14,8 +14,9 @@
  * "× F16" is cuBLAS F16's time (cublasGemmEx, f16 weights and x, f32 out and accumulate) over
  * ours on the same shape and T. Weights are random bytes in the physical layout (every byte
  * pattern is a valid weight; sizes here need no padding), scales random and never zero.
- * Then sweeps of the launch plan (matmul.h: warps per row tile × splits) for Q4_0's, Q4_K's
- * and Q8_0's forms show what the launcher's defaults cost; a last table times q+k+v and gate+up in one launch
+ * Then sweeps of the launch plan (matmul.h: warps per row tile × splits, and flat plans) for
+ * Q4_0's, Q4_K's and Q8_0's forms show what the launcher's defaults cost (each row ends with the
+ * default plan's time, the fastest plan of the sweep and the ratio of the two); a last table times q+k+v and gate+up in one launch
  * (sl_cuda_qmm_multi) against one launch per weight.
  */
 #include <cuda_runtime_api.h>
@@ -345,8 +346,8 @@ int main(int argc, char **argv) {
                fmts[fi].name);
         char pn[16], pn2[16];
         for (int i = 0; i < np; i++) printf(" %s |", plan_name(plans[i], pn));
-        printf("\n|---|---|---|---|");
-        for (int i = 0; i < np; i++) printf("---|");
+        printf(" default µs | best | default ÷ best |\n|---|---|---|---|");
+        for (int i = 0; i < np + 3; i++) printf("---|");
         printf("\n");
         for (int si = 0; si < 4; si++) {
             const shape *sh = &g_shapes[si];
@@ -356,14 +357,21 @@ int main(int argc, char **argv) {
                 const int T = c.T = sweep_Ts[ti];
                 const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0], T);
                 printf("| %s | %d | %s | %s |", sh->name, T, plan_name(dp, pn), plan_name(ap, pn2));
+                double best = 0;
+                int bi = 0;
                 for (int i = 0; i < np; i++) {
                     c.plan = plans[i];
                     const double us = bench_graph_us(qmm_fn, &c, c.nsets * 2, reps);
                     const double gbs = ((double)qmat_bytes(&c.w[0], fmts[fi].offsets) +
                                         (double)T * (sh->cols + sh->rows) * 4) / (us * 1e3);
                     printf(" %.2f (%.0f) |", us, 100.0 * gbs / copy);
+                    if (i == 0 || us < best) best = us, bi = i;
                 }
-                printf("\n");
+                /* the default plan itself (its splits need not be one of the sweep's), and the
+                 * fastest of the sweep: what a better default would gain */
+                c.plan = (sl_qmm_plan){0, 0, 0, 0};
+                const double dus = bench_graph_us(qmm_fn, &c, c.nsets * 2, reps);
+                printf(" %.2f | %s | %.2f |\n", dus, plan_name(plans[bi], pn), dus / best);
                 fflush(stdout);
             }
             free_qmats(c.w, c.nsets);
