@@ -200,9 +200,8 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
     constexpr int TPB = 1 << SBS;
 
     /* Blocked plans: this block's weight (segment sg) and its row block rb there; the warp's row
-     * tile rt and its column tiles [k0, k1): its part of its block's split; two-level QW4 (AS
-     * below) in whole blocks of a factor (tiles_per_split is a multiple of TPB then, as is
-     * k_tiles) */
+     * tile rt and its column tiles [k0, k1): its part of its block's split; two-level scales
+     * in whole blocks of a factor (tiles_per_split is a multiple of TPB then, as is k_tiles) */
     int sg = (segs.n > 1 && (int)blockIdx.x >= segs.rb0[1]) + (segs.n > 2 && (int)blockIdx.x >= segs.rb0[2]);
     const int rb = (int)blockIdx.x - pick(sg, segs.rb0[0], segs.rb0[1], segs.rb0[2]);
     const int tiles_per_block = QMM_WARPS / kw;
@@ -212,7 +211,7 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
     const int split = blockIdx.y, splits = gridDim.y;
     const int s0 = split * tiles_per_split, s1 = min(k_tiles, s0 + tiles_per_split);
     int per = (s1 - s0 + kw - 1) / kw;
-    if constexpr (AS) per = (per + TPB - 1) / TPB * TPB;
+    if constexpr (ES == 1) per = (per + TPB - 1) / TPB * TPB;
     int k0 = min(s1, s0 + part_w * per), k1 = active ? min(s1, k0 + per) : k0;
     /* Flat plans (FLAT): warp gw of the grid streams the flat_per tiles from gw ·
      * flat_per of all row tiles' tiles in row-major order (each weight's row tiles in turn),
@@ -262,8 +261,8 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
     const uint32_t *fq = ES == 1 ? static_cast<const uint32_t *>(factors) +
                                        (rtc * (k_tiles >> SBS) * 8 + g) * FW
                                  : nullptr;
-    /* two-level QW4 (AS): the factors of the block being summed, moved on after each block */
-    const uint32_t *fa = AS ? fq + (size_t)(k0 >> SBS) * 8 * FW : nullptr;
+    /* two-level: the factors of the block being multiplied, moved on after each block */
+    const uint32_t *fa = ES == 1 ? fq + (size_t)(k0 >> SBS) * 8 * FW : nullptr;
     /* token rows past T read row T - 1: an mma's output column depends on its own B column
      * alone, so they reach only outputs that are not stored */
     const __half *xq[NT];
@@ -272,9 +271,7 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
         xq[n] = x + (size_t)min(n * 8 + g, T - 1) * K + (size_t)k0 * KT + t * 4 * SPA;
 
     uint4 cv[D];
-    /* fv: QW8 two-level, each slot's factors; QW4's (AS below) are loaded once per block */
-    constexpr int DF = ES == 1 && !Q4 ? D : 1;
-    uint32_t scv[D][NW], ofv[D][NW], fv[DF][FW];
+    uint32_t scv[D][NW], ofv[D][NW];
     /* slot's loads of tile k = k0 + i (i from the pointers' tile) */
     auto issue = [&](const int slot, const int i, const int k) {
         cv[slot] = sl_ldg_stream_v4(cq + i * 32); /* read once: kept out of L1, where x is */
@@ -287,7 +284,6 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
             ldg_words<NW, true>(scv[slot], sq + at * ES);
             if constexpr (OFFS) ldg_words<NW, true>(ofv[slot], oq + at * ES);
         }
-        if constexpr (ES == 1 && !Q4) ldg_words<FW, true>(fv[slot], fq + (k >> SBS) * 8 * FW);
     };
     /* a row's last tile when it ends past K (then UPT > 1, and never two-level: those weights'
      * K is a multiple of 256) is not streamed: ka is where the ring stops */
@@ -305,7 +301,22 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
      * itself), and the factors apply once per 256 columns, scaled back by 2^24 (2^20): no f32
      * work per unit. */
     float sb_s[NT][4], sb_o[NT][4];
-    uint32_t fb[FW]; /* AS: the factors of the block being summed, loaded at its first tile */
+    /* the factors of the block being multiplied: AS loads them at its first tile, for flush;
+     * two-level QW8 needs them from its first tile on, so they load a block ahead (fn) */
+    uint32_t fb[FW] = {}, fn[FW] = {};
+    /* two-level QW8: the block's factors of rows g, g + 8 in f32, for the scales (fs) and the
+     * offsets (fo) */
+    float2 fs = make_float2(0.0f, 0.0f), fo = fs;
+    auto factors_f32 = [&]() {
+        fs = __half22float2(*reinterpret_cast<const __half2 *>(&fb[0]));
+        if constexpr (OFFS) fo = __half22float2(*reinterpret_cast<const __half2 *>(&fb[FW - 1]));
+    };
+    if constexpr (ES == 1 && !Q4)
+        if (k0 < ka) {
+            ldg_words<FW, true>(fb, fa);
+            if (k0 + TPB < ka) ldg_words<FW, true>(fn, fa + 8 * FW);
+            factors_f32();
+        }
     const float zero4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     /* the factors' sums into acc, after the last tile of their 256 columns (the next block's
      * first mma starts its sums from zero) */
@@ -326,19 +337,12 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
         }
     };
 
-    /* one tile's products: v the lane's codes, sc/of its scales and offsets, fw its factors;
-     * tail: k is the tile that holds the end of the row (below); fresh (AS): the first tile of
-     * a factor's block */
+    /* one tile's products: v the lane's codes, sc/of its scales and offsets (two-level QW8:
+     * times the block's factors fs, fo); tail: k is the tile that holds the end of the row
+     * (below); fresh (AS): the first tile of a factor's block */
     auto product = [&](const uint4 v, const uint32_t (&sc)[NW], const uint32_t (&of)[NW],
-                       const uint32_t (&fw)[FW], const int i, const int k, const bool tail,
-                       const bool fresh) {
+                       const int i, const int k, const bool tail, const bool fresh) {
         const uint32_t wq[4] = {v.x, v.y, v.z, v.w};
-        /* two-level QW8: the rows' factors of the scales and the offsets, applied per unit */
-        float2 fs = make_float2(0.0f, 0.0f), fo = fs;
-        if constexpr (ES == 1 && !AS) {
-            fs = __half22float2(*reinterpret_cast<const __half2 *>(&fw[0]));
-            if constexpr (OFFS) fo = __half22float2(*reinterpret_cast<const __half2 *>(&fw[FW - 1]));
-        }
         /* a unit past K (the last tile's padding; only when a tile holds more than one) reads
          * the row's last unit instead: its scales and offsets are zero, so finite x adds 0.
          * Only a row's last tile can hold one, which the loop below leaves to its own call:
@@ -435,22 +439,30 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
         }
     };
 
-    static_assert(!AS || D % TPB == 0 || TPB % D == 0, "a factor's block starts at a fixed slot");
+    static_assert(ES != 1 || D % TPB == 0 || TPB % D == 0, "a factor's block starts at a fixed slot");
     int kt = k0;
     for (; kt < ka; kt += D) {
 #pragma unroll
         for (int u = 0; u < D; u++) {
             const int k = kt + u;
             if (k < ka) {
-                /* AS: k0 and kt are multiples of TPB or of D, so a factor's block starts at a
-                 * fixed slot when D covers it (its factors load there, for flush) */
+                /* two-level: k0 and kt are multiples of TPB or of D, so a factor's block
+                 * starts and ends at fixed slots when D covers it, else at uniform tests */
                 const bool first = D % TPB == 0 ? u % TPB == 0 : u == 0 && kt % TPB == 0;
                 const bool last = D % TPB == 0 ? u % TPB == TPB - 1 : u == D - 1 && (kt + D) % TPB == 0;
                 if constexpr (AS)
                     if (first) ldg_words<FW, true>(fb, fa);
-                product(cv[u], scv[u], ofv[u], fv[DF > 1 ? u : 0], u, k, false, AS && first);
+                product(cv[u], scv[u], ofv[u], u, k, false, AS && first);
                 if constexpr (AS)
                     if (last) flush(fb), fa += 8 * FW;
+                if constexpr (ES == 1 && !Q4)
+                    if (last) { /* the next block's factors, and a load of the one after */
+                        fa += 8 * FW;
+#pragma unroll
+                        for (int i = 0; i < FW; i++) fb[i] = fn[i];
+                        if (k + 1 + TPB < ka) ldg_words<FW, true>(fn, fa + 8 * FW);
+                        factors_f32();
+                    }
                 if (k + D < ka) issue(u, u + D, k + D);
             }
         }
@@ -465,7 +477,7 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
     if constexpr (UPT > 1 && ES != 1)
         if (has_tail) { /* the pointers are at tile kt */
             issue(0, ka - kt, ka);
-            product(cv[0], scv[0], ofv[0], fv[0], ka - kt, ka, true, false);
+            product(cv[0], scv[0], ofv[0], ka - kt, ka, true, false);
         }
 
     /* flat: a whole row tile's sums go to y; a piece's to its slot in the workspace (flat_pieces
@@ -589,11 +601,12 @@ struct qmm_job {
 
 int sm_count();
 
-/* A run of column tiles a block or warp starts at: two-level QW4 works in whole blocks of a
- * factor (qmm_kernel's AS), so its runs are rounded up to them */
+/* A run of column tiles a block or warp starts at: two-level scales work in whole blocks of a
+ * factor (SL_QMAT_SB columns: qmm_kernel loads a block's factors once), so their runs are
+ * rounded up to them */
 int64_t whole_blocks(const sl_cuda_qmat *w, int64_t tiles) {
-    if (w->fmt != SL_WF_QW4 || w->scale_bytes != 1) return tiles;
-    const int64_t b = SL_QMAT_SB / ktile(true);
+    if (w->scale_bytes != 1) return tiles;
+    const int64_t b = SL_QMAT_SB / ktile(w->fmt == SL_WF_QW4);
     return sl_div_up(tiles, b) * b;
 }
 /* The column tiles of each of a plan's splits */
@@ -616,7 +629,7 @@ void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *p
     /* scale records (qmat_layout.cuh): one per tile, or one per group when groups are longer */
     const int n_rec = (int)(w->group > kt ? w->g_pad : w->k_tiles), rec_shift = lg > lkt ? lg - lkt : 0;
     const bool flat = plan.flat > 0;
-    if (Q4 && ES == 1) SL_CUDA_REQUIRE(w->k_tiles % (SL_QMAT_SB / kt) == 0); /* whole factor blocks */
+    if (ES == 1) SL_CUDA_REQUIRE(w->k_tiles % (SL_QMAT_SB / kt) == 0); /* whole factor blocks */
     /* the plan's splits, normalized by the caller (each at least one tile) */
     const int tps = (int)split_tiles(w, flat ? 1 : plan.splits), splits = (int)sl_div_up(w->k_tiles, tps);
     const int kw = flat ? 1 : plan.warps_per_tile;
