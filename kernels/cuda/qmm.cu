@@ -480,6 +480,18 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
             product(cv[0], scv[0], ofv[0], ka - kt, ka, true, false);
         }
 
+    /* acc[n][i]: row rt·16 + g (+8 for i >= 2), token n·8 + 2t (+1 for odd i): into out[tok ·
+     * ld + r] for the rows under rmax and the tokens under T */
+    auto store_acc = [&](float *out, const int ld, const int rmax) {
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int tok = n * 8 + 2 * t + (i & 1), r = rt * 16 + g + (i >= 2 ? 8 : 0);
+                if (tok < T && r < rmax) out[(size_t)tok * ld + r] = acc[n][i];
+            }
+    };
+
     /* flat: a whole row tile's sums go to y; a piece's to its slot in the workspace (flat_pieces
      * slots of NT·128 floats a row tile), and the warp that brings the row tile's count to its
      * pieces adds them, in order, so the result does not depend on timing */
@@ -515,14 +527,7 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
                 if (lane == 0) counters[ra] = 0; /* ready for the next launch */
             }
         }
-        if (store)
-#pragma unroll
-            for (int n = 0; n < NT; n++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const int tok = n * 8 + 2 * t + (i & 1), r = rt * 16 + g + (i >= 2 ? 8 : 0);
-                    if (tok < T && r < N) y[(size_t)tok * N + r] = acc[n][i];
-                }
+        if (store) store_acc(y, N, N);
         f += k1 - k0;
         continue;
     }
@@ -544,19 +549,12 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
                         acc[n][i] += red[(((warp + j) * NT + n) * 4 + i) * 32 + lane];
     }
 
-    /* acc[n][i]: row rt·16 + g (+8 for i >= 2), token n·8 + 2t (+1 for odd i) */
+    /* y, or this split's partial sums */
     const int n_pad = row_tiles * 16;
     part += pick(sg, segs.poff[0], segs.poff[1], segs.poff[2]);
-    float *out = splits == 1 ? y : part + (size_t)split * T * n_pad;
-    const int ld = splits == 1 ? N : n_pad, rmax = splits == 1 ? N : n_pad;
     if (active && part_w == 0) {
-#pragma unroll
-        for (int n = 0; n < NT; n++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int tok = n * 8 + 2 * t + (i & 1), r = rt * 16 + g + (i >= 2 ? 8 : 0);
-                if (tok < T && r < rmax) out[(size_t)tok * ld + r] = acc[n][i];
-            }
+        if (splits == 1) store_acc(y, N, N);
+        else store_acc(part + (size_t)split * T * n_pad, n_pad, n_pad);
     }
     if (splits == 1) return;
 
