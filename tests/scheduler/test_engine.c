@@ -238,6 +238,15 @@ static sl_engine_config config(int n_blocks, bool cache, bool with_tok) {
     return c;
 }
 
+/* An engine of config(n_blocks, cache, with_tok), started */
+static sl_engine *start(int n_blocks, bool cache, bool with_tok) {
+    sl_engine_config c = config(n_blocks, cache, with_tok);
+    sl_engine *e;
+    char err[SL_ERRMSG];
+    ASSERT_EQ(sl_engine_create(&e, &c, err), 0);
+    return e;
+}
+
 static void check_blocks_free(sl_engine *e) {
     sl_engine_stats st;
     sl_engine_get_stats(e, &st);
@@ -339,10 +348,7 @@ static void test_concurrent(bool cache) {
 
 /* Runs one request alone on a fresh engine; returns its tokens of sequence k. */
 static int run_alone(const sl_engine_req *q, int k, int32_t *out) {
-    sl_engine_config c = config(40, true, false);
-    sl_engine *e;
-    char err[SL_ERRMSG];
-    ASSERT_EQ(sl_engine_create(&e, &c, err), 0);
+    sl_engine *e = start(40, true, false);
     static rq one;
     memset(&one, 0, sizeof one);
     one.n = q->sp.n;
@@ -366,10 +372,7 @@ static void test_seeds_and_n(void) {
     enum { NS = 6 };
     static rq set[NS];
     memset(set, 0, sizeof set);
-    sl_engine_config c = config(60, true, false);
-    sl_engine *e;
-    char err[SL_ERRMSG];
-    ASSERT_EQ(sl_engine_create(&e, &c, err), 0);
+    sl_engine *e = start(60, true, false);
     sl_engine_req q[NS];
     for (int i = 0; i < NS; i++) {
         rq *r = &set[i];
@@ -416,10 +419,7 @@ static void test_seeds_and_n(void) {
 }
 
 static void test_refused(void) {
-    sl_engine_config c = config(10, true, false); /* 9 usable blocks: 36 tokens */
-    sl_engine *e;
-    char err[SL_ERRMSG];
-    ASSERT_EQ(sl_engine_create(&e, &c, err), 0);
+    sl_engine *e = start(10, true, false); /* 9 usable blocks: 36 tokens */
     static rq set[5];
     memset(set, 0, sizeof set);
     sl_engine_req q[5];
@@ -469,10 +469,7 @@ static void test_submit_many(void) {
     enum { NS = 4 };
     static rq set[NS];
     memset(set, 0, sizeof set);
-    sl_engine_config c = config(40, false, false);
-    sl_engine *e;
-    char err[SL_ERRMSG];
-    ASSERT_EQ(sl_engine_create(&e, &c, err), 0);
+    sl_engine *e = start(40, false, false);
     sl_engine_req q[NS];
     for (int i = 0; i < NS; i++) {
         rq *r = &set[i];
@@ -519,10 +516,7 @@ static void test_shutdown(void) {
     enum { NS = 12 };
     static rq set[NS];
     memset(set, 0, sizeof set);
-    sl_engine_config c = config(40, true, true);
-    sl_engine *e;
-    char err[SL_ERRMSG];
-    ASSERT_EQ(sl_engine_create(&e, &c, err), 0);
+    sl_engine *e = start(40, true, true);
     for (int i = 0; i < NS; i++) {
         rq *r = &set[i];
         r->n = i % 3 == 0 ? 2 : 1;
