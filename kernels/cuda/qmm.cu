@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
     int k0 = min(s1, s0 + part_w * per), k1 = active ? min(s1, k0 + per) : k0;
     /* Flat plans (FLAT): warp gw of the grid streams the flat_per tiles from gw ·
      * flat_per of all row tiles' tiles in row-major order (each weight's row tiles in turn),
-     * piece by piece, a piece the part of one row tile; a multiple of TPB for AS */
+     * piece by piece, a piece the part of one row tile; a multiple of TPB for two-level scales */
     const int gw = (int)blockIdx.x * QMM_WARPS + warp;
     int f = gw * flat_per;
 
