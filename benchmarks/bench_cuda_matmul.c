@@ -14,7 +14,7 @@
  * "× F16" is cuBLAS F16's time (cublasGemmEx, f16 weights and x, f32 out and accumulate) over
  * ours on the same shape and T. Weights are random bytes in the physical layout (every byte
  * pattern is a valid weight; sizes here need no padding), scales random and never zero.
- * Then sweeps of the launch plan (matmul.h: warps per row tile × splits, and flat plans) for
+ * Then sweeps of the launch plan (matmul.h: warps per row tile × splits, flat plans, L2 prefetch) for
  * Q4_0's, Q4_K's and Q8_0's forms show what the launcher's defaults cost (each row ends with the
  * default plan's time, the fastest plan of the sweep and the ratio of the two); a last table times q+k+v and gate+up in one launch
  * (sl_cuda_qmm_multi) against one launch per weight.
@@ -78,7 +78,7 @@ static void group_fn(void *arg, int i, cudaStream_t s) {
         sl_cuda_qmm_multi_f16(ws, c->n, c->x16, c->y, c->T, c->plan, (sl_cuda_stream)s);
     } else {
         for (int j = 0; j < c->n; j++)
-            sl_cuda_qmm_f16(ws[j], c->x16, c->y[j], c->T, (sl_qmm_plan){0, 0, 0, 0}, (sl_cuda_stream)s);
+            sl_cuda_qmm_f16(ws[j], c->x16, c->y[j], c->T, (sl_qmm_plan){0, 0, 0, 0, 0}, (sl_cuda_stream)s);
     }
 }
 
@@ -241,7 +241,7 @@ static int profile_run(void) {
     static sl_cuda_qmat w[MAX_SETS];
     const int n = make_qmats(w, SL_WF_QW4, 32, 0, 2, &g_shapes[2]);
     for (int T = 1; T <= 32; T = T == 1 ? 16 : 2 * T)
-        for (int i = 0; i < 2; i++) sl_cuda_qmm_f16(&w[i], x16, y, T, (sl_qmm_plan){0, 0, 0, 0}, NULL);
+        for (int i = 0; i < 2; i++) sl_cuda_qmm_f16(&w[i], x16, y, T, (sl_qmm_plan){0, 0, 0, 0, 0}, NULL);
     BENCH_CHECK(cudaDeviceSynchronize());
     free_qmats(w, n);
     BENCH_CHECK(cudaFree(x16));
@@ -250,10 +250,14 @@ static int profile_run(void) {
     return 0;
 }
 
-/* a plan as the tables print it: warps per row tile × splits, or "flat" and its blocks per SM */
-static const char *plan_name(sl_qmm_plan p, char buf[16]) {
-    if (p.flat) snprintf(buf, 16, "flat %d", p.flat);
-    else snprintf(buf, 16, "%d×%d", p.warps_per_tile, p.splits);
+/* a plan as the tables print it: warps per row tile × splits, "flat" and its blocks per SM, or
+ * "default"; then "pf" and the tiles of L2 prefetch, if any */
+static const char *plan_name(sl_qmm_plan p, char buf[24]) {
+    int n;
+    if (p.flat) n = snprintf(buf, 24, "flat %d", p.flat);
+    else if (p.warps_per_tile == 0) n = snprintf(buf, 24, "default");
+    else n = snprintf(buf, 24, "%d×%d", p.warps_per_tile, p.splits);
+    if (p.prefetch) snprintf(buf + n, 24 - (size_t)n, " pf%d", p.prefetch);
     return buf;
 }
 
@@ -306,7 +310,7 @@ int main(int argc, char **argv) {
         for (int si = 0; si < 4; si++) {
             const shape *sh = &g_shapes[si];
             c.nsets = make_qmats(c.w, fmts[fi].fmt, fmts[fi].group, fmts[fi].offsets, fmts[fi].sb, sh);
-            c.x16 = x16, c.y = y, c.plan = (sl_qmm_plan){0, 0, 0, 0};
+            c.x16 = x16, c.y = y, c.plan = (sl_qmm_plan){0, 0, 0, 0, 0};
             for (int ti = 0; ti < N_TS; ti++) {
                 c.T = g_Ts[ti];
                 const sl_qmm_plan dp = sl_cuda_qmm_default_plan(&c.w[0], c.T);
@@ -314,7 +318,7 @@ int main(int argc, char **argv) {
                 const double act = (double)c.T * (sh->cols + sh->rows) * 4;
                 const double ourb = (double)qmat_bytes(&c.w[0], fmts[fi].offsets) + act, gbs = ourb / (us * 1e3);
                 const double f16b = (double)sh->rows * sh->cols * 2 + (double)c.T * (sh->cols * 2 + sh->rows * 4);
-                char pn[16];
+                char pn[24];
                 printf("| %s | %s | %d | %.2f | %.0f | %.1f | %.2f | %.2f | %.2f | %.0f | %s |\n",
                        fmts[fi].name, sh->name, c.T, us, gbs, 100.0 * gbs / copy,
                        f16us[si][ti] / us, f16b / ourb, f16us[si][ti], f16b / (f16us[si][ti] * 1e3),
@@ -331,12 +335,15 @@ int main(int argc, char **argv) {
 
     /* the plan: Q4_0's, Q4_K's and Q8_0's forms (--all-sweeps: also Q4_1's, g128's, Q6_K's) at
      * 1 to 32 tokens, warps per row tile × splits (as they run: two-level QW4 splits in whole
-     * 256-column blocks, fewer where that needs fewer), and flat plans by blocks per SM;
-     * "default" is the launcher's plan for T, "any T" its plan in batch-invariant mode */
+     * 256-column blocks, fewer where that needs fewer), flat plans by blocks per SM, and the
+     * default and two flat plans with L2 prefetch ("pf": tiles ahead of the ring); "default"
+     * is the launcher's plan for T, "any T" its plan in batch-invariant mode */
     static const sl_qmm_plan plans[] = {
-        {1, 1, 0, 0}, {2, 1, 0, 0}, {4, 1, 0, 0}, {8, 1, 0, 0}, {1, 2, 0, 0}, {2, 2, 0, 0},
-        {4, 2, 0, 0}, {8, 2, 0, 0}, {1, 4, 0, 0}, {2, 4, 0, 0}, {4, 4, 0, 0}, {1, 8, 0, 0},
-        {2, 8, 0, 0}, {1, 16, 0, 0}, {2, 16, 0, 0}, {0, 0, 0, 2}, {0, 0, 0, 3}, {0, 0, 0, 4}};
+        {1, 1, 0, 0, 0},  {2, 1, 0, 0, 0},  {4, 1, 0, 0, 0},  {8, 1, 0, 0, 0},  {1, 2, 0, 0, 0},
+        {2, 2, 0, 0, 0},  {4, 2, 0, 0, 0},  {8, 2, 0, 0, 0},  {1, 4, 0, 0, 0},  {2, 4, 0, 0, 0},
+        {4, 4, 0, 0, 0},  {1, 8, 0, 0, 0},  {2, 8, 0, 0, 0},  {1, 16, 0, 0, 0}, {2, 16, 0, 0, 0},
+        {0, 0, 0, 2, 0},  {0, 0, 0, 3, 0},  {0, 0, 0, 4, 0},  {0, 0, 0, 0, 4},  {0, 0, 0, 0, 8},
+        {0, 0, 0, 0, 16}, {0, 0, 0, 3, 8},  {0, 0, 0, 4, 8}};
     const int np = (int)(sizeof plans / sizeof *plans);
     static const int sweep_Ts[] = {1, 4, 8, 16, 32};
     static const int sweep_fmts[] = {0, 2, 5, 3, 4, 6}; /* indexes into fmts */
@@ -344,7 +351,7 @@ int main(int argc, char **argv) {
         const int fi = sweep_fmts[sf];
         printf("\nplan sweep (warps per row tile × splits), %s: µs (%% copy)\n\n| shape | T | default | any T |",
                fmts[fi].name);
-        char pn[16], pn2[16];
+        char pn[24], pn2[24];
         for (int i = 0; i < np; i++) printf(" %s |", plan_name(plans[i], pn));
         printf(" default µs | best | default ÷ best |\n|---|---|---|---|");
         for (int i = 0; i < np + 3; i++) printf("---|");
@@ -369,13 +376,13 @@ int main(int argc, char **argv) {
                 }
                 /* the default plan itself (its splits need not be one of the sweep's), and the
                  * fastest of the sweep: what a better default would gain */
-                c.plan = (sl_qmm_plan){0, 0, 0, 0};
+                c.plan = (sl_qmm_plan){0, 0, 0, 0, 0};
                 const double dus = bench_graph_us(qmm_fn, &c, c.nsets * 2, reps);
                 printf(" %.2f | %s | %.2f |\n", dus, plan_name(plans[bi], pn), dus / best);
                 fflush(stdout);
             }
             free_qmats(c.w, c.nsets);
-            c.plan = (sl_qmm_plan){0, 0, 0, 0};
+            c.plan = (sl_qmm_plan){0, 0, 0, 0, 0};
         }
     }
 
@@ -389,7 +396,7 @@ int main(int argc, char **argv) {
     };
     static sl_cuda_qmat gw[3][MAX_SETS];
     static const int group_Ts[] = {1, 8, 32};
-    static char sweeps[2][3][1024]; /* each group's launch by T and plan, printed after the table */
+    static char sweeps[2][3][1536]; /* each group's launch by T and plan, printed after the table */
     for (int gi = 0; gi < 2; gi++) {
         gcase g = {.n = groups[gi].n, .x16 = x16};
         size_t bytes = 0;
@@ -428,12 +435,12 @@ int main(int argc, char **argv) {
             for (int i = 0; i < np; i++) {
                 g.plan = plans[i];
                 const size_t used = strlen(sw);
-                char pn[16];
+                char pn[24];
                 snprintf(sw + used, sizeof sweeps[gi][ti] - used, " %s %.2f;", plan_name(plans[i], pn),
                          bench_graph_us(group_fn, &g, g.nsets * 2, reps));
             }
         }
-        g.plan = (sl_qmm_plan){0, 0, 0, 0};
+        g.plan = (sl_qmm_plan){0, 0, 0, 0, 0};
         for (int j = 0; j < g.n; j++) free_qmats(gw[j], ns[j]);
     }
     for (int gi = 0; gi < 2; gi++)

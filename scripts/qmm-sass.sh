@@ -2,7 +2,8 @@
 # The static cost of the decode matmul kernel without a GPU: compiles kernels/cuda/qmm.cu for
 # sm_90 and prints, per instantiation (format, 8-token column tiles, offsets, steps per scale,
 # scale width, blocked or flat plan), the registers and spill bytes ptxas reports and the SASS instructions of the
-# main loop per 512-byte weight tile (the count the H100 profile found the kernel bound by).
+# main loop per 512-byte weight tile (the count the H100 profile found the kernel bound by), and
+# the local-memory loads and stores (spills) inside that loop.
 #
 #   scripts/qmm-sass.sh [file.cu] [nvcc flags...]     e.g. scripts/qmm-sass.sh kernels/cuda/qmm.cu -DSL_QMM_BLOCKS4=0
 #
@@ -67,7 +68,7 @@ for l in open(o + '/k.sass'):
         if m: funcs[cur].append((True, m.group(1).strip()))
         m = re.match(r'^(\.L_x_\d+):', l)
         if m: funcs[cur].append((False, m.group(1)))
-print("%-5s %-3s %-5s %-3s %-8s %-5s %5s %6s %6s %6s %6s" % ("form", "NT", "offs", "SPA", "scales", "plan", "regs", "spill", "loop", "tiles", "/tile"))
+print("%-5s %-3s %-5s %-3s %-8s %-5s %5s %6s %6s %6s %6s %6s" % ("form", "NT", "offs", "SPA", "scales", "plan", "regs", "spill", "loop", "tiles", "/tile", "lmem"))
 width = {'1': 'two-lvl', '2': 'f16', '4': 'f32'}
 for f, body in sorted(funcs.items()):
     k = re.search(r'qmm_kernelILb([01])ELi(\d)ELb([01])ELi(\d)ELi(\d)E(?:Lb([01])E)?', f)
@@ -80,14 +81,15 @@ for f, body in sorted(funcs.items()):
         if m and labels.get(m.group(1), 1 << 30) < i:
             seg = [x for x in body[labels[m.group(1)]:i + 1] if x[0]]
             h = sum('HMMA' in x[1] for x in seg)
-            if h: loops.append((labels[m.group(1)], i, len(seg), h))
+            lm = sum(bool(re.match(r'(@!?U?P\d+ )?(LDL|STL)', x[1])) for x in seg)
+            if h: loops.append((labels[m.group(1)], i, len(seg), h, lm))
     # the main loop: of the innermost loops with HMMA (none inside them), the one with the most
     inner = [l for l in loops if not any(o is not l and l[0] <= o[0] and o[1] <= l[1] for o in loops)]
-    best = max(((n, h) for _, _, n, h in inner), key=lambda v: v[1], default=None)
+    best = max(((n, h, lm) for _, _, n, h, lm in inner), key=lambda v: v[1], default=None)
     per_tile = (4 if q4 == '1' else 2) * int(nt) * (2 if offs == '1' else 1)  # HMMA a tile
     r, sp = regs.get(f, (0, 0))
-    n, h = best or (0, 0)
+    n, h, lm = best or (0, 0, 0)
     tiles = h // per_tile if per_tile else 0
-    print("%-5s %-3s %-5s %-3d %-8s %-5s %5d %6d %6d %6d %6.1f" % ("QW4" if q4 == '1' else "QW8", nt, "yes" if offs == '1' else "no",
-          1 << int(sc), width[es], "flat" if flat == '1' else "block", r, sp, n, tiles, n / tiles if tiles else 0))
+    print("%-5s %-3s %-5s %-3d %-8s %-5s %5d %6d %6d %6d %6.1f %6d" % ("QW4" if q4 == '1' else "QW8", nt, "yes" if offs == '1' else "no",
+          1 << int(sc), width[es], "flat" if flat == '1' else "block", r, sp, n, tiles, n / tiles if tiles else 0, lm))
 EOF

@@ -494,7 +494,7 @@ void matmul_one(sl_backend *be, const sl_bweight *w, const float *x, float *y, i
     cuda_be *c = impl(be);
     if (w->qmat) {
         if (c->gemm_min_t > 0 && T >= c->gemm_min_t) qmat_gemm(c, w->q, x, y, T);
-        else sl_cuda_qmm(&w->q, x, y, T, sl_qmm_plan{0, 0, c->qmm_any_batch, 0}, c->stream);
+        else sl_cuda_qmm(&w->q, x, y, T, sl_qmm_plan{0, 0, c->qmm_any_batch, 0, 0}, c->stream);
         return;
     }
     const sl_cuda_weight &d = w->d;
@@ -550,7 +550,7 @@ void cb_matmul_multi(sl_backend *be, const sl_bweight *const *w, int n, const fl
             m++;
         }
         if (m >= 2) {
-            sl_cuda_qmm_multi(q, m, x, y + i, T, sl_qmm_plan{0, 0, c->qmm_any_batch, 0}, c->stream);
+            sl_cuda_qmm_multi(q, m, x, y + i, T, sl_qmm_plan{0, 0, c->qmm_any_batch, 0, 0}, c->stream);
             i += m;
         } else {
             matmul_one(be, w[i], x, y[i], T);

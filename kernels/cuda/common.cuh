@@ -11,6 +11,8 @@
  *       aligned to alignof(T) only: arrays read as float4, by ldmatrix or cp.async use a 16-byte
  *       T (float4, uint4) and a cast.
  *   SL_DYNAMIC_SHARED(T, name)     T *name = the launch's dynamic shared memory (16-byte aligned)
+ *   SL_NOINLINE                    __noinline__: a device function kept out of its callers (code
+ *       that runs once, whose registers should not weigh on a caller's loop)
  *   SL_CUDA_CHECK(call)            aborts with the statement, the CUDA error, function, file:line
  *   SL_CUDA_REQUIRE(cond)          argument checks of the extern "C" entry points (aborts)
  */
@@ -27,6 +29,7 @@
 #define SL_DYNAMIC_SHARED(T, name)                                                               \
     extern __shared__ __align__(16) unsigned char sl__dynamic_smem[];                            \
     T *name = reinterpret_cast<T *>(sl__dynamic_smem)
+#define SL_NOINLINE __noinline__
 #endif
 
 #define SL_FULL_MASK 0xffffffffu

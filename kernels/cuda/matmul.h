@@ -101,13 +101,19 @@ void sl_cuda_qmat_deinit(sl_cuda_qmat *q);
  * tile split between warps adds their sums through the workspace, in a fixed order.
  * {0, 0} (flat 0) means the default plan: chosen by the call's token count (up to 32; the fastest
  * measured), or, with any_batch set, one plan for every token count, so that a token's result
- * is the same in any batch. Flat plans do not depend on the token count. */
+ * is the same in any batch. Flat plans do not depend on the token count.
+ * prefetch (0 to SL_QMM_MAX_PREFETCH, with any plan, the default's included): as a warp starts
+ * its run of column tiles, it asks L2 for up to this many of them past those its register ring
+ * loads first (0: no prefetch). It changes no result, only how many bytes are on their way from
+ * memory. */
 typedef struct sl_qmm_plan {
     int warps_per_tile;
     int splits;
     int any_batch; /* with {0, 0}: the default that does not depend on T */
     int flat;      /* blocks per SM of a flat plan, or 0 */
+    int prefetch;  /* column tiles a warp's run prefetches into L2 at its start, or 0 */
 } sl_qmm_plan;
+#define SL_QMM_MAX_PREFETCH 64
 
 /* The default plan for T tokens (T = 0: the plan for any T, any_batch's), from the weight's
  * shape and the SM count. Results never depend on timing. */

@@ -40,6 +40,11 @@
  *   sl_ldg_nc_u16(p)   the same for 2 bytes (2-byte aligned), zero-extended: ld.global.nc.u16.
  *   sl_ldg_stream_v4(p) sl_ldg_nc_v4 for data read once (a weight streamed through): not kept
  *       in L1 (.L1::no_allocate), so it does not evict what the block reuses there.
+ *   sl_prefetch_l2(p, bytes)  cp.async.bulk.prefetch.L2.global (sm_90; before it a
+ *       prefetch.global.L2 per 128-byte line): asks L2 to fetch [p, p + bytes) of device memory,
+ *       p 16-byte aligned, bytes a positive multiple of 16, all inside one allocation (the
+ *       emulator checks it and counts the bytes: sl_emu_prefetched_bytes). A hint with no
+ *       destination: nothing waits for it, and the loads that follow read what they would.
  *   sl_lop3<LUT>(a, b, c)  lop3.b32: any bitwise function of three words in one instruction,
  *       LUT the function's truth table over a = 0xF0, b = 0xCC, c = 0xAA (so (a & b) | c is
  *       (0xF0 & 0xCC) | 0xAA = 0xEA). b and c pass in registers: with both as immediates nvcc
@@ -216,6 +221,17 @@ template <int LUT> static __device__ __forceinline__ uint32_t sl_lop3(uint32_t a
     uint32_t d;
     asm("lop3.b32 %0, %1, %2, %3, %4;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c), "n"(LUT));
     return d;
+#endif
+}
+
+static __device__ __forceinline__ void sl_prefetch_l2(const void *p, uint32_t bytes SL_PTX_LOC) {
+#ifdef SL_CUDA_EMU
+    sl_emu::prefetch_l2(p, bytes, sl_emu_file, sl_emu_line);
+#elif __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" : : "l"(p), "r"(bytes) : "memory");
+#else
+    for (uint32_t i = 0; i < bytes; i += 128)
+        asm volatile("prefetch.global.L2 [%0];\n" : : "l"(static_cast<const char *>(p) + i) : "memory");
 #endif
 }
 

@@ -154,7 +154,8 @@ template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
  * spilling with it (scripts/qmm-sass.sh). Without offsets: every QW4 form but f32 scales one
  * per 16 columns, and QW8 with two-level scales or with f32 ones per 16 columns (Q8_0's form
  * needs 62 alone, and more instructions under the bound). With offsets: QW8 with f16 scales,
- * or f32 and 2 steps per unit, and QW4 with f16 scales and 4 steps per unit. Else, up to 8
+ * and QW4 with f16 scales and 4 steps per unit (QW8 with f32 ones and 2 steps per unit spilled
+ * in its loop at 64 once the L2 prefetch's call came in). Else, up to 8
  * tokens, 3 (85) for two-level QW4 with 2 or more steps per unit (Q4_K's g32). The last GPU
  * profile (Q4_0's form at 1 token: 79 registers, 3 blocks) found the kernel waiting on its
  * loads at 30% occupancy; 4 blocks have not run on a card yet: -DSL_QMM_BLOCKS4=0 builds the
@@ -164,18 +165,38 @@ template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
 #endif
 constexpr int qmm_min_blocks(bool q4, int nt, bool offs, int sc, int es) {
     return nt == 1 && SL_QMM_BLOCKS4 &&
-                   (offs ? (!q4 && (es == 2 || (es == 4 && sc == 1))) || (q4 && es == 2 && sc == 2)
+                   (offs ? (!q4 && es == 2) || (q4 && es == 2 && sc == 2)
                          : q4 ? !(es == 4 && sc == 0) : es == 1 || (es == 4 && sc == 0))
                ? 4
            : q4 && es == 1 && nt == 1 && sc >= 1 ? 3
                                                  : 2;
 }
 
+/* qmm_kernel's L2 prefetch of a run (lanes 0-3, g = 0: the running pointers are row g's, at
+ * tile k0): tiles [k0 + D, min(ka, k0 + D + pf)) */
+template <int D, int UPT, int RECB, int FACB, int SBS>
+__device__ SL_NOINLINE void prefetch_run(int lane, const uint4 *cq, const char *sq, const char *oq,
+                                          const uint32_t *fa, int k0, int ka, int pf, int rec_shift) {
+    const int a = k0 + D, b = min(ka, a + pf);
+    const char *p = nullptr;
+    int bytes = 0;
+    if (lane == 0) {
+        p = reinterpret_cast<const char *>(cq + D * 32), bytes = (b - a) * 512;
+    } else if (lane == 1 || (oq && lane == 2)) {
+        const int r0 = UPT > 1 ? D : a >> rec_shift, r1 = UPT > 1 ? b - k0 : ((b - 1) >> rec_shift) + 1;
+        p = (lane == 1 ? sq : oq) + r0 * RECB, bytes = (r1 - r0) * RECB;
+    } else if (FACB && lane == 3) {
+        const int f0 = a >> SBS, f1 = ((b - 1) >> SBS) + 1;
+        p = reinterpret_cast<const char *>(fa) + (f0 - (k0 >> SBS)) * FACB, bytes = (f1 - f0) * FACB;
+    }
+    if (bytes) sl_prefetch_l2(p, (uint32_t)bytes);
+}
+
 template <bool Q4, int NT, bool OFFS, int SC, int ES, bool FLAT>
 __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, ES))
     qmm_kernel(const qmm_segs segs, const __half *__restrict__ x, float *__restrict__ part,
                unsigned *__restrict__ counters, int T, int K, int k_tiles, int n_rec,
-               int rec_shift, int tiles_per_split, int kw, int flat_per, int flat_pieces) {
+               int rec_shift, int tiles_per_split, int kw, int flat_per, int flat_pieces, int pf) {
     constexpr int KT = ktile(Q4), STEPS = KT / 16;
     constexpr int SPA = 1 << SC;       /* steps per unit (one scale) */
     constexpr int UPT = STEPS / SPA;   /* units per tile */
@@ -289,6 +310,14 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
      * K is a multiple of 256) is not streamed: ka is where the ring stops */
     const bool has_tail = UPT > 1 && ES != 1 && k1 > k0 && k1 == k_tiles && k_tiles * KT > K;
     const int ka = has_tail ? k1 - 1 : k1;
+    /* L2 prefetch (pf > 0): as it starts its run, the warp asks L2 for the run's next pf tiles
+     * past the ring's first D (cut at ka), their codes (lane 0), scale and offset records
+     * (lanes 1, 2) and two-level factors (lane 3), each one contiguous range: more bytes on
+     * their way from memory than the ring's registers hold, and the ring's loads of those
+     * tiles then wait for L2 only. Once a run, before the loop: nothing of it stays in
+     * registers or costs the loop an instruction. */
+    if (pf && k0 + D < ka && lane < 4)
+        prefetch_run<D, UPT, 8 * L * ES, ES == 1 ? 8 * FW * 4 : 0, SBS>(lane, cq, sq, oq, fa, k0, ka, pf, rec_shift);
 #pragma unroll
     for (int u = 0; u < D; u++)
         if (k0 + u < ka) issue(u, u, k0 + u);
@@ -657,10 +686,12 @@ void launch(const qmm_job &j, const __half *x, int T, sl_qmm_plan plan, float *p
     const dim3 grid((unsigned)rb, (unsigned)splits);
     if (flat)
         SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC, ES, true>), grid, QMM_THREADS, 0, stream, s, x, part,
-                  counters, T, (int)w->cols, (int)w->k_tiles, n_rec, rec_shift, tps, kw, per, pieces);
+                  counters, T, (int)w->cols, (int)w->k_tiles, n_rec, rec_shift, tps, kw, per, pieces,
+                  plan.prefetch);
     else
         SL_LAUNCH((qmm_kernel<Q4, NT, OFFS, SC, ES, false>), grid, QMM_THREADS, 0, stream, s, x, part,
-                  counters, T, (int)w->cols, (int)w->k_tiles, n_rec, rec_shift, tps, kw, per, pieces);
+                  counters, T, (int)w->cols, (int)w->k_tiles, n_rec, rec_shift, tps, kw, per, pieces,
+                  plan.prefetch);
     SL_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -737,7 +768,7 @@ sl_qmm_plan spread_plan(int64_t row_tiles, int64_t k_tiles) {
     const int64_t want = 16 * (int64_t)sm_count();
     int64_t per_tile = sl_min64(want / row_tiles, k_tiles / 4);
     if (per_tile < 1) per_tile = 1;
-    sl_qmm_plan p = {per_tile >= 2 ? 2 : 1, 1, 0, 0};
+    sl_qmm_plan p = {per_tile >= 2 ? 2 : 1, 1, 0, 0, 0};
     const int64_t s = sl_min64(per_tile / p.warps_per_tile, 64);
     p.splits = s < 1 ? 1 : (int)s;
     return p;
@@ -765,7 +796,7 @@ sl_qmm_plan plan_for(const sl_cuda_qmat *w, int64_t row_tiles, int T) {
     const bool q4_offsets = !q8 && w->offsets && !two_level;
     if (few ? row_tiles < sms || (q8 && two_level && !large) || (q4_offsets && large) : large)
         return spread_plan(row_tiles, k_tiles);
-    sl_qmm_plan p = {1, 1, 0, 0};
+    sl_qmm_plan p = {1, 1, 0, 0, 0};
     while (p.warps_per_tile < 8 && 4 * p.warps_per_tile <= k_tiles) p.warps_per_tile *= 2;
     if (few) {
         const int64_t s = sl_min64((q8 ? 4 : 2) * sms / row_tiles, k_tiles / (4 * p.warps_per_tile));
@@ -811,8 +842,12 @@ extern "C" void sl_cuda_qmm_multi_f16(const sl_cuda_qmat *const *ws, int n, cons
     }
     const sl_cuda_qmat *w = ws[0];
     /* the default: one plan for every launch of SL_QMM_MAX_T tokens or fewer */
-    if (plan.flat == 0 && plan.warps_per_tile == 0 && plan.splits == 0)
+    SL_CUDA_REQUIRE(plan.prefetch >= 0 && plan.prefetch <= SL_QMM_MAX_PREFETCH);
+    if (plan.flat == 0 && plan.warps_per_tile == 0 && plan.splits == 0) {
+        const int pf = plan.prefetch; /* the default plan with the caller's prefetch */
         plan = plan_for(w, row_tiles, plan.any_batch ? 0 : (int)sl_min64(T, SL_QMM_MAX_T));
+        plan.prefetch = pf;
+    }
     int64_t row_blocks = 0;
     int pieces = 0;
     if (plan.flat) {

@@ -14,7 +14,7 @@
  * reduce intrinsics (*_sync only); atomics; __ldg and the load/store cache hints; the math and
  * bit intrinsics kernels use; host versions of the device-only half intrinsics; the emulated
  * PTX instructions behind kernels/cuda/ptx.cuh (emu_ptx.cpp); the project's SL_LAUNCH /
- * SL_SHARED / SL_DYNAMIC_SHARED macros (kernels/cuda/common.cuh has their nvcc forms).
+ * SL_SHARED / SL_DYNAMIC_SHARED / SL_NOINLINE macros (kernels/cuda/common.cuh has their nvcc forms).
  *
  * Every barrier, warp intrinsic and atomic records its caller's file:line (default arguments of
  * __builtin_FILE/__builtin_LINE), so errors and hangs are reported at the kernel's source line.
@@ -56,6 +56,7 @@
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
+#define SL_NOINLINE __attribute__((noinline)) /* __noinline__ would clash with GCC's own spelling */
 
 /* ---- the emulator's interface (emu_exec.cpp) ------------------------------------------------- */
 #define SL_EMU_LOC const char *sl_emu_file = __builtin_FILE(), int sl_emu_line = __builtin_LINE()
@@ -173,6 +174,9 @@ void cp_async(void *dst, const void *src, int bytes, int src_bytes, const char *
 void cp_async_commit(const char *file, int line);
 /* cp.async.wait_group pending: completes all but the `pending` most recent groups */
 void cp_async_wait(int pending, const char *file, int line);
+/* cp.async.bulk.prefetch.L2: checks the range (16-byte aligned, a positive multiple of 16 bytes,
+ * in one device allocation) and counts its bytes (sl_emu_prefetched_bytes); no copy */
+void prefetch_l2(const void *p, uint32_t bytes, const char *file, int line);
 } /* namespace sl_emu */
 
 /* ---- the project's launch and shared-memory macros (nvcc forms in kernels/cuda/common.cuh) */

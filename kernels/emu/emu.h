@@ -19,6 +19,8 @@ void sl_emu_set_timeout(double seconds);
 void sl_emu_set_threads(int n);
 /* The number of OS threads that run (or will run) blocks. */
 int sl_emu_threads(void);
+/* The bytes kernels have asked L2 to prefetch (sl_prefetch_l2) since the process started. */
+unsigned long long sl_emu_prefetched_bytes(void);
 
 #ifdef __cplusplus
 }

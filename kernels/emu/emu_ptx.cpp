@@ -19,14 +19,20 @@
  * cp.async: a copy is only recorded when issued, and done when a wait_group covers its group,
  * the latest moment a GPU may complete it; reading the destination before the wait (or another
  * thread reading it without wait + barrier) sees the poisoned (NaN) shared memory.
+ *
+ * cp.async.bulk.prefetch.L2: no data moves; its range is checked and its bytes counted, so tests
+ * can tell what a kernel asked to prefetch.
  */
 #include <stdio.h>
 #include <string.h>
+
+#include <atomic>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "cuda_emu.h"
+#include "emu.h"
 #include "emu_internal.h"
 
 namespace sl_emu {
@@ -191,4 +197,23 @@ void cp_async_wait(int pending, const char *file, int line) {
     as.copies.resize(keep);
 }
 
+/* ---- cp.async.bulk.prefetch.L2 ------------------------------------------------------------ */
+
+std::atomic<unsigned long long> prefetched_bytes{0};
+
+void prefetch_l2(const void *p, uint32_t bytes, const char *file, int line) {
+    if (bytes == 0 || bytes % 16)
+        kernel_fail("cp.async.bulk.prefetch at %s:%d: size %u is not a positive multiple of 16",
+                    file, line, bytes);
+    if ((uintptr_t)p % 16)
+        kernel_fail("cp.async.bulk.prefetch at %s:%d: %p is not 16-byte aligned", file, line, p);
+    if (device_bytes_from(p) < (int64_t)bytes)
+        kernel_fail("cp.async.bulk.prefetch at %s:%d: %p does not point to %u bytes of device "
+                    "memory (cudaMalloc)",
+                    file, line, p, bytes);
+    prefetched_bytes += bytes;
+}
+
 } /* namespace sl_emu */
+
+extern "C" unsigned long long sl_emu_prefetched_bytes(void) { return sl_emu::prefetched_bytes.load(); }

@@ -521,6 +521,13 @@ static __global__ void bad_cp_async_past_end(const float *in, float *out) {
 }
 enum { LINE_CP_ASYNC_PAST_END = __LINE__ - 3 };
 
+/* in holds 32 floats: 16 bytes from in + 28 reach past its end */
+static __global__ void bad_prefetch_past_end(const float *in, float *out) {
+    sl_prefetch_l2(in + 4 * (threadIdx.x % 8), 32);
+    out[threadIdx.x] = 0;
+}
+enum { LINE_PREFETCH_PAST_END = __LINE__ - 3 };
+
 static void cublas_with_host_matrix(float *host, float *dev) {
     cublasHandle_t h;
     const float one = 1.0f, zero = 0.0f;
@@ -552,6 +559,7 @@ extern "C" int sl_emu_selftest_bad(int which, int run) {
         case 15: return LINE_CP_ASYNC_ALIGNMENT;
         case 16: return LINE_CP_ASYNC_PAST_END;
         case 20: return LINE_STATIC_PLUS_DYNAMIC;
+        case 21: return LINE_PREFETCH_PAST_END;
         default: return 0;
         }
     }
@@ -635,6 +643,9 @@ extern "C" int sl_emu_selftest_bad(int which, int run) {
         break;
     case 20:
         SL_LAUNCH(bad_static_plus_dynamic, 1, 32, 40 * 1024, nullptr, out);
+        break;
+    case 21:
+        SL_LAUNCH(bad_prefetch_past_end, 1, 32, 0, nullptr, in, out);
         break;
     default: break;
     }

@@ -60,6 +60,7 @@ static const bad_case g_bad[] = {
     {"cuBLAS on a host matrix", {"cublasSgemm", "does not lie in device memory"}, 0},
     {"static + dynamic shared memory past 48 KiB without the opt-in",
      {"shared memory: st", "without cudaFuncSetAttribute"}, 0},
+    {"an L2 prefetch past the end of an allocation", {"cp.async.bulk.prefetch", "32 bytes of device memory"}, 0},
 };
 #define N_BAD (int)(sizeof g_bad / sizeof *g_bad)
 

@@ -10,6 +10,9 @@
  */
 #include "kernels/cuda/matmul.h"
 #include "tests/kernels/test_cuda_harness.h"
+#ifdef SL_TEST_EMU
+#include "kernels/emu/emu.h" /* what the emulated kernels prefetched */
+#endif
 
 /* the scales and offsets random_qw makes: any f32 values; exactly f16 values (as GGUF's
  * Q4_0/Q8_0 give), which the repack stores as f16; or two-level ones, an f16 factor per row and
@@ -89,12 +92,13 @@ static void check_bound(const char *what, const float *got, const double *ref, c
 /* Plans: {0, 0, 1} is the default for any T (batch invariance), {0, 0, 0} the default for the
  * launch's T; the others each warps_per_tile with one split, several, and more than there are
  * column tiles, and flat ones (1 and 3 blocks per SM: with the emulator's SM count, the pool's
- * threads, 2 in CI, several tiles a warp and row tiles in pieces, then fewer); the first 5
- * (what the shorter runs take) include both defaults, splits and a flat plan. */
-static const sl_qmm_plan g_plans[] = {{0, 0, 1, 0}, {0, 0, 0, 0}, {2, 3, 0, 0}, {8, 2, 0, 0},
-                                      {0, 0, 0, 1}, {1, 1000, 0, 0}, {1, 1, 0, 0}, {2, 1, 0, 0},
-                                      {4, 1, 0, 0}, {8, 1, 0, 0}, {1, 2, 0, 0}, {4, 1000, 0, 0},
-                                      {0, 0, 0, 3}};
+ * threads, 2 in CI, several tiles a warp and row tiles in pieces, then fewer); some with L2
+ * prefetch (the last field: tiles ahead of the ring, the emulator checking each range); the
+ * first 5 (what the shorter runs take) include both defaults, splits, a flat plan and prefetch. */
+static const sl_qmm_plan g_plans[] = {{0, 0, 1, 0, 0}, {0, 0, 0, 0, 5}, {2, 3, 0, 0, 0}, {8, 2, 0, 0, 2},
+                                      {0, 0, 0, 1, 4}, {1, 1000, 0, 0, 0}, {1, 1, 0, 0, 9}, {2, 1, 0, 0, 0},
+                                      {4, 1, 0, 0, 0}, {8, 1, 0, 0, 0}, {1, 2, 0, 0, 1}, {4, 1000, 0, 0, 0},
+                                      {0, 0, 0, 3, 0}};
 #define N_PLANS (int)(sizeof g_plans / sizeof *g_plans)
 
 /* One weight, several T and plans; returns after checking every output. */
@@ -120,9 +124,10 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
             const sl_qmm_plan plan = g_plans[pi];
             dbuf dy = dev_alloc(ny, off);
             sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, plan, NULL);
-            snprintf(what, sizeof what, "qmm %s%s g%d %d-byte scales %dx%d T=%d plan %d×%d flat %d%s",
+            snprintf(what, sizeof what, "qmm %s%s g%d %d-byte scales %dx%d T=%d plan %d×%d flat %d pf %d%s",
                      sl_wfmt_name(fmt), offsets ? "+offsets" : "", group, q.scale_bytes, rows,
-                     cols, T, plan.warps_per_tile, plan.splits, plan.flat, plan.any_batch ? " any batch" : "");
+                     cols, T, plan.warps_per_tile, plan.splits, plan.flat, plan.prefetch,
+                     plan.any_batch ? " any batch" : "");
             dev_get(&dy, got);
             check_bound(what, got, ref, bound, ny, 2e-5);
             dev_check_guards(&dy, what);
@@ -149,7 +154,7 @@ static void qmm_case(sl_wfmt fmt, int rows, int cols, int group, int offsets, co
         double *ref32 = sl_xmalloc((size_t)ny * sizeof(double));
         reference(&w, x, T, ref32, bound);
         dbuf dx = dev_from(x, nx, off), dy = dev_alloc(ny, off);
-        sl_cuda_qmm(&q, dx.p, dy.p, T, (sl_qmm_plan){0, 0, 0, 0}, NULL);
+        sl_cuda_qmm(&q, dx.p, dy.p, T, (sl_qmm_plan){0, 0, 0, 0, 0}, NULL);
         dev_get(&dy, got);
         snprintf(what, sizeof what, "qmm f32 x %s%s g%d %dx%d T=%d", sl_wfmt_name(fmt),
                  offsets ? "+offsets" : "", group, rows, cols, T);
@@ -274,8 +279,8 @@ static void test_qmm_two_level(void) {
             dbuf dx16 = dev_from(x16, (nx + 1) / 2, 0), dy = dev_alloc(ny, 0), dy32 = dev_alloc(ny, 0);
             /* one warp a row tile, 3 splits: runs of 8 tiles (256 columns) for both, so the same
              * sums in the same order (two-level scales round a run up to whole 256 columns) */
-            sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){1, 3, 0, 0}, NULL);
-            sl_cuda_qmm_f16(&q32, (const uint16_t *)dx16.p, dy32.p, T, (sl_qmm_plan){1, 3, 0, 0}, NULL);
+            sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){1, 3, 0, 0, 0}, NULL);
+            sl_cuda_qmm_f16(&q32, (const uint16_t *)dx16.p, dy32.p, T, (sl_qmm_plan){1, 3, 0, 0, 0}, NULL);
             float *y = sl_xmalloc((size_t)ny * sizeof(float)), *y32 = sl_xmalloc((size_t)ny * sizeof(float));
             dev_get(&dy, y), dev_get(&dy32, y32);
             char what[96];
@@ -292,6 +297,71 @@ static void test_qmm_two_level(void) {
         sl_qw_free(&w), sl_qw_free(&w32);
     }
     printf("qmm two-level: %d cases ok\n", cases);
+}
+
+/* L2 prefetch changes no result: each plan with prefetch gives the bits of the same plan
+ * without. Under the emulator (which checks every range against its allocation) the bytes asked
+ * for are exactly each warp's next pf tiles after the ring's first D = 4 (qmm.cu's QMM_D at up
+ * to 8 tokens), codes and scale records: Q4_0's form (QW4 g32, f16 scales: 512 + 64 bytes a
+ * 64-column tile) with a row's end past K (its tail tile is not in the ring), blocked plans of
+ * one split; a range past a weight's end would be reported. */
+static void test_qmm_prefetch(void) {
+    const int rows = 40, cols = 992, row_tiles = 3, k_tiles = 16; /* 15.5 tiles: a tail */
+    static const int kws[] = {1, 2, 8}, pfs[] = {1, 4, 7, SL_QMM_MAX_PREFETCH}, Ts[] = {1, 3};
+    g_scales = SCALES_F16;
+    sl_qw w;
+    random_qw(&w, SL_WF_QW4, rows, cols, 32, 0);
+    sl_cuda_qmat q;
+    ASSERT_EQ(sl_cuda_qmat_init(&q, &w), 0);
+    ASSERT_EQ(q.scale_bytes, 2);
+    ASSERT_EQ(q.k_tiles, k_tiles);
+    ASSERT_EQ(q.row_tiles, row_tiles);
+    int cases = 0;
+    for (int ti = 0; ti < 2; ti++) {
+        const int T = Ts[ti];
+        const int64_t nx = (int64_t)T * cols, ny = (int64_t)T * rows;
+        uint16_t *x16 = sl_xmalloc((size_t)(nx + 1) * sizeof(uint16_t));
+        for (int64_t i = 0; i < nx; i++) x16[i] = sl_f32_to_fp16(rnd());
+        dbuf dx16 = dev_from(x16, (nx + 1) / 2, 0), dy = dev_alloc(ny, 0);
+        float *y0 = sl_xmalloc((size_t)ny * sizeof(float)), *y = sl_xmalloc((size_t)ny * sizeof(float));
+        for (int ki = 0; ki < 3; ki++) {
+            const int kw = kws[ki], per = (k_tiles + kw - 1) / kw;
+            sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){kw, 1, 0, 0, 0}, NULL);
+            dev_get(&dy, y0);
+            for (int pi = 0; pi < 4; pi++) {
+                long long tiles = 0; /* a row tile's: each warp's next pf past its first 4 */
+                for (int j = 0; j < kw; j++) {
+                    const int k0 = j * per < k_tiles ? j * per : k_tiles;
+                    const int k1 = k0 + per < k_tiles ? k0 + per : k_tiles;
+                    const int ka = k1 == k_tiles && k1 > k0 ? k1 - 1 : k1, after = ka - k0 - 4;
+                    tiles += after <= 0 ? 0 : after < pfs[pi] ? after : pfs[pi];
+                }
+                char what[96];
+                snprintf(what, sizeof what, "qmm prefetch %d, plan %d×1, T=%d", pfs[pi], kw, T);
+#ifdef SL_TEST_EMU
+                const unsigned long long before = sl_emu_prefetched_bytes();
+#endif
+                sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){kw, 1, 0, 0, pfs[pi]}, NULL);
+#ifdef SL_TEST_EMU
+                const unsigned long long got = sl_emu_prefetched_bytes() - before;
+                if (got != (unsigned long long)(row_tiles * tiles * (512 + 64))) {
+                    fprintf(stderr, "%s: %llu bytes prefetched, want %lld\n", what, got,
+                            row_tiles * tiles * (512 + 64));
+                    exit(1);
+                }
+#endif
+                dev_get(&dy, y);
+                check_bits(what, y, y0, ny, 4);
+                cases++;
+            }
+        }
+        dev_free(&dx16), dev_free(&dy);
+        free(x16), free(y0), free(y);
+    }
+    sl_cuda_qmat_deinit(&q);
+    sl_qw_free(&w);
+    g_scales = SCALES_F32;
+    printf("qmm prefetch: %d cases ok\n", cases);
 }
 
 /* Several weights on one x in one launch (q/k/v-like rows), every plan: each output against
@@ -382,7 +452,7 @@ static void test_qmm_multi(void) {
                 dbuf dx = dev_from(x, nx, 0), dy[3];
                 float *ys[3];
                 for (int i = 0; i < n; i++) dy[i] = dev_alloc((int64_t)T * rows[i], 0), ys[i] = dy[i].p;
-                sl_cuda_qmm_multi(qp, n, dx.p, ys, T, (sl_qmm_plan){0, 0, 0, 0}, NULL);
+                sl_cuda_qmm_multi(qp, n, dx.p, ys, T, (sl_qmm_plan){0, 0, 0, 0, 0}, NULL);
                 for (int i = 0; i < n; i++) {
                     double *ref32 = sl_xmalloc((size_t)T * rows[i] * sizeof(double));
                     reference(&w[i], x, T, ref32, bound[i]);
@@ -525,6 +595,7 @@ int main(void) {
     test_default_plan();
     test_qmm();
     test_qmm_two_level();
+    test_qmm_prefetch();
     test_qmm_multi();
     test_f16();
     printf("test_cuda_matmul: ok (%ld checks, %.1f s)\n", g_checks, sl_time_s() - t0);

@@ -1,5 +1,6 @@
 /* test_cuda_ptx.c — the PTX wrappers of kernels/cuda/ptx.cuh (mma.sync m16n8k16 f16/bf16,
- * ldmatrix x1/x2/x4 with and without .trans, cp.async ca/cg with zero fill and groups), each
+ * ldmatrix x1/x2/x4 with and without .trans, cp.async ca/cg with zero fill and groups, lop3,
+ * the L2 prefetch), each
  * alone and together in a small GEMM main loop, against plain C references. The kernels are in
  * test_cuda_ptx.cu.
  *
@@ -8,6 +9,9 @@
  * passed, they are unconfirmed (kernels/emu/README.md).
  */
 #include "tests/kernels/test_cuda_harness.h"
+#ifdef SL_TEST_EMU
+#include "kernels/emu/emu.h" /* what the emulated kernels prefetched */
+#endif
 
 void sl__test_mma_frag(int bf16, const uint16_t *A, const uint16_t *B, const float *C, float *D);
 void sl__test_ldmatrix(int num, int trans, const uint16_t *src, uint32_t *out);
@@ -15,6 +19,7 @@ void sl__test_mma_tile(int bf16, int b_nk, const uint16_t *A, const uint16_t *B,
                        int K);
 void sl__test_cp_async(const float *src, float *out, int threads);
 void sl__test_lop3(const uint32_t *abc, uint32_t *out, int n);
+void sl__test_prefetch(const float *in, float *out, int n);
 
 /* n random 16-bit floats (f16 or bf16 bits) and their exact values */
 static void rnd_16(int bf16, int64_t n, uint16_t *bits, double *val) {
@@ -176,6 +181,27 @@ static void test_lop3(void) {
     free(abc), free(want), free(got);
 }
 
+/* cp.async.bulk.prefetch.L2 of 32 ranges, then plain loads of the same memory: they read what
+ * is there (on a GPU: the instruction assembles and runs without a fault); the emulator counts
+ * the bytes asked for */
+static void test_prefetch(void) {
+    enum { N = 512 };
+    float *in = rnd_vec(N, 1.0f), *got = sl_xmalloc(N * sizeof(float));
+    dbuf din = dev_from(in, N, 0), dout = dev_alloc(N, 0);
+#ifdef SL_TEST_EMU
+    const unsigned long long before = sl_emu_prefetched_bytes();
+#endif
+    sl__test_prefetch(din.p, dout.p, N);
+#ifdef SL_TEST_EMU
+    ASSERT_EQ(sl_emu_prefetched_bytes() - before, 16ull * (32 * 33 / 2));
+#endif
+    dev_get(&dout, got);
+    check_bits("prefetch", got, in, N, 4);
+    dev_check_guards(&dout, "prefetch");
+    dev_free(&din), dev_free(&dout);
+    free(in), free(got);
+}
+
 int main(void) {
     int skip = harness_begin("test_cuda_ptx", 20250302);
     if (skip) return skip;
@@ -192,6 +218,8 @@ int main(void) {
     printf("cp.async ca 4/8/16, cg 16, zero fill, wait_group: ok\n");
     test_lop3();
     printf("lop3: ok\n");
+    test_prefetch();
+    printf("cp.async.bulk.prefetch.L2: ok\n");
     static const int MK[][2] = {{16, 16}, {32, 64}, {48, 32}, {64, 128}};
     int cases = 0;
     for (int bf16 = 0; bf16 < 2; bf16++)

@@ -14,6 +14,7 @@ void sl__test_mma_tile(int bf16, int b_nk, const uint16_t *A, const uint16_t *B,
                        int K);
 void sl__test_cp_async(const float *src, float *out, int threads);
 void sl__test_lop3(const uint32_t *abc, uint32_t *out, int n);
+void sl__test_prefetch(const float *in, float *out, int n);
 }
 
 static __device__ __forceinline__ uint32_t pack(uint16_t lo, uint16_t hi) {
@@ -174,6 +175,15 @@ static __global__ void lop3_kernel(const uint32_t *abc, uint32_t *out, int n) {
     o[5] = sl_lop3<0x01>(a, b, c);
 }
 
+/* ---- L2 prefetch: lane i asks for 16·(i + 1) bytes from byte 48·i of in, then the warp copies
+ * in to out (n floats, n >= 4·(3·31 + 32) = 500) ---------------------------------------------- */
+
+static __global__ void prefetch_kernel(const float *in, float *out, int n) {
+    const int i = (int)threadIdx.x;
+    sl_prefetch_l2(in + 12 * i, 16u * (uint32_t)(i + 1));
+    for (int j = i; j < n; j += 32) out[j] = in[j];
+}
+
 /* ---- entry points ---------------------------------------------------------------------------- */
 
 extern "C" void sl__test_mma_frag(int bf16, const uint16_t *A, const uint16_t *B, const float *C,
@@ -215,5 +225,11 @@ extern "C" void sl__test_cp_async(const float *src, float *out, int threads) {
 extern "C" void sl__test_lop3(const uint32_t *abc, uint32_t *out, int n) {
     SL_CUDA_REQUIRE(n > 0);
     SL_LAUNCH(lop3_kernel, (unsigned)((n + 127) / 128), 128, 0, nullptr, abc, out, n);
+    SL_CUDA_CHECK(cudaGetLastError());
+}
+
+extern "C" void sl__test_prefetch(const float *in, float *out, int n) {
+    SL_CUDA_REQUIRE(n >= 500);
+    SL_LAUNCH(prefetch_kernel, 1, 32, 0, nullptr, in, out, n);
     SL_CUDA_CHECK(cudaGetLastError());
 }
