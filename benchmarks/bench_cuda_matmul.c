@@ -336,14 +336,15 @@ int main(int argc, char **argv) {
     /* the plan: Q4_0's, Q4_K's and Q8_0's forms (--all-sweeps: also Q4_1's, g128's, Q6_K's) at
      * 1 to 32 tokens, warps per row tile × splits (as they run: two-level QW4 splits in whole
      * 256-column blocks, fewer where that needs fewer), flat plans by blocks per SM, and the
-     * default and two flat plans with L2 prefetch ("pf": tiles ahead of the ring); "default"
-     * is the launcher's plan for T, "any T" its plan in batch-invariant mode */
+     * default and flat 4 with L2 prefetch ("pf": tiles of a warp's run it prefetches as it
+     * starts; 64 is every run's whole rest here); "default" is the launcher's plan for T, "any
+     * T" its plan in batch-invariant mode */
     static const sl_qmm_plan plans[] = {
         {1, 1, 0, 0, 0},  {2, 1, 0, 0, 0},  {4, 1, 0, 0, 0},  {8, 1, 0, 0, 0},  {1, 2, 0, 0, 0},
         {2, 2, 0, 0, 0},  {4, 2, 0, 0, 0},  {8, 2, 0, 0, 0},  {1, 4, 0, 0, 0},  {2, 4, 0, 0, 0},
         {4, 4, 0, 0, 0},  {1, 8, 0, 0, 0},  {2, 8, 0, 0, 0},  {1, 16, 0, 0, 0}, {2, 16, 0, 0, 0},
-        {0, 0, 0, 2, 0},  {0, 0, 0, 3, 0},  {0, 0, 0, 4, 0},  {0, 0, 0, 0, 4},  {0, 0, 0, 0, 8},
-        {0, 0, 0, 0, 16}, {0, 0, 0, 3, 8},  {0, 0, 0, 4, 8}};
+        {0, 0, 0, 2, 0},  {0, 0, 0, 3, 0},  {0, 0, 0, 4, 0},  {0, 0, 0, 0, 4},  {0, 0, 0, 0, 16},
+        {0, 0, 0, 0, 64}, {0, 0, 0, 4, 16}, {0, 0, 0, 4, 64}};
     const int np = (int)(sizeof plans / sizeof *plans);
     static const int sweep_Ts[] = {1, 4, 8, 16, 32};
     static const int sweep_fmts[] = {0, 2, 5, 3, 4, 6}; /* indexes into fmts */
