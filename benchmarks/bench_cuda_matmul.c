@@ -257,7 +257,7 @@ static const char *plan_name(sl_qmm_plan p, char buf[24]) {
     if (p.flat) n = snprintf(buf, 24, "flat %d", p.flat);
     else if (p.warps_per_tile == 0) n = snprintf(buf, 24, "default");
     else n = snprintf(buf, 24, "%d×%d", p.warps_per_tile, p.splits);
-    if (p.prefetch) snprintf(buf + n, 24 - (size_t)n, " pf%d", p.prefetch);
+    if (p.prefetch && n > 0 && n < 24) snprintf(buf + n, 24 - (size_t)n, " pf%d", p.prefetch);
     return buf;
 }
 

@@ -11,7 +11,8 @@
 # re-measurement). GPU_CHECK_BUDGET (seconds, default 420) bounds the whole run: each step gets at most what is
 # left of it, so the summary always prints inside the device call's limit.
 # GPU_CHECK_MATMUL_ARGS passes options to bench_cuda_matmul (--all-sweeps: plan sweeps of every
-# form). GPU_CHECK_BLOCKS4_AB=1 also builds the matmul benchmark with the decode kernel's earlier
+# form), GPU_CHECK_MATMUL_LIMIT its time limit (seconds, default 240; what it printed before a
+# timeout is kept). GPU_CHECK_BLOCKS4_AB=1 also builds the matmul benchmark with the decode kernel's earlier
 # register bounds (-DSL_QMM_BLOCKS4=0: 2-3 blocks per SM where it now asks for 4) and times its
 # first table both ways, one after the other (their rows up to 8 tokens print side by side;
 # the whole tables are in logs.tgz).
@@ -69,20 +70,22 @@ step build 240 ninja -C build-gpu -j16 $gpu_tests $benches $e2e || tail -40 "$lo
 # static cost of the matmul kernels: SASS instructions per tensor-core mma and registers, per
 # instantiation (the instruction count per tile is what the last profile found the kernel
 # bound by); cuobjdump comes with the toolkit
-qmm_o=build-gpu/CMakeFiles/sluice_cuda.dir/kernels/cuda/qmm.cu.o
-if command -v cuobjdump >/dev/null && [ -f "$qmm_o" ]; then
-    step sass 60 sh -c "cuobjdump -sass $qmm_o | awk '/Function :/{f=\$3; sub(/.*qmm_kernel/,\"\",f)}
+# (the kernel's instantiations are in qmm_w*_nt*.cu)
+qmm_o=$(ls build-gpu/CMakeFiles/sluice_cuda.dir/kernels/cuda/qmm_w*_nt*.cu.o 2>/dev/null | tr '\n' ' ')
+if command -v cuobjdump >/dev/null && [ -n "$qmm_o" ]; then
+    step sass 60 sh -c "for o in $qmm_o; do cuobjdump -sass \$o; done | awk '/Function :/{f=\$3; sub(/.*qmm_kernel/,\"\",f)}
         /^ +\/\*[0-9a-f]+\*\/ /{n[f]++} /HMMA/{h[f]++}
         END{for (k in n) printf \"%6d SASS %4d HMMA %6.1f per HMMA  %s\\n\", n[k], h[k], h[k] ? n[k] / h[k] : 0, k}' | sort -k7;
-        cuobjdump -res-usage $qmm_o | grep -A1 qmm_kernel | grep -o 'REG:[0-9]* STACK:[0-9]*' | tr '\\n' ' '"
+        for o in $qmm_o; do cuobjdump -res-usage \$o; done | grep -A1 qmm_kernel | grep -o 'REG:[0-9]* STACK:[0-9]*' | tr '\\n' ' '"
     cp "$logs/sass.log" "$out/sass.txt"
 fi
 
 step ctest_gpu 120 ctest --test-dir build-gpu -L gpu -R "^($(echo $gpu_tests | tr ' ' '|'))\$" --output-on-failure
 tail -15 "$logs/ctest_gpu.log"
 for b in $benches; do
-    args=; [ $b = bench_cuda_matmul ] && args=${GPU_CHECK_MATMUL_ARGS:-}
-    step "$b" 240 "build-gpu/$b" $args
+    args= limit=240
+    [ $b = bench_cuda_matmul ] && args=${GPU_CHECK_MATMUL_ARGS:-} limit=${GPU_CHECK_MATMUL_LIMIT:-240}
+    step "$b" "$limit" "build-gpu/$b" $args
     cp "$logs/$b.log" "$out/$b.md"
 done
 if [ "${GPU_CHECK_BLOCKS4_AB:-0}" = 1 ] && [ -x build-gpu/bench_cuda_matmul ]; then

@@ -5,7 +5,10 @@
 # main loop per 512-byte weight tile (the count the H100 profile found the kernel bound by), and
 # the local-memory loads and stores (spills) inside that loop.
 #
-#   scripts/qmm-sass.sh [file.cu] [nvcc flags...]     e.g. scripts/qmm-sass.sh kernels/cuda/qmm.cu -DSL_QMM_BLOCKS4=0
+#   scripts/qmm-sass.sh [file.cu] [nvcc flags...]     e.g. scripts/qmm-sass.sh -DSL_QMM_BLOCKS4=0
+#
+# Without a file: the kernel's instantiations, kernels/cuda/qmm_w*_nt*.cu. A file (an earlier
+# qmm.cu, from before the kernel moved to qmm_kernel.cuh) is compiled alone.
 #
 # CUDA 13's toolkit here has no disassembler; Debian's nvidia-cuda-toolkit (11.8, non-free) has
 # nvdisasm, which reads sm_90 code once the cubin's ELF header carries the ABI it knows (the
@@ -14,8 +17,7 @@
 # counts with the toolkit's own cuobjdump.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-src=${1:-kernels/cuda/qmm.cu}
-shift || true
+if [[ "${1:-}" == *.cu ]]; then srcs=("$1"); shift; else srcs=(kernels/cuda/qmm_w*_nt*.cu); fi
 nvcc=${NVCC:-/usr/local/cuda/bin/nvcc}
 dir=.deps-sass
 mkdir -p "$dir"
@@ -36,9 +38,13 @@ EOF
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$nvcc" -I. -Ikernels/cuda -O3 -DNDEBUG -arch=sm_90 -D_GNU_SOURCE -Xptxas -v -cubin -x cu "$@" \
-    "$src" -o "$out/k.cubin" >"$out/ptxas.txt" 2>&1 || { cat "$out/ptxas.txt"; exit 1; }
-python3 - "$out" <<'EOF'
+: >"$out/ptxas.txt"
+: >"$out/k.sass"
+for src in "${srcs[@]}"; do
+    "$nvcc" -I. -Ikernels/cuda -O3 -DNDEBUG -arch=sm_90 -D_GNU_SOURCE -Xptxas -v -cubin -x cu "$@" \
+        "$src" -o "$out/k.cubin" >"$out/one.txt" 2>&1 || { cat "$out/one.txt"; exit 1; }
+    cat "$out/one.txt" >>"$out/ptxas.txt"
+    python3 - "$out" <<'EOF'
 import struct, sys
 o = sys.argv[1]
 b = bytearray(open(o + '/k.cubin', 'rb').read())
@@ -47,7 +53,8 @@ b[7], b[8] = 0x33, 7
 struct.pack_into('<I', b, 48, 0x005a055a)
 open(o + '/old.cubin', 'wb').write(b)
 EOF
-"$dir/x/usr/bin/nvdisasm" -c "$out/old.cubin" >"$out/k.sass"
+    "$dir/x/usr/bin/nvdisasm" -c "$out/old.cubin" >>"$out/k.sass"
+done
 python3 - "$out" <<'EOF'
 import re, sys
 o = sys.argv[1]

@@ -43,7 +43,7 @@
  *   sl_prefetch_l2(p, bytes)  cp.async.bulk.prefetch.L2.global (sm_90; before it a
  *       prefetch.global.L2 per 128-byte line): asks L2 to fetch [p, p + bytes) of device memory,
  *       p 16-byte aligned, bytes a positive multiple of 16, all inside one allocation (the
- *       emulator checks it and counts the bytes: sl_emu_prefetched_bytes). A hint with no
+ *       emulator checks it, and records it for tests: sl_emu_prefetch_log). A hint with no
  *       destination: nothing waits for it, and the loads that follow read what they would.
  *   sl_lop3<LUT>(a, b, c)  lop3.b32: any bitwise function of three words in one instruction,
  *       LUT the function's truth table over a = 0xF0, b = 0xCC, c = 0xAA (so (a & b) | c is
@@ -230,8 +230,9 @@ static __device__ __forceinline__ void sl_prefetch_l2(const void *p, uint32_t by
 #elif __CUDA_ARCH__ >= 900
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" : : "l"(p), "r"(bytes) : "memory");
 #else
-    for (uint32_t i = 0; i < bytes; i += 128)
-        asm volatile("prefetch.global.L2 [%0];\n" : : "l"(static_cast<const char *>(p) + i) : "memory");
+    const uintptr_t a = (uintptr_t)p, e = a + bytes; /* every 128-byte line from p's */
+    for (uintptr_t l = a & ~(uintptr_t)127; l < e; l += 128)
+        asm volatile("prefetch.global.L2 [%0];\n" : : "l"(l) : "memory");
 #endif
 }
 

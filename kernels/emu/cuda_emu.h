@@ -175,7 +175,7 @@ void cp_async_commit(const char *file, int line);
 /* cp.async.wait_group pending: completes all but the `pending` most recent groups */
 void cp_async_wait(int pending, const char *file, int line);
 /* cp.async.bulk.prefetch.L2: checks the range (16-byte aligned, a positive multiple of 16 bytes,
- * in one device allocation) and counts its bytes (sl_emu_prefetched_bytes); no copy */
+ * in one device allocation) and records it while a test asks (sl_emu_prefetch_log); no copy */
 void prefetch_l2(const void *p, uint32_t bytes, const char *file, int line);
 } /* namespace sl_emu */
 

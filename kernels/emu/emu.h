@@ -19,8 +19,11 @@ void sl_emu_set_timeout(double seconds);
 void sl_emu_set_threads(int n);
 /* The number of OS threads that run (or will run) blocks. */
 int sl_emu_threads(void);
-/* The bytes kernels have asked L2 to prefetch (sl_prefetch_l2) since the process started. */
-unsigned long long sl_emu_prefetched_bytes(void);
+/* Records the range of every L2 prefetch kernels ask for (sl_prefetch_l2) from now on into
+ * ptrs[i], sizes[i], in the order they come, up to cap of them (more are counted, not kept); a
+ * call with cap 0 (or null arrays) stops recording. Returns how many the recording it ends had
+ * (0 if none was on). */
+int sl_emu_prefetch_log(const void **ptrs, unsigned *sizes, int cap);
 
 #ifdef __cplusplus
 }

@@ -20,13 +20,13 @@
  * the latest moment a GPU may complete it; reading the destination before the wait (or another
  * thread reading it without wait + barrier) sees the poisoned (NaN) shared memory.
  *
- * cp.async.bulk.prefetch.L2: no data moves; its range is checked and its bytes counted, so tests
- * can tell what a kernel asked to prefetch.
+ * cp.async.bulk.prefetch.L2: no data moves; its range is checked, and recorded while a test
+ * asks (sl_emu_prefetch_log), so tests can tell what a kernel asked to prefetch.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include <atomic>
+#include <mutex>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -199,7 +199,11 @@ void cp_async_wait(int pending, const char *file, int line) {
 
 /* ---- cp.async.bulk.prefetch.L2 ------------------------------------------------------------ */
 
-std::atomic<unsigned long long> prefetched_bytes{0};
+/* sl_emu_prefetch_log's recording: the caller's arrays, or none */
+std::mutex log_m;
+const void **log_ptrs;
+unsigned *log_sizes;
+int log_cap, log_n;
 
 void prefetch_l2(const void *p, uint32_t bytes, const char *file, int line) {
     if (bytes == 0 || bytes % 16)
@@ -211,9 +215,18 @@ void prefetch_l2(const void *p, uint32_t bytes, const char *file, int line) {
         kernel_fail("cp.async.bulk.prefetch at %s:%d: %p does not point to %u bytes of device "
                     "memory (cudaMalloc)",
                     file, line, p, bytes);
-    prefetched_bytes += bytes;
+    std::lock_guard<std::mutex> lk(log_m);
+    if (!log_cap) return;
+    if (log_n < log_cap) log_ptrs[log_n] = p, log_sizes[log_n] = bytes;
+    log_n++;
 }
 
 } /* namespace sl_emu */
 
-extern "C" unsigned long long sl_emu_prefetched_bytes(void) { return sl_emu::prefetched_bytes.load(); }
+extern "C" int sl_emu_prefetch_log(const void **ptrs, unsigned *sizes, int cap) {
+    std::lock_guard<std::mutex> lk(sl_emu::log_m);
+    const int n = sl_emu::log_n;
+    sl_emu::log_ptrs = ptrs, sl_emu::log_sizes = sizes;
+    sl_emu::log_cap = ptrs && sizes && cap > 0 ? cap : 0, sl_emu::log_n = 0;
+    return n;
+}

@@ -89,8 +89,8 @@ static void check_bound(const char *what, const float *got, const double *ref, c
     }
 }
 
-/* Plans: {0, 0, 1} is the default for any T (batch invariance), {0, 0, 0} the default for the
- * launch's T; the others each warps_per_tile with one split, several, and more than there are
+/* Plans: {0, 0, 1} is the default for any T (batch invariance), {0, 0, 0, 0, 5} the default for
+ * the launch's T with prefetch (without: the f32 entry point below); the others each warps_per_tile with one split, several, and more than there are
  * column tiles, and flat ones (1 and 3 blocks per SM: with the emulator's SM count, the pool's
  * threads, 2 in CI, several tiles a warp and row tiles in pieces, then fewer); some with L2
  * prefetch (the last field: tiles ahead of the ring, the emulator checking each range); the
@@ -299,54 +299,124 @@ static void test_qmm_two_level(void) {
     printf("qmm two-level: %d cases ok\n", cases);
 }
 
+#ifdef SL_TEST_EMU
+/* A recorded prefetch range, as an array (0 codes, 1 scales, 2 offsets, 3 factors) and the
+ * byte offset and size in it; sorted for comparison */
+typedef struct pf_range { int arr; long long at, n; } pf_range;
+static int pf_cmp(const void *a, const void *b) {
+    const pf_range *x = a, *y = b;
+    if (x->arr != y->arr) return x->arr - y->arr;
+    if (x->at != y->at) return x->at < y->at ? -1 : 1;
+    return x->n < y->n ? -1 : x->n > y->n;
+}
+static void pf_add(pf_range *r, int *n, int arr, long long at, long long bytes) {
+    if (bytes > 0) r[(*n)++] = (pf_range){arr, at, bytes};
+}
+#endif
+
 /* L2 prefetch changes no result: each plan with prefetch gives the bits of the same plan
- * without. Under the emulator (which checks every range against its allocation) the bytes asked
- * for are exactly each warp's next pf tiles after the ring's first D = 4 (qmm.cu's QMM_D at up
- * to 8 tokens), codes and scale records: Q4_0's form (QW4 g32, f16 scales: 512 + 64 bytes a
- * 64-column tile) with a row's end past K (its tail tile is not in the ring), blocked plans of
- * one split; a range past a weight's end would be reported. */
+ * without. Under the emulator (which checks every range against its allocation) the ranges
+ * asked for are recorded and compared with what matmul.h's layout says a run's next pf tiles
+ * after the ring's first D = 4 (qmm.cu at up to 8 tokens) are: per warp (blocked plans of one
+ * split: the row tile's tiles in runs of ceil(k_tiles / kw), two-level ones in whole 256
+ * columns; a row's tail tile past K not in the ring) the codes of tiles [k0 + 4, min(ka, k0 +
+ * 4 + pf)), their scale and offset records (one per tile, or per group of 2^s tiles), and the
+ * two-level factor blocks from the first the kernel does not load itself (QW4: the run's
+ * second block; QW8: its third) to the last tile's. Forms of Q4_0, Q4_1, Q4_K, Q6_K, Q5_K and
+ * QW8 g128 with f32 scales (a record per 4 tiles), rows of a partial row tile. */
 static void test_qmm_prefetch(void) {
-    const int rows = 40, cols = 992, row_tiles = 3, k_tiles = 16; /* 15.5 tiles: a tail */
-    static const int kws[] = {1, 2, 8}, pfs[] = {1, 4, 7, SL_QMM_MAX_PREFETCH}, Ts[] = {1, 3};
-    g_scales = SCALES_F16;
-    sl_qw w;
-    random_qw(&w, SL_WF_QW4, rows, cols, 32, 0);
-    sl_cuda_qmat q;
-    ASSERT_EQ(sl_cuda_qmat_init(&q, &w), 0);
-    ASSERT_EQ(q.scale_bytes, 2);
-    ASSERT_EQ(q.k_tiles, k_tiles);
-    ASSERT_EQ(q.row_tiles, row_tiles);
+    static const struct { sl_wfmt fmt; int group, offs, scales, cols; } forms[] = {
+        {SL_WF_QW4, 32, 0, SCALES_F16, 992},       /* 15.5 tiles: a tail */
+        {SL_WF_QW4, 32, 1, SCALES_F16, 992},
+        {SL_WF_QW4, 32, 1, SCALES_TWO_LEVEL, 1536},
+        {SL_WF_QW8, 16, 0, SCALES_TWO_LEVEL, 1536},
+        {SL_WF_QW8, 32, 1, SCALES_TWO_LEVEL, 1536},
+        {SL_WF_QW8, 128, 1, SCALES_F32, 1664}};
+    static const int kws[] = {1, 2}, pfs[] = {1, 5, 9, SL_QMM_MAX_PREFETCH};
+    const int rows = 40;
     int cases = 0;
-    for (int ti = 0; ti < 2; ti++) {
-        const int T = Ts[ti];
+    for (size_t fi = 0; fi < sizeof forms / sizeof *forms; fi++) {
+        g_scales = forms[fi].scales;
+        sl_qw w;
+        random_qw(&w, forms[fi].fmt, rows, forms[fi].cols, forms[fi].group, forms[fi].offs);
+        sl_cuda_qmat q;
+        ASSERT_EQ(sl_cuda_qmat_init(&q, &w), 0);
+        ASSERT_EQ(q.scale_bytes, want_scale_bytes(w.fmt, (int)w.cols, w.group, forms[fi].offs));
+        const int T = 1 + (int)fi % 3, cols = forms[fi].cols;
         const int64_t nx = (int64_t)T * cols, ny = (int64_t)T * rows;
         uint16_t *x16 = sl_xmalloc((size_t)(nx + 1) * sizeof(uint16_t));
         for (int64_t i = 0; i < nx; i++) x16[i] = sl_f32_to_fp16(rnd());
         dbuf dx16 = dev_from(x16, (nx + 1) / 2, 0), dy = dev_alloc(ny, 0);
         float *y0 = sl_xmalloc((size_t)ny * sizeof(float)), *y = sl_xmalloc((size_t)ny * sizeof(float));
-        for (int ki = 0; ki < 3; ki++) {
-            const int kw = kws[ki], per = (k_tiles + kw - 1) / kw;
+        for (int ki = 0; ki < 2; ki++) {
+            const int kw = kws[ki];
             sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){kw, 1, 0, 0, 0}, NULL);
             dev_get(&dy, y0);
             for (int pi = 0; pi < 4; pi++) {
-                long long tiles = 0; /* a row tile's: each warp's next pf past its first 4 */
-                for (int j = 0; j < kw; j++) {
-                    const int k0 = j * per < k_tiles ? j * per : k_tiles;
-                    const int k1 = k0 + per < k_tiles ? k0 + per : k_tiles;
-                    const int ka = k1 == k_tiles && k1 > k0 ? k1 - 1 : k1, after = ka - k0 - 4;
-                    tiles += after <= 0 ? 0 : after < pfs[pi] ? after : pfs[pi];
-                }
-                char what[96];
-                snprintf(what, sizeof what, "qmm prefetch %d, plan %d×1, T=%d", pfs[pi], kw, T);
+                const int pf = pfs[pi];
+                char what[128];
+                snprintf(what, sizeof what, "qmm prefetch %d, %s g%d%s %d-byte scales, plan %d×1, T=%d", pf,
+                         sl_wfmt_name(w.fmt), w.group, w.offsets ? "+offsets" : "", q.scale_bytes, kw, T);
 #ifdef SL_TEST_EMU
-                const unsigned long long before = sl_emu_prefetched_bytes();
+                enum { CAP = 1024 };
+                static const void *ptrs[CAP];
+                static unsigned sizes[CAP];
+                sl_emu_prefetch_log(ptrs, sizes, CAP);
 #endif
-                sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){kw, 1, 0, 0, pfs[pi]}, NULL);
+                sl_cuda_qmm_f16(&q, (const uint16_t *)dx16.p, dy.p, T, (sl_qmm_plan){kw, 1, 0, 0, pf}, NULL);
 #ifdef SL_TEST_EMU
-                const unsigned long long got = sl_emu_prefetched_bytes() - before;
-                if (got != (unsigned long long)(row_tiles * tiles * (512 + 64))) {
-                    fprintf(stderr, "%s: %llu bytes prefetched, want %lld\n", what, got,
-                            row_tiles * tiles * (512 + 64));
+                const int n = sl_emu_prefetch_log(NULL, NULL, 0);
+                ASSERT(n <= CAP);
+                static pf_range got[CAP], want[CAP];
+                const void *arrs[4] = {q.codes, q.scales, q.offsets, q.factors};
+                for (int i = 0; i < n; i++) {
+                    got[i].arr = -1;
+                    for (int a = 0; a < 4; a++)
+                        if (arrs[a] && (const char *)ptrs[i] >= (const char *)arrs[a] &&
+                            (got[i].arr < 0 || (const char *)arrs[a] > (const char *)arrs[got[i].arr]))
+                            got[i].arr = a; /* the nearest array below */
+                    ASSERT(got[i].arr >= 0);
+                    got[i].at = (const char *)ptrs[i] - (const char *)arrs[got[i].arr], got[i].n = sizes[i];
+                }
+                /* what the layout says */
+                const int kt = sl_cuda_qmat_ktile(w.fmt), q4 = w.fmt == SL_WF_QW4;
+                const int upt = w.group >= kt ? 1 : kt / w.group, es = q.scale_bytes;
+                int rs = 0;
+                while (w.group > kt << rs) rs++;
+                const long long recb = 16LL * upt * es, n_rec = w.group > kt ? q.g_pad : q.k_tiles;
+                const int tpb = 256 / kt, facb = 32 * (w.offsets ? 2 : 1);
+                const long long k_tiles = q.k_tiles;
+                long long per = (k_tiles + kw - 1) / kw;
+                if (es == 1) per = (per + tpb - 1) / tpb * tpb;
+                int m = 0;
+                for (long long rt = 0; rt < q.row_tiles; rt++)
+                    for (int j = 0; j < kw; j++) {
+                        const long long k0 = j * per < k_tiles ? j * per : k_tiles;
+                        const long long k1 = k0 + per < k_tiles ? k0 + per : k_tiles;
+                        const int tail = upt > 1 && es != 1 && k1 > k0 && k1 == k_tiles && k_tiles * kt > cols;
+                        const long long ka = tail ? k1 - 1 : k1, a = k0 + 4, b = ka < a + pf ? ka : a + pf;
+                        if (a >= b) continue;
+                        pf_add(want, &m, 0, (rt * k_tiles + a) * 512, (b - a) * 512);
+                        const long long r0 = a >> rs, r1 = ((b - 1) >> rs) + 1;
+                        pf_add(want, &m, 1, (rt * n_rec + r0) * recb, (r1 - r0) * recb);
+                        if (w.offsets) pf_add(want, &m, 2, (rt * n_rec + r0) * recb, (r1 - r0) * recb);
+                        if (es == 1) {
+                            const long long f0 = k0 / tpb + (q4 ? 1 : 2), f1 = (b - 1) / tpb + 1;
+                            pf_add(want, &m, 3, (rt * (k_tiles / tpb) + f0) * facb, (f1 - f0) * facb);
+                        }
+                    }
+                qsort(got, (size_t)n, sizeof *got, pf_cmp);
+                qsort(want, (size_t)m, sizeof *want, pf_cmp);
+                int same = n == m;
+                for (int i = 0; same && i < n; i++) same = pf_cmp(&got[i], &want[i]) == 0;
+                if (!same) {
+                    fprintf(stderr, "%s: %d ranges prefetched, %d expected; first difference:\n", what, n, m);
+                    for (int i = 0; i < n || i < m; i++)
+                        if (i >= n || i >= m || pf_cmp(&got[i], &want[i])) {
+                            if (i < n) fprintf(stderr, "  got  array %d at %lld, %lld bytes\n", got[i].arr, got[i].at, got[i].n);
+                            if (i < m) fprintf(stderr, "  want array %d at %lld, %lld bytes\n", want[i].arr, want[i].at, want[i].n);
+                            break;
+                        }
                     exit(1);
                 }
 #endif
@@ -357,9 +427,9 @@ static void test_qmm_prefetch(void) {
         }
         dev_free(&dx16), dev_free(&dy);
         free(x16), free(y0), free(y);
+        sl_cuda_qmat_deinit(&q);
+        sl_qw_free(&w);
     }
-    sl_cuda_qmat_deinit(&q);
-    sl_qw_free(&w);
     g_scales = SCALES_F32;
     printf("qmm prefetch: %d cases ok\n", cases);
 }

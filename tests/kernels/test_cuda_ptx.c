@@ -182,18 +182,28 @@ static void test_lop3(void) {
 }
 
 /* cp.async.bulk.prefetch.L2 of 32 ranges, then plain loads of the same memory: they read what
- * is there (on a GPU: the instruction assembles and runs without a fault); the emulator counts
- * the bytes asked for */
+ * is there (on a GPU: the instruction assembles and runs without a fault); the emulator
+ * records each range: lane i's 16·(i + 1) bytes from byte 48·i */
 static void test_prefetch(void) {
     enum { N = 512 };
     float *in = rnd_vec(N, 1.0f), *got = sl_xmalloc(N * sizeof(float));
     dbuf din = dev_from(in, N, 0), dout = dev_alloc(N, 0);
 #ifdef SL_TEST_EMU
-    const unsigned long long before = sl_emu_prefetched_bytes();
+    const void *ptrs[33];
+    unsigned sizes[33];
+    sl_emu_prefetch_log(ptrs, sizes, 33);
 #endif
     sl__test_prefetch(din.p, dout.p, N);
 #ifdef SL_TEST_EMU
-    ASSERT_EQ(sl_emu_prefetched_bytes() - before, 16ull * (32 * 33 / 2));
+    ASSERT_EQ(sl_emu_prefetch_log(NULL, NULL, 0), 32);
+    int seen[32] = {0};
+    for (int i = 0; i < 32; i++) {
+        const long off = (long)((const char *)ptrs[i] - (const char *)din.p);
+        ASSERT(off % 48 == 0 && off / 48 < 32);
+        ASSERT_EQ(sizes[i], 16u * (unsigned)(off / 48 + 1));
+        seen[off / 48]++;
+    }
+    for (int i = 0; i < 32; i++) ASSERT_EQ(seen[i], 1);
 #endif
     dev_get(&dout, got);
     check_bits("prefetch", got, in, N, 4);

@@ -1,0 +1,5 @@
+/* qmm_w4_nt1.cu — the QW4 launches of 1 to 8 tokens (qmm_kernel.cuh; qmm.cu calls them) */
+#include "qmm_kernel.cuh"
+
+template void sl_qmm::launch_offs<true, 1>(const sl_qmm::qmm_job &, const __half *, int,
+                                           sl_qmm_plan, float *, unsigned *, cudaStream_t);
