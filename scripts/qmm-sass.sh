@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The static cost of the decode matmul kernel without a GPU: compiles kernels/cuda/qmm.cu for
+# The static cost of the decode matmul kernel without a GPU: compiles its instantiations for
 # sm_90 and prints, per instantiation (format, 8-token column tiles, offsets, steps per scale,
 # scale width, blocked or flat plan), the registers and spill bytes ptxas reports and the SASS instructions of the
 # main loop per 512-byte weight tile (the count the H100 profile found the kernel bound by), and

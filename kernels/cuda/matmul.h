@@ -1,7 +1,7 @@
-/* matmul.h — the CUDA matmuls: weight-only int8/int4 for decode (qmm.cu, on weights repacked
- * by qmat.cu) and F16 through cuBLAS (gemm_f16.cu). Pointers are device memory unless stated;
- * calls are enqueued on `stream` and return before the work is done (see ops.h for the
- * conventions).
+/* matmul.h — the CUDA matmuls: weight-only int8/int4 for decode (qmm.cu, qmm_kernel.cuh, on
+ * weights repacked by qmat.cu) and F16 through cuBLAS (gemm_f16.cu). Pointers are device memory
+ * unless stated; calls are enqueued on `stream` and return before the work is done (see ops.h
+ * for the conventions).
  *
  * ## QW8/QW4 physical layout (sl_cuda_qmat), the repack of kernels/qw.h's logical format
  *
@@ -29,7 +29,7 @@
  *                   256 columns (SL_QMAT_SB), in `factors` (qmat_layout.cuh), when group <= KT
  *                   and cols % 256 == 0: the K-quants, whose scales are an f16 super-block
  *                   scale times a 6- or 8-bit one (Q4_K, Q5_K, Q6_K). QW4 only with offsets
- *                   and multipliers 0..127 (qmm.cu scales its codes by them in f16).
+ *                   and multipliers 0..127 (qmm_kernel.cuh scales its codes by them in f16).
  *              f32 (scale_bytes 4): anything else (the load-time int8/int4 quantization).
  *            Bytes per weight at 4 bits, group 32, with offsets: f32 0.75, f16 0.625, two-level
  *            0.578 (GGUF's Q4_K: 0.5625); QW8 group 16 (Q6_K): f32 1.25, two-level 1.07.

@@ -13,7 +13,7 @@
  *                          c[2] = C[g+8][2t]   c[3] = C[g+8][2t+1]
  *
  *   sl_mma_m16n8k16_f16(d, a, b, c)    D = A·B + C, f16 inputs, f32 accumulate (d may be c);
- *       f16 subnormal inputs count at their value (qmm.cu's two-level QW4 relies on it;
+ *       f16 subnormal inputs count at their value (qmm_kernel.cuh's two-level QW4 relies on it;
  *       test_cuda_ptx checks it on a GPU)
  *   sl_mma_m16n8k16_bf16(d, a, b, c)   the same with bf16 inputs
  *   sl_ldmatrix<NUM, TRANS>(r, row)    ldmatrix.sync.aligned.m8n8.x{NUM}{.trans}.shared.b16:
@@ -48,7 +48,7 @@
  *   sl_lop3<LUT>(a, b, c)  lop3.b32: any bitwise function of three words in one instruction,
  *       LUT the function's truth table over a = 0xF0, b = 0xCC, c = 0xAA (so (a & b) | c is
  *       (0xF0 & 0xCC) | 0xAA = 0xEA). b and c pass in registers: with both as immediates nvcc
- *       emits two instructions (a LOP3 takes one immediate), one per nibble mask in qmm.cu.
+ *       emits two instructions (a LOP3 takes one immediate), one per nibble mask in qmm_kernel.cuh.
  *
  * All 32 lanes of the warp execute mma and ldmatrix together (.sync.aligned): never under a
  * condition that differs within a warp, never after some lanes returned.

@@ -1,6 +1,6 @@
 /* qmat_layout.cuh — where each element of the tiled QW layout (matmul.h) lives, in one place for
- * the repack and its inverse (qmat.cu), the decode kernel (qmm.cu) and the readers of the layout
- * (backend.cu: embedding rows, the prefill GEMM's dequantization). Host and device.
+ * the repack and its inverse (qmat.cu), the decode kernel (qmm_kernel.cuh) and the readers of the
+ * layout (backend.cu: embedding rows, the prefill GEMM's dequantization). Host and device.
  *
  * A tile is 16 rows × KT columns (KT = 64 for QW4, 32 for QW8), KT / 16 steps of one
  * mma.m16n8k16 each. A unit is the steps of one scale within a tile: min(group, KT) columns,

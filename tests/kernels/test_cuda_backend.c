@@ -89,7 +89,7 @@ static void rnd_weight(sl_qw *w, sl_wfmt fmt, int64_t rows, int64_t cols, int gr
                 fs = sl_fp16_to_f32(sl_f32_to_fp16(1.3f * u / (fmt == SL_WF_QW8 ? 1048576 : 65536)));
                 fo = sl_fp16_to_f32(sl_f32_to_fp16(0.1f * u / 1024));
             }
-            /* QW4's multipliers 0..127 (qmm.cu), with the offsets' factor negative as Q4_K's */
+            /* QW4's multipliers 0..127 (qmm_kernel.cuh), the offsets' factor negative as Q4_K's */
             const int q4 = fmt == SL_WF_QW4;
             w->scales[i] = fs * (float)(q4 ? rnd_int(128) : rnd_int(256) - 128);
             if (offs) w->offsets[i] = (q4 ? -fo : fo) * (float)(q4 ? rnd_int(128) : rnd_int(256) - 128);

@@ -90,11 +90,12 @@ static void check_bound(const char *what, const float *got, const double *ref, c
 }
 
 /* Plans: {0, 0, 1} is the default for any T (batch invariance), {0, 0, 0, 0, 5} the default for
- * the launch's T with prefetch (without: the f32 entry point below); the others each warps_per_tile with one split, several, and more than there are
- * column tiles, and flat ones (1 and 3 blocks per SM: with the emulator's SM count, the pool's
- * threads, 2 in CI, several tiles a warp and row tiles in pieces, then fewer); some with L2
- * prefetch (the last field: tiles ahead of the ring, the emulator checking each range); the
- * first 5 (what the shorter runs take) include both defaults, splits, a flat plan and prefetch. */
+ * the launch's T with prefetch (without: the f32 entry point below); the others each
+ * warps_per_tile with one split, several, and more than there are column tiles, and flat ones
+ * (1 and 3 blocks per SM: with the emulator's SM count, the pool's threads, 2 in CI, several
+ * tiles a warp and row tiles in pieces, then fewer); some with L2 prefetch (the last field:
+ * tiles of a warp's run past the ring's first, the emulator checking each range); the first 5
+ * (what the shorter runs take) include both defaults, splits, a flat plan and prefetch. */
 static const sl_qmm_plan g_plans[] = {{0, 0, 1, 0, 0}, {0, 0, 0, 0, 5}, {2, 3, 0, 0, 0}, {8, 2, 0, 0, 2},
                                       {0, 0, 0, 1, 4}, {1, 1000, 0, 0, 0}, {1, 1, 0, 0, 9}, {2, 1, 0, 0, 0},
                                       {4, 1, 0, 0, 0}, {8, 1, 0, 0, 0}, {1, 2, 0, 0, 1}, {4, 1000, 0, 0, 0},
@@ -317,13 +318,13 @@ static void pf_add(pf_range *r, int *n, int arr, long long at, long long bytes) 
 /* L2 prefetch changes no result: each plan with prefetch gives the bits of the same plan
  * without. Under the emulator (which checks every range against its allocation) the ranges
  * asked for are recorded and compared with what matmul.h's layout says a run's next pf tiles
- * after the ring's first D = 4 (qmm.cu at up to 8 tokens) are: per warp (blocked plans of one
- * split: the row tile's tiles in runs of ceil(k_tiles / kw), two-level ones in whole 256
- * columns; a row's tail tile past K not in the ring) the codes of tiles [k0 + 4, min(ka, k0 +
- * 4 + pf)), their scale and offset records (one per tile, or per group of 2^s tiles), and the
- * two-level factor blocks from the first the kernel does not load itself (QW4: the run's
- * second block; QW8: its third) to the last tile's. Forms of Q4_0, Q4_1, Q4_K, Q6_K, Q5_K and
- * QW8 g128 with f32 scales (a record per 4 tiles), rows of a partial row tile. */
+ * after the ring's first D = 4 (qmm_kernel.cuh's QMM_D, up to 8 tokens) are. Per warp (blocked
+ * plans of one split: the row tile's tiles in runs of ceil(k_tiles / kw), two-level ones in
+ * whole 256 columns; a row's tail tile past K not in the ring): the codes of tiles [k0 + 4,
+ * min(ka, k0 + 4 + pf)), their scale and offset records (one per tile, or per group of 2^s
+ * tiles), and the two-level factor blocks from the first the kernel does not load itself (QW4:
+ * the run's second block; QW8: its third) to the last tile's. Forms of Q4_0, Q4_1, Q4_K, Q6_K,
+ * Q5_K and QW8 g128 with f32 scales (a record per 4 tiles), rows of a partial row tile. */
 static void test_qmm_prefetch(void) {
     static const struct { sl_wfmt fmt; int group, offs, scales, cols; } forms[] = {
         {SL_WF_QW4, 32, 0, SCALES_F16, 992},       /* 15.5 tiles: a tail */
@@ -413,8 +414,12 @@ static void test_qmm_prefetch(void) {
                     fprintf(stderr, "%s: %d ranges prefetched, %d expected; first difference:\n", what, n, m);
                     for (int i = 0; i < n || i < m; i++)
                         if (i >= n || i >= m || pf_cmp(&got[i], &want[i])) {
-                            if (i < n) fprintf(stderr, "  got  array %d at %lld, %lld bytes\n", got[i].arr, got[i].at, got[i].n);
-                            if (i < m) fprintf(stderr, "  want array %d at %lld, %lld bytes\n", want[i].arr, want[i].at, want[i].n);
+                            if (i < n)
+                                fprintf(stderr, "  got  array %d at %lld, %lld bytes\n", got[i].arr,
+                                        got[i].at, got[i].n);
+                            if (i < m)
+                                fprintf(stderr, "  want array %d at %lld, %lld bytes\n", want[i].arr,
+                                        want[i].at, want[i].n);
                             break;
                         }
                     exit(1);

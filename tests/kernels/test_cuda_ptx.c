@@ -63,7 +63,7 @@ static void test_mma_frag(int bf16) {
     dev_free(&dA), dev_free(&dB), dev_free(&dC), dev_free(&dD);
 }
 
-/* f16 subnormal A values (q·2^-24, as qmm.cu's two-level QW4 scales its codes) times B of
+/* f16 subnormal A values (q·2^-24, as qmm_kernel.cuh's two-level QW4 scales its codes) times B of
  * about 2^14: exact products of order 1, which a flush of subnormals to zero would lose. */
 static void test_mma_subnormal(void) {
     uint16_t A[256], B[128];
