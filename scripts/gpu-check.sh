@@ -12,10 +12,11 @@
 # left of it, so the summary always prints inside the device call's limit.
 # GPU_CHECK_MATMUL_ARGS passes options to bench_cuda_matmul (--all-sweeps: plan sweeps of every
 # form), GPU_CHECK_MATMUL_LIMIT its time limit (seconds, default 240; what it printed before a
-# timeout is kept). GPU_CHECK_BLOCKS4_AB=1 also builds the matmul benchmark with the decode kernel's earlier
-# register bounds (-DSL_QMM_BLOCKS4=0: 2-3 blocks per SM where it now asks for 4) and times its
-# first table both ways, one after the other (their rows up to 8 tokens print side by side;
-# the whole tables are in logs.tgz).
+# timeout is kept). GPU_CHECK_BLOCKS4_AB=1 also builds the matmul benchmark with the decode
+# kernel's earlier register bounds (-DSL_QMM_BLOCKS4=0: 2-3 blocks per SM where it now asks for 4
+# up to 8 tokens, 2 where it asks for 3 at 9 to 16) and times its first table both ways, one
+# after the other (their rows up to 16 tokens print side by side; the whole tables are in
+# logs.tgz).
 #
 # Dependencies: the Debian packages that ../shared/gpu/fetch-debs.sh downloads into .deps/
 # (libuv1 libuv1-dev libcjson1 libcjson-dev node-llhttp libpcre2-dev libpcre2-8-0), unpacked
@@ -95,10 +96,10 @@ if [ "${GPU_CHECK_BLOCKS4_AB:-0}" = 1 ] && [ -x build-gpu/bench_cuda_matmul ]; t
     step build_b23 180 ninja -C build-gpu-b23 -j16 bench_cuda_matmul || tail -20 "$logs/build_b23.log"
     step matmul_b4 90 build-gpu/bench_cuda_matmul --quick --table
     step matmul_b23 90 build-gpu-b23/bench_cuda_matmul --quick --table
-    # the rows up to 8 tokens side by side: format, shape, T, µs now, µs with the old bounds
-    echo "---- 4 blocks per SM against the earlier bounds, µs (format | shape | T | now | earlier)"
+    # the rows up to 16 tokens side by side: format, shape, T, µs now, µs with the old bounds
+    echo "---- 4 blocks per SM (3 at 9-16 tokens) against the earlier bounds, µs (format | shape | T | now | earlier)"
     paste -d'|' <(grep '^| QW' "$logs/matmul_b4.log") <(grep '^| QW' "$logs/matmul_b23.log") |
-        awk -F"|" '$4 <= 8 {print "|" $2 "|" $3 "|" $4 "|" $5 "|" $18 "|"}' | tee "$logs/blocks4_ab.txt"
+        awk -F"|" '$4 <= 16 {print "|" $2 "|" $3 "|" $4 "|" $5 "|" $18 "|"}' | tee "$logs/blocks4_ab.txt"
 fi
 # end to end: offline throughput of a ~0.6 B-parameter random llama (Llama-3-8B's layer shapes,
 # 4 layers) on the CUDA backend, as Q4_0, Q4_K (two-level scales and offsets: what Q4_K_M files

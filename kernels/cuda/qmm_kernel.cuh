@@ -160,11 +160,14 @@ template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
  * per 16 columns, and QW8 with two-level scales or with f32 ones per 16 columns (Q8_0's form
  * needs 62 alone, and more instructions under the bound). With offsets: QW8 with f16 scales,
  * and QW4 with f16 scales and 4 steps per unit (QW8 with f32 ones and 2 steps per unit spilled
- * in its loop at 64 once the L2 prefetch's call came in). Else, up to 8
- * tokens, 3 (85) for two-level QW4 with 2 or more steps per unit (Q4_K's g32). The last GPU
- * profile (Q4_0's form at 1 token: 79 registers, 3 blocks) found the kernel waiting on its
- * loads at 30% occupancy; 4 blocks have not run on a card yet: -DSL_QMM_BLOCKS4=0 builds the
- * previous bounds to compare. */
+ * in its loop at 64 once the L2 prefetch's call came in). Else 3 (85): up to 8 tokens for
+ * two-level QW4 with 2 or more steps per unit (Q4_K's g32), and at 9 to 16 tokens for QW4
+ * without offsets and 2 or more steps per unit (Q4_0's form: 97 registers → 80, 4 bytes
+ * spilled outside the loop, 7% more instructions a tile; g128: 89 → 79, as many; with offsets
+ * they spill in the loop at 80). The last GPU profile (Q4_0's form at 1 token: 79 registers, 3
+ * blocks; at 16 tokens 2 blocks, 21% occupancy) found the kernel waiting on its loads: the
+ * bounds of 4 blocks up to 8 tokens and 3 at 9 to 16 have not run on a card yet,
+ * -DSL_QMM_BLOCKS4=0 builds the previous ones to compare. */
 #ifndef SL_QMM_BLOCKS4
 #define SL_QMM_BLOCKS4 1
 #endif
@@ -173,8 +176,9 @@ constexpr int qmm_min_blocks(bool q4, int nt, bool offs, int sc, int es) {
                    (offs ? (!q4 && es == 2) || (q4 && es == 2 && sc == 2)
                          : q4 ? !(es == 4 && sc == 0) : es == 1 || (es == 4 && sc == 0))
                ? 4
-           : q4 && es == 1 && nt == 1 && sc >= 1 ? 3
-                                                 : 2;
+           : (q4 && es == 1 && nt == 1 && sc >= 1) || (SL_QMM_BLOCKS4 && q4 && nt == 2 && !offs && sc >= 1)
+               ? 3
+               : 2;
 }
 
 /* qmm_kernel's L2 prefetch of a run (lanes 0-3, g = 0: the running pointers are row g's, at
