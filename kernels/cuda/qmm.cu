@@ -57,7 +57,7 @@ void workspace(size_t part_n, size_t counters_n) {
 }
 
 /* The plan the launcher had before any GPU measured it, still the best measured where plan_for
- * takes it: about 16 warps per SM (two blocks of 8: the kernel's launch bounds), each
+ * takes it: about 16 warps per SM (two blocks of 8: the least the launch bounds allow), each
  * streaming at least 4 column tiles. The warps a row tile gets (per_tile) are 2 per block (kw)
  * and the rest splits over blocks: a block reads the x of its columns once (its 8 / kw row
  * tiles share it through L1), while a split adds only a partial sum per output. */

@@ -163,8 +163,8 @@ template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
  * in its loop at 64 once the L2 prefetch's call came in). Else 3 (85): up to 8 tokens for
  * two-level QW4 with 2 or more steps per unit (Q4_K's g32), and at 9 to 16 tokens for QW4
  * without offsets and 2 or more steps per unit (Q4_0's form: 97 registers → 80, 4 bytes
- * spilled outside the loop, 7% more instructions a tile; g128: 89 → 79, as many; with offsets
- * they spill in the loop at 80). The last GPU profile (Q4_0's form at 1 token: 79 registers, 3
+ * spilled outside the loop, 7% more instructions a tile; f32 scales 98 → 80, 12 bytes; g128:
+ * 89 → 79, as many; with offsets they spill in the loop at 80). The last GPU profile (Q4_0's form at 1 token: 79 registers, 3
  * blocks; at 16 tokens 2 blocks, 21% occupancy) found the kernel waiting on its loads: the
  * bounds of 4 blocks up to 8 tokens and 3 at 9 to 16 have not run on a card yet,
  * -DSL_QMM_BLOCKS4=0 builds the previous ones to compare. */

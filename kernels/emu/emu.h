@@ -22,7 +22,7 @@ int sl_emu_threads(void);
 /* Records the range of every L2 prefetch kernels ask for (sl_prefetch_l2) from now on into
  * ptrs[i], sizes[i], in the order they come, up to cap of them (more are counted, not kept); a
  * call with cap 0 (or null arrays) stops recording. Returns how many the recording it ends had
- * (0 if none was on). */
+ * (0 if none was on). The arrays must outlive the recording: stop it before they go. */
 int sl_emu_prefetch_log(const void **ptrs, unsigned *sizes, int cap);
 
 #ifdef __cplusplus

@@ -199,11 +199,13 @@ void cp_async_wait(int pending, const char *file, int line) {
 
 /* ---- cp.async.bulk.prefetch.L2 ------------------------------------------------------------ */
 
+namespace {
 /* sl_emu_prefetch_log's recording: the caller's arrays, or none */
 std::mutex log_m;
 const void **log_ptrs;
 unsigned *log_sizes;
 int log_cap, log_n;
+} /* namespace */
 
 void prefetch_l2(const void *p, uint32_t bytes, const char *file, int line) {
     if (bytes == 0 || bytes % 16)

@@ -318,21 +318,23 @@ static void pf_add(pf_range *r, int *n, int arr, long long at, long long bytes) 
 /* L2 prefetch changes no result: each plan with prefetch gives the bits of the same plan
  * without. Under the emulator (which checks every range against its allocation) the ranges
  * asked for are recorded and compared with what matmul.h's layout says a run's next pf tiles
- * after the ring's first D = 4 (qmm_kernel.cuh's QMM_D, up to 8 tokens) are. Per warp (blocked
- * plans of one split: the row tile's tiles in runs of ceil(k_tiles / kw), two-level ones in
- * whole 256 columns; a row's tail tile past K not in the ring): the codes of tiles [k0 + 4,
- * min(ka, k0 + 4 + pf)), their scale and offset records (one per tile, or per group of 2^s
- * tiles), and the two-level factor blocks from the first the kernel does not load itself (QW4:
- * the run's second block; QW8: its third) to the last tile's. Forms of Q4_0, Q4_1, Q4_K, Q6_K,
- * Q5_K and QW8 g128 with f32 scales (a record per 4 tiles), rows of a partial row tile. */
+ * after the ring's first D (qmm_kernel.cuh's ring depth: 4, or 2 for Q4_K's form at 17 to 32
+ * tokens) are. Per warp (blocked plans of one split: the row tile's tiles in runs of
+ * ceil(k_tiles / kw), two-level ones in whole 256 columns; a row's tail tile past K not in the
+ * ring): the codes of tiles [k0 + D, min(ka, k0 + D + pf)), their scale and offset records
+ * (one per tile, or per group of 2^s tiles), and the two-level factor blocks from the first the
+ * kernel does not load itself (QW4: the run's second block; QW8: its third) to the last tile's.
+ * Forms of Q4_0, Q4_1, Q4_K, Q6_K, Q5_K and QW8 g128 with f32 scales (a record per 4 tiles),
+ * rows of a partial row tile. */
 static void test_qmm_prefetch(void) {
-    static const struct { sl_wfmt fmt; int group, offs, scales, cols; } forms[] = {
-        {SL_WF_QW4, 32, 0, SCALES_F16, 992},       /* 15.5 tiles: a tail */
-        {SL_WF_QW4, 32, 1, SCALES_F16, 992},
-        {SL_WF_QW4, 32, 1, SCALES_TWO_LEVEL, 1536},
-        {SL_WF_QW8, 16, 0, SCALES_TWO_LEVEL, 1536},
-        {SL_WF_QW8, 32, 1, SCALES_TWO_LEVEL, 1536},
-        {SL_WF_QW8, 128, 1, SCALES_F32, 1664}};
+    static const struct { sl_wfmt fmt; int group, offs, scales, cols, T; } forms[] = {
+        {SL_WF_QW4, 32, 0, SCALES_F16, 992, 1},       /* 15.5 tiles: a tail */
+        {SL_WF_QW4, 32, 1, SCALES_F16, 992, 2},
+        {SL_WF_QW4, 32, 1, SCALES_TWO_LEVEL, 1536, 3},
+        {SL_WF_QW4, 32, 1, SCALES_TWO_LEVEL, 1536, 20}, /* D = 2: a factor block in two rounds */
+        {SL_WF_QW8, 16, 0, SCALES_TWO_LEVEL, 1536, 1},
+        {SL_WF_QW8, 32, 1, SCALES_TWO_LEVEL, 1536, 2},
+        {SL_WF_QW8, 128, 1, SCALES_F32, 1664, 3}};
     static const int kws[] = {1, 2}, pfs[] = {1, 5, 9, SL_QMM_MAX_PREFETCH};
     const int rows = 40;
     int cases = 0;
@@ -343,7 +345,7 @@ static void test_qmm_prefetch(void) {
         sl_cuda_qmat q;
         ASSERT_EQ(sl_cuda_qmat_init(&q, &w), 0);
         ASSERT_EQ(q.scale_bytes, want_scale_bytes(w.fmt, (int)w.cols, w.group, forms[fi].offs));
-        const int T = 1 + (int)fi % 3, cols = forms[fi].cols;
+        const int T = forms[fi].T, cols = forms[fi].cols;
         const int64_t nx = (int64_t)T * cols, ny = (int64_t)T * rows;
         uint16_t *x16 = sl_xmalloc((size_t)(nx + 1) * sizeof(uint16_t));
         for (int64_t i = 0; i < nx; i++) x16[i] = sl_f32_to_fp16(rnd());
@@ -385,7 +387,9 @@ static void test_qmm_prefetch(void) {
                 int rs = 0;
                 while (w.group > kt << rs) rs++;
                 const long long recb = 16LL * upt * es, n_rec = w.group > kt ? q.g_pad : q.k_tiles;
-                const int tpb = 256 / kt, facb = 32 * (w.offsets ? 2 : 1);
+                const int tpb = 256 / kt, facb = 32 * (w.offsets ? 2 : 1), nt = T <= 8 ? 1 : T <= 16 ? 2 : 4;
+                /* the ring's depth (qmm_kernel.cuh's D) */
+                const int d = (nt == 4 && (w.offsets || upt == 4)) || (q4 && upt == 4 && w.offsets && nt == 2) ? 2 : 4;
                 const long long k_tiles = q.k_tiles;
                 long long per = (k_tiles + kw - 1) / kw;
                 if (es == 1) per = (per + tpb - 1) / tpb * tpb;
@@ -395,7 +399,7 @@ static void test_qmm_prefetch(void) {
                         const long long k0 = j * per < k_tiles ? j * per : k_tiles;
                         const long long k1 = k0 + per < k_tiles ? k0 + per : k_tiles;
                         const int tail = upt > 1 && es != 1 && k1 > k0 && k1 == k_tiles && k_tiles * kt > cols;
-                        const long long ka = tail ? k1 - 1 : k1, a = k0 + 4, b = ka < a + pf ? ka : a + pf;
+                        const long long ka = tail ? k1 - 1 : k1, a = k0 + d, b = ka < a + pf ? ka : a + pf;
                         if (a >= b) continue;
                         pf_add(want, &m, 0, (rt * k_tiles + a) * 512, (b - a) * 512);
                         const long long r0 = a >> rs, r1 = ((b - 1) >> rs) + 1;

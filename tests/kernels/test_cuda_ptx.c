@@ -199,7 +199,7 @@ static void test_prefetch(void) {
     int seen[32] = {0};
     for (int i = 0; i < 32; i++) {
         const long off = (long)((const char *)ptrs[i] - (const char *)din.p);
-        ASSERT(off % 48 == 0 && off / 48 < 32);
+        ASSERT(off >= 0 && off % 48 == 0 && off / 48 < 32);
         ASSERT_EQ(sizes[i], 16u * (unsigned)(off / 48 + 1));
         seen[off / 48]++;
     }
