@@ -75,8 +75,8 @@ for l in open(o + '/k.sass'):
         if m: funcs[cur].append((True, m.group(1).strip()))
         m = re.match(r'^(\.L_x_\d+):', l)
         if m: funcs[cur].append((False, m.group(1)))
-print("%-5s %-3s %-5s %-3s %-8s %-5s %5s %6s %6s %6s %6s %6s" % ("form", "NT", "offs", "SPA", "scales", "plan", "regs", "spill", "loop", "tiles", "/tile", "lmem"))
 if not funcs: sys.exit("qmm-sass.sh: no qmm_kernel in what was compiled (an instantiation file, or a qmm.cu from before 7bdf646)")
+print("%-5s %-3s %-5s %-3s %-8s %-5s %5s %6s %6s %6s %6s %6s" % ("form", "NT", "offs", "SPA", "scales", "plan", "regs", "spill", "loop", "tiles", "/tile", "lmem"))
 width = {'1': 'two-lvl', '2': 'f16', '4': 'f32'}
 for f, body in sorted(funcs.items()):
     k = re.search(r'qmm_kernelILb([01])ELi(\d)ELb([01])ELi(\d)ELi(\d)E(?:Lb([01])E)?', f)
