@@ -164,10 +164,10 @@ template <class V> __device__ __forceinline__ V pick(int sg, V a, V b, V c) {
  * two-level QW4 with 2 or more steps per unit (Q4_K's g32), and at 9 to 16 tokens for QW4
  * without offsets and 2 or more steps per unit (Q4_0's form: 97 registers → 80, 4 bytes
  * spilled outside the loop, 7% more instructions a tile; f32 scales 98 → 80, 12 bytes; g128:
- * 89 → 79, as many; with offsets they spill in the loop at 80). The last GPU profile (Q4_0's form at 1 token: 79 registers, 3
- * blocks; at 16 tokens 2 blocks, 21% occupancy) found the kernel waiting on its loads: the
- * bounds of 4 blocks up to 8 tokens and 3 at 9 to 16 have not run on a card yet,
- * -DSL_QMM_BLOCKS4=0 builds the previous ones to compare. */
+ * 89 → 79, as many; with offsets they spill in the loop at 80). The last GPU profile (Q4_0's
+ * form at 1 token: 79 registers, 3 blocks; at 16 tokens 2 blocks, 21% occupancy) found the
+ * kernel waiting on its loads: the bounds of 4 blocks up to 8 tokens and 3 at 9 to 16 have not
+ * run on a card yet, -DSL_QMM_BLOCKS4=0 builds the previous ones to compare. */
 #ifndef SL_QMM_BLOCKS4
 #define SL_QMM_BLOCKS4 1
 #endif
@@ -176,7 +176,8 @@ constexpr int qmm_min_blocks(bool q4, int nt, bool offs, int sc, int es) {
                    (offs ? (!q4 && es == 2) || (q4 && es == 2 && sc == 2)
                          : q4 ? !(es == 4 && sc == 0) : es == 1 || (es == 4 && sc == 0))
                ? 4
-           : (q4 && es == 1 && nt == 1 && sc >= 1) || (SL_QMM_BLOCKS4 && q4 && nt == 2 && !offs && sc >= 1)
+           : (q4 && es == 1 && nt == 1 && sc >= 1) ||
+                     (SL_QMM_BLOCKS4 && q4 && nt == 2 && !offs && sc >= 1)
                ? 3
                : 2;
 }
@@ -328,8 +329,8 @@ __global__ void __launch_bounds__(QMM_THREADS, qmm_min_blocks(Q4, NT, OFFS, SC, 
      * tiles then wait for L2 only. Once a run, before the loop: nothing of it stays in
      * registers or costs the loop an instruction. */
     if (pf && k0 + D < ka && lane < 4)
-        prefetch_run<D, UPT, 8 * L * ES, ES == 1 ? 8 * FW * 4 : 0, SBS, Q4 ? 1 : 2>(lane, cq, sq, oq, fa, k0,
-                                                                                  ka, pf, rec_shift);
+        prefetch_run<D, UPT, 8 * L * ES, ES == 1 ? 8 * FW * 4 : 0, SBS, Q4 ? 1 : 2>(
+            lane, cq, sq, oq, fa, k0, ka, pf, rec_shift);
 #pragma unroll
     for (int u = 0; u < D; u++)
         if (k0 + u < ka) issue(u, u, k0 + u);
